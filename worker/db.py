@@ -1,0 +1,61 @@
+"""Engine and session factories. One engine per process; transactions are short."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from worker.config import Settings
+
+# A statement that runs longer than this is a bug or a lock pile-up; fail it rather than hold a
+# worker thread (and its lease) hostage.
+STATEMENT_TIMEOUT_MS = 15_000
+
+
+def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10, **kw: Any) -> Engine:
+    engine = create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_pre_ping=True,  # a restarted PostgreSQL leaves dead pooled connections behind
+        pool_timeout=10,
+        connect_args={
+            "connect_timeout": 5,
+            "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c lock_timeout=5000",
+            "application_name": "cardshare",
+        },
+        **kw,
+    )
+    return engine
+
+
+def engine_for(settings: Settings, **kw: Any) -> Engine:
+    if settings.database_url is None:
+        raise RuntimeError("database_url is not resolved; start the embedded services first")
+    return make_engine(settings.database_url, pool_size=settings.db_pool_size, **kw)
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def dispose_after_fork(engine: Engine) -> None:
+    """Pooled connections must not cross a fork (prefork pool): drop them in the child."""
+
+    @event.listens_for(engine, "connect")
+    def _remember_pid(dbapi_conn: Any, record: Any) -> None:  # pragma: no cover - trivial
+        import os
+
+        record.info["pid"] = os.getpid()
+
+    @event.listens_for(engine, "checkout")
+    def _check_pid(dbapi_conn: Any, record: Any, proxy: Any) -> None:
+        import os
+
+        from sqlalchemy import exc
+
+        if record.info.get("pid") != os.getpid():
+            record.dbapi_connection = proxy.dbapi_connection = None
+            raise exc.DisconnectionError("connection belongs to another process")

@@ -1,0 +1,214 @@
+"""Tables. The (chat_id, day) primary key of `share_days` is what enforces once a day."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import uuid
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    Uuid,
+    func,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class DayStatus(enum.StrEnum):
+    """Where a chat-day stands.
+
+    queued: a sweep enqueued it; claimed: a worker holds the lease and may be calling Linq;
+    retry: waiting until lease_until after a transient failure or a long Retry-After;
+    unknown: the last call's outcome is unknown (read timeout); retried inside Linq's 5-minute
+    window so a 429 can confirm it. succeeded/skipped/failed end the day.
+    """
+
+    QUEUED = "queued"
+    CLAIMED = "claimed"
+    RETRY = "retry"
+    UNKNOWN = "unknown"
+    SUCCEEDED = "succeeded"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+FINAL_STATUSES = (DayStatus.SUCCEEDED, DayStatus.SKIPPED, DayStatus.FAILED)
+
+
+class AttemptOutcome(enum.StrEnum):
+    OK = "ok"
+    RETRYABLE = "retryable"
+    FATAL = "fatal"
+    UNKNOWN = "unknown"
+
+
+def _now() -> Mapped[dt.datetime]:
+    return mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+class Line(Base):
+    """A business phone number and the cached state of its contact card."""
+
+    __tablename__ = "lines"
+    __table_args__ = (CheckConstraint(f"phone_number ~ '{E164_PATTERN}'", name="e164"),)
+
+    phone_number: Mapped[str] = mapped_column(String(16), primary_key=True)
+    first_name: Mapped[str | None] = mapped_column(Text)
+    last_name: Mapped[str | None] = mapped_column(Text)
+    image_url: Mapped[str | None] = mapped_column(Text)
+    card_active: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    card_checked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    line_type: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = _now()
+    updated_at: Mapped[dt.datetime] = _now()
+
+
+class Chat(Base):
+    """A Linq chat and what cardshare knows of its outbound activity."""
+
+    __tablename__ = "chats"
+    __table_args__ = (
+        CheckConstraint("service IN ('iMessage', 'SMS', 'RCS')", name="service"),
+        Index("ix_chats_line_phone", "line_phone"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    line_phone: Mapped[str] = mapped_column(
+        String(16), ForeignKey("lines.phone_number", ondelete="CASCADE"), nullable=False
+    )
+    service: Mapped[str | None] = mapped_column(String(16))
+    is_group: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    first_outbound_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    last_outbound_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    opted_out: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    opted_out_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # Linq answered 404/2001 for it: the chat is gone, stop sharing into it.
+    not_found_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    health_status: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = _now()
+    updated_at: Mapped[dt.datetime] = _now()
+
+
+class ShareDay(Base):
+    """One row per (chat, day): the claim, the lease and the day's final status."""
+
+    __tablename__ = "share_days"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('queued', 'claimed', 'retry', 'unknown', 'succeeded', 'skipped', 'failed')",
+            name="status",
+        ),
+        Index("ix_share_days_day_status", "day", "status", "lease_until"),
+    )
+
+    chat_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("chats.id", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    reason: Mapped[str | None] = mapped_column(Text)
+    lease_until: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    claim_token: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    claims: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    # Claims taken over from a holder that vanished without an outcome (crash, kill).
+    lost_claims: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    enqueues: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    confirmed_by_rate_limit: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, server_default=text("false")
+    )
+    task_id: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = _now()
+    claimed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[dt.datetime] = _now()
+
+
+class Attempt(Base):
+    """Audit row for one HTTP try; written before the call, completed right after."""
+
+    __tablename__ = "attempts"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["chat_id", "day"],
+            ["share_days.chat_id", "share_days.day"],
+            ondelete="CASCADE",
+            name="fk_attempts_share_days",
+        ),
+        CheckConstraint("outcome IN ('ok', 'retryable', 'fatal', 'unknown')", name="outcome"),
+        Index("ix_attempts_chat_started", "chat_id", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    chat_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    day: Mapped[dt.date] = mapped_column(Date, nullable=False)
+    attempt_no: Mapped[int] = mapped_column(Integer, nullable=False)
+    claim_token: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # NULL while the call is in flight; stays NULL if the process died during it.
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    linq_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    retry_after_s: Mapped[float | None] = mapped_column(Float)
+    trace_id: Mapped[str | None] = mapped_column(String(64))
+    task_id: Mapped[str | None] = mapped_column(Text)
+
+
+class SweepRun(Base):
+    """One sweep or recovery pass: when, how long, how much it enqueued."""
+
+    __tablename__ = "sweep_runs"
+    __table_args__ = (CheckConstraint("kind IN ('sweep', 'recover')", name="kind"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    day: Mapped[dt.date] = mapped_column(Date, nullable=False)
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    scanned: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    enqueued: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class AuditEvent(Base):
+    """Operator and ingestion actions that are not HTTP attempts (e.g. a refused manual share)."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = _now()
+    actor: Mapped[str] = mapped_column(String(32), nullable=False)
+    action: Mapped[str] = mapped_column(String(64), nullable=False)
+    # Text, not a foreign key: refused input may name a chat that does not exist.
+    chat_ref: Mapped[str | None] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(String(32), nullable=False)
+    detail: Mapped[str | None] = mapped_column(Text)
