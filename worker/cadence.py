@@ -1,0 +1,112 @@
+"""Pure rules: what day it is, and whether a chat is due on it. No I/O, no clock reads."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+
+class NotDue(enum.StrEnum):
+    """Why a chat is not shared into today, in the order the rules are checked."""
+
+    CHAT_NOT_FOUND = "chat_not_found"
+    NOT_IMESSAGE = "not_imessage"
+    GROUP_CHAT = "group_chat"
+    OPTED_OUT = "opted_out"
+    NO_OUTBOUND = "no_outbound"
+    OUTBOUND_LATER = "outbound_later"
+    STALE = "stale"
+    CARD_INACTIVE = "card_inactive"
+    ALREADY_SHARED = "already_shared"
+    DAY_CLOSED = "day_closed"
+
+
+EXPLANATIONS: dict[NotDue, str] = {
+    NotDue.CHAT_NOT_FOUND: "Linq no longer knows this chat (404/2001)",
+    NotDue.NOT_IMESSAGE: "the chat is not an iMessage chat",
+    NotDue.GROUP_CHAT: "the chat is a group chat and group sharing is off (CARDSHARE_SHARE_GROUPS)",
+    NotDue.OPTED_OUT: "the recipient opted out (403/2024) and has not written since",
+    NotDue.NO_OUTBOUND: "no outbound message has been seen in this chat",
+    NotDue.OUTBOUND_LATER: "the first outbound message is later than now",
+    NotDue.STALE: "no outbound message within the active window (CARDSHARE_ACTIVE_DAYS)",
+    NotDue.CARD_INACTIVE: "the sending line has no active contact card",
+    NotDue.ALREADY_SHARED: "the card was already shared into this chat today",
+    NotDue.DAY_CLOSED: "today's share already ended as skipped or failed, for a stated reason",
+}
+
+
+@dataclass(frozen=True)
+class ChatFacts:
+    """What the rules need to know about one chat."""
+
+    service: str | None
+    is_group: bool
+    first_outbound_at: dt.datetime | None
+    last_outbound_at: dt.datetime | None
+    opted_out: bool
+    card_active: bool
+    not_found: bool = False
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The configurable parts of "due"."""
+
+    zone: ZoneInfo
+    active_days: int = 30
+    share_groups: bool = False
+
+
+def share_day(now: dt.datetime, zone: ZoneInfo) -> dt.date:
+    """The calendar day `now` falls on in `zone`. `now` must be aware."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    return now.astimezone(zone).date()
+
+
+def day_bounds(day: dt.date, zone: ZoneInfo) -> tuple[dt.datetime, dt.datetime]:
+    """[start, end) of `day` in `zone`, as aware UTC datetimes (23 or 25 hours across DST)."""
+    start = dt.datetime.combine(day, dt.time(0), tzinfo=zone)
+    end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0), tzinfo=zone)
+    return start.astimezone(dt.UTC), end.astimezone(dt.UTC)
+
+
+def why_not_due(
+    chat: ChatFacts, *, now: dt.datetime, policy: Policy, shared_today: bool, day_closed: bool = False
+) -> NotDue | None:
+    """None when the chat is due now; else the first rule it fails."""
+    if chat.not_found:
+        return NotDue.CHAT_NOT_FOUND
+    if chat.service != "iMessage":
+        return NotDue.NOT_IMESSAGE
+    if chat.is_group and not policy.share_groups:
+        return NotDue.GROUP_CHAT
+    if chat.opted_out:
+        return NotDue.OPTED_OUT
+    if chat.first_outbound_at is None:
+        return NotDue.NO_OUTBOUND
+    if chat.first_outbound_at > now:
+        return NotDue.OUTBOUND_LATER
+    last = chat.last_outbound_at or chat.first_outbound_at
+    if last < active_since(now, policy):
+        return NotDue.STALE
+    if not chat.card_active:
+        return NotDue.CARD_INACTIVE
+    if shared_today:
+        return NotDue.ALREADY_SHARED
+    if day_closed:
+        return NotDue.DAY_CLOSED
+    return None
+
+
+def is_due(
+    chat: ChatFacts, *, now: dt.datetime, policy: Policy, shared_today: bool, day_closed: bool = False
+) -> bool:
+    return why_not_due(chat, now=now, policy=policy, shared_today=shared_today, day_closed=day_closed) is None
+
+
+def active_since(now: dt.datetime, policy: Policy) -> dt.datetime:
+    """The oldest last-outbound time that still counts as an active conversation."""
+    return now - dt.timedelta(days=policy.active_days)
