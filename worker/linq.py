@@ -1,0 +1,225 @@
+"""Linq client: the official SDK over our own httpx.Client, errors normalized to `LinqCallError`.
+
+The SDK runs with max_retries=0 (retries live in `retrying`). Each worker thread gets its own
+client: one httpx pool shared by many threads spends most of its CPU walking the pool
+(measured-facts.md), and building a client costs ~40 ms, so never one per call.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import linq
+from linq import LinqAPIV3
+
+from worker.classify import CallResult, Transport
+from worker.config import Settings
+from worker.retrying import parse_retry_after
+
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+
+
+@dataclass(frozen=True)
+class LinqResponse:
+    status: int
+    trace_id: str | None
+
+
+@dataclass(frozen=True)
+class Card:
+    phone_number: str
+    first_name: str
+    last_name: str | None
+    image_url: str | None
+    is_active: bool
+
+
+class LinqCallError(Exception):
+    """One failed Linq call: HTTP status and Linq code, or a transport failure."""
+
+    def __init__(
+        self,
+        *,
+        status: int | None,
+        code: int | None,
+        message: str,
+        trace_id: str | None = None,
+        retry_after_s: float | None = None,
+        transport: Transport | None = None,
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        self.trace_id = trace_id
+        self.retry_after_s = retry_after_s
+        self.transport = transport
+        super().__init__(self.one_line())
+
+    @property
+    def result(self) -> CallResult:
+        return CallResult(status=self.status, code=self.code, transport=self.transport)
+
+    def one_line(self) -> str:
+        if self.transport is not None:
+            return f"Linq call failed before an answer ({self.transport.value}): {self.message}"
+        parts = [f"HTTP {self.status}", f"code {self.code if self.code is not None else '-'}", self.message]
+        if self.trace_id:
+            parts.append(f"trace {self.trace_id}")
+        return "Linq error: " + ", ".join(parts)
+
+
+def error_from_sdk(exc: linq.APIError, now: dt.datetime | None = None) -> LinqCallError:
+    """Normalize any SDK exception; tolerant of non-JSON bodies and missing fields."""
+    now = now or dt.datetime.now(dt.UTC)
+    if isinstance(exc, linq.APIStatusError):
+        response = exc.response
+        trace = response.headers.get("x-trace-id") or _body_trace_id(response)
+        message = _body_message(exc.body) or response.reason_phrase or "error"
+        retry_after = parse_retry_after(response.headers, exc.retry_after, now)
+        return LinqCallError(
+            status=response.status_code,
+            code=exc.code,
+            message=message,
+            trace_id=trace,
+            retry_after_s=retry_after,
+        )
+    if isinstance(exc, linq.APIConnectionError):
+        cause = exc.__cause__
+        transport = Transport.NOT_SENT if isinstance(cause, NOT_SENT) else Transport.MAYBE_SENT
+        detail = type(cause).__name__ if cause is not None else type(exc).__name__
+        return LinqCallError(status=None, code=None, message=detail, transport=transport)
+    # APIResponseValidationError and other SDK errors: a 2xx we could not read.
+    status = getattr(exc, "status_code", None)
+    return LinqCallError(status=status, code=None, message=str(exc))
+
+
+def _body_message(body: object) -> str | None:
+    if isinstance(body, dict):
+        msg = body.get("message")
+        return str(msg) if msg is not None else None
+    if isinstance(body, str) and body:
+        return body[:120].replace("\n", " ")
+    return None
+
+
+def _body_trace_id(response: httpx.Response) -> str | None:
+    try:
+        data = response.json()
+    except ValueError:
+        return None
+    if isinstance(data, dict):
+        trace = data.get("trace_id")
+        return str(trace) if trace else None
+    return None
+
+
+def http_client(settings: Settings, *, max_connections: int = 4) -> httpx.Client:
+    """A small pool for one thread: short timeouts, no redirects to follow silently."""
+    return httpx.Client(
+        timeout=httpx.Timeout(
+            connect=settings.http_connect_timeout_s,
+            read=settings.http_read_timeout_s,
+            write=settings.http_read_timeout_s,
+            pool=settings.http_connect_timeout_s,
+        ),
+        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        follow_redirects=False,
+    )
+
+
+@dataclass
+class LinqGateway:
+    """The Linq calls cardshare makes, each raising LinqCallError on failure."""
+
+    sdk: LinqAPIV3
+    http: httpx.Client
+
+    @classmethod
+    def create(cls, settings: Settings, *, strict: bool = False) -> LinqGateway:
+        http = http_client(settings)
+        sdk = LinqAPIV3(
+            api_key=settings.require_api_key(),
+            base_url=settings.linq_base_url,
+            max_retries=0,
+            http_client=http,
+            _strict_response_validation=strict,
+        )
+        return cls(sdk=sdk, http=http)
+
+    def close(self) -> None:
+        self.sdk.close()
+        self.http.close()
+
+    def share_contact_card(self, chat_id: str) -> LinqResponse:
+        try:
+            raw = self.sdk.chats.with_raw_response.share_contact_card(chat_id)
+        except linq.APIError as exc:
+            raise error_from_sdk(exc) from exc
+        # Any 2xx is success; the body is not read (linq-api.md §5).
+        return LinqResponse(status=raw.status_code, trace_id=raw.headers.get("x-trace-id"))
+
+    def list_cards(self, phone_number: str | None = None) -> list[Card]:
+        try:
+            if phone_number is None:
+                resp = self.sdk.contact_card.retrieve()
+            else:
+                resp = self.sdk.contact_card.retrieve(phone_number=phone_number)
+        except linq.APIError as exc:
+            raise error_from_sdk(exc) from exc
+        return [
+            Card(
+                phone_number=c.phone_number,
+                first_name=c.first_name,
+                last_name=c.last_name,
+                image_url=c.image_url,
+                is_active=c.is_active,
+            )
+            for c in resp.contact_cards
+        ]
+
+    def iter_chats(self, line: str, *, limit: int = 100) -> Iterator[Any]:
+        """Every chat of a line, following next_cursor to the end."""
+        cursor: str | None = None
+        while True:
+            try:
+                if cursor is None:
+                    page = self.sdk.chats.list_chats(from_=line, limit=limit)
+                else:
+                    page = self.sdk.chats.list_chats(from_=line, limit=limit, cursor=cursor)
+            except linq.APIError as exc:
+                raise error_from_sdk(exc) from exc
+            yield from page.chats
+            cursor = page.next_cursor
+            if not cursor:
+                return
+
+
+@dataclass
+class ClientPool:
+    """One LinqGateway per thread, created on first use, closed together at shutdown."""
+
+    settings: Settings
+    _local: threading.local = field(default_factory=threading.local)
+    _all: list[LinqGateway] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get(self) -> LinqGateway:
+        gw: LinqGateway | None = getattr(self._local, "gateway", None)
+        if gw is None:
+            gw = LinqGateway.create(self.settings)
+            self._local.gateway = gw
+            with self._lock:
+                self._all.append(gw)
+        return gw
+
+    def close(self) -> None:
+        with self._lock:
+            for gw in self._all:
+                gw.close()
+            self._all.clear()
+        self._local = threading.local()
