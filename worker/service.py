@@ -1,0 +1,455 @@
+"""Share one chat's card for one day: check, claim, call with retries, record.
+
+`share_chat` is the whole unit of work behind the Celery task and `cardshare share --wait`.
+No transaction is open while Linq is being called: the claim and the first attempt row commit
+before the call, the outcome commits right after it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from worker import store
+from worker.cadence import EXPLANATIONS, NotDue, Policy, share_day, why_not_due
+from worker.classify import Action, CallResult, Verdict, classify
+from worker.config import LINQ_SHARE_WINDOW_S, Settings
+from worker.errors import StoreUnavailable
+from worker.linq import LinqCallError, LinqGateway
+from worker.logs import event
+from worker.models import AttemptOutcome, DayStatus
+from worker.retrying import Exhausted, Retryable, RetryPolicy, build
+
+log = logging.getLogger("cardshare.share")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class Deps:
+    """What a share needs from the outside world; tests pass their own clock and sleep."""
+
+    settings: Settings
+    sessions: sessionmaker[Session]
+    client: Callable[[], LinqGateway]
+    clock: Callable[[], dt.datetime] = utcnow
+    sleep: Callable[[float], None] = time.sleep
+    rng: Callable[[], float] = random.random
+
+    @property
+    def policy(self) -> Policy:
+        s = self.settings
+        return Policy(zone=s.zone, active_days=s.active_days, share_groups=s.share_groups)
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        s = self.settings
+        return RetryPolicy(
+            attempts=s.retry_attempts, budget_s=s.retry_budget_s, base_s=s.retry_base_s, cap_s=s.retry_cap_s
+        )
+
+
+class Outcome(enum.StrEnum):
+    SHARED = "shared"
+    CONFIRMED = "confirmed"  # a 429 proved an earlier, unknown share was accepted
+    SKIPPED = "skipped"
+    FAILED = "failed"
+    RESCHEDULED = "rescheduled"
+    UNKNOWN = "unknown"
+    NOT_DUE = "not_due"
+    BUSY = "busy"  # someone else holds or finished the chat-day
+    LOST = "lost"  # our claim was taken over while we ran; nothing recorded by us
+    DAY_OVER = "day_over"
+
+
+@dataclass(frozen=True)
+class ShareResult:
+    outcome: Outcome
+    chat_id: uuid.UUID
+    day: dt.date
+    reason: str | None = None
+    attempts: int = 0
+    retry_in_s: float | None = None
+    trace_id: str | None = None
+
+    def one_line(self) -> str:
+        text = f"{self.outcome.value}: chat {self.chat_id} day {self.day}"
+        if self.reason:
+            text += f": {self.reason}"
+        if self.attempts:
+            text += f" ({self.attempts} HTTP attempt{'s' if self.attempts != 1 else ''})"
+        if self.retry_in_s is not None:
+            text += f"; retry in {self.retry_in_s:.0f}s"
+        if self.trace_id:
+            text += f"; trace {self.trace_id}"
+        return text
+
+
+@dataclass
+class _Run:
+    """State of one claimed run across its HTTP attempts."""
+
+    claim: store.Claim
+    attempt: tuple[int, int] | None
+    prior_unknown: bool
+    unknown_in_run: bool = False
+    http_attempts: int = 0
+    trace_ids: list[str] = field(default_factory=list)
+
+
+def explain(reason: NotDue) -> str:
+    return f"{reason.value} ({EXPLANATIONS[reason]})"
+
+
+def share_chat(chat_id: uuid.UUID, day: dt.date, deps: Deps, *, task_id: str | None = None) -> ShareResult:
+    """Share `chat_id`'s card for `day`, at most once. Raises StoreUnavailable if the DB is down."""
+    now = deps.clock()
+    today = share_day(now, deps.settings.zone)
+    if day != today:
+        return _wrong_day(chat_id, day, today, deps)
+
+    with store.transaction(deps.sessions) as s:
+        chat = store.load_chat(s, chat_id, day)
+        if chat is None:
+            return ShareResult(Outcome.NOT_DUE, chat_id, day, reason="unknown chat")
+        why = why_not_due(
+            chat.facts,
+            now=now,
+            policy=deps.policy,
+            shared_today=chat.shared_today,
+            day_closed=chat.day_closed,
+        )
+        if why is not None:
+            if why not in (NotDue.ALREADY_SHARED, NotDue.DAY_CLOSED):
+                store.close_unclaimed(s, chat_id, day, DayStatus.SKIPPED, why.value)
+            return ShareResult(Outcome.NOT_DUE, chat_id, day, reason=explain(why))
+        claim = store.claim(
+            s,
+            chat_id,
+            day,
+            lease_s=deps.settings.lease_s,
+            max_lost_claims=deps.settings.max_lost_claims,
+            task_id=task_id,
+        )
+        if claim is None:
+            return ShareResult(
+                Outcome.BUSY, chat_id, day, reason="another worker holds or finished this chat-day"
+            )
+        prior_unknown = store.unconfirmed_attempt_since(s, chat_id, day, LINQ_SHARE_WINDOW_S)
+        first = store.begin_attempt(s, claim, task_id=task_id)
+    event(
+        log,
+        "share.claimed",
+        chat_id=str(chat_id),
+        day=str(day),
+        claims=claim.claims,
+        prior_unknown=prior_unknown,
+    )
+
+    run = _Run(claim=claim, attempt=first, prior_unknown=prior_unknown)
+    retrying = build(deps.retry_policy, sleep=deps.sleep, rng=deps.rng, before_sleep=_log_sleep(chat_id, day))
+    result = retrying(lambda: _attempt(run, chat.line_phone, deps, task_id))
+    if isinstance(result, Exhausted):
+        return _reschedule(run, result, deps)
+    assert isinstance(result, ShareResult)
+    return result
+
+
+def _attempt(run: _Run, line_phone: str, deps: Deps, task_id: str | None) -> ShareResult:
+    """One HTTP try. Returns a final result, or raises Retryable for tenacity."""
+    claim = run.claim
+    if run.attempt is None:
+        with store.transaction(deps.sessions) as s:
+            run.attempt = store.begin_attempt(s, claim, task_id=task_id)
+    if run.attempt is None:
+        # The lease ran out and another worker took over: calling now could double-share.
+        return ShareResult(Outcome.LOST, claim.chat_id, claim.day, reason="claim taken over; not calling")
+    attempt_id, attempt_no = run.attempt
+    run.http_attempts += 1
+    try:
+        response = deps.client().share_contact_card(str(claim.chat_id))
+        err: LinqCallError | None = None
+        verdict = classify(CallResult(status=response.status))
+        trace = response.trace_id
+    except LinqCallError as exc:
+        err = exc
+        verdict = classify(exc.result)
+        trace = exc.trace_id
+    if trace:
+        run.trace_ids.append(trace)
+    record = store.AttemptResult(
+        outcome=verdict.outcome,
+        http_status=err.status if err else response.status,
+        linq_code=err.code if err else None,
+        error=err.message if err else None,
+        retry_after_s=err.retry_after_s if err else None,
+        trace_id=trace,
+    )
+    event(
+        log,
+        "share.attempt",
+        chat_id=str(claim.chat_id),
+        day=str(claim.day),
+        attempt=attempt_no,
+        outcome=verdict.outcome.value,
+        action=verdict.action.value,
+        http_status=record.http_status,
+        linq_code=record.linq_code,
+        trace_id=trace,
+    )
+    run.attempt = None
+
+    if verdict.action is Action.RATE_LIMITED and (run.prior_unknown or run.unknown_in_run):
+        # decisions.md 3: our earlier share's outcome was unknown; Linq's 5-minute limit says
+        # it was accepted. Record success, do not share again.
+        confirmed = store.AttemptResult(
+            outcome=AttemptOutcome.OK,
+            http_status=record.http_status,
+            linq_code=record.linq_code,
+            error="429 confirms the earlier share whose outcome was unknown",
+            retry_after_s=record.retry_after_s,
+            trace_id=trace,
+        )
+        return _finish(
+            run, attempt_id, confirmed, deps, DayStatus.SUCCEEDED, None, Outcome.CONFIRMED, confirmed=True
+        )
+    if verdict.retryable:
+        with store.transaction(deps.sessions) as s:
+            store.finish_attempt(s, attempt_id, record)
+        if verdict.outcome is AttemptOutcome.UNKNOWN:
+            run.unknown_in_run = True
+        raise Retryable(verdict, err.retry_after_s if err else None)
+    return _final(run, attempt_id, record, verdict, line_phone, err, deps)
+
+
+def _final(
+    run: _Run,
+    attempt_id: int,
+    record: store.AttemptResult,
+    verdict: Verdict,
+    line_phone: str,
+    err: LinqCallError | None,
+    deps: Deps,
+) -> ShareResult:
+    code = f"HTTP {record.http_status}/{record.linq_code if record.linq_code is not None else '-'}"
+    match verdict.action:
+        case Action.SUCCESS:
+            return _finish(run, attempt_id, record, deps, DayStatus.SUCCEEDED, None, Outcome.SHARED)
+        case Action.CARD_INACTIVE:
+            return _finish(
+                run,
+                attempt_id,
+                record,
+                deps,
+                DayStatus.SKIPPED,
+                f"card_inactive ({code})",
+                Outcome.SKIPPED,
+                side=lambda s: store.mark_card_inactive(s, line_phone),
+            )
+        case Action.DEFER:
+            return _finish(
+                run, attempt_id, record, deps, DayStatus.SKIPPED, f"deferred ({code})", Outcome.SKIPPED
+            )
+        case Action.OPTED_OUT:
+            return _finish(
+                run,
+                attempt_id,
+                record,
+                deps,
+                DayStatus.SKIPPED,
+                f"opted_out ({code})",
+                Outcome.SKIPPED,
+                side=lambda s: store.mark_opted_out(s, run.claim.chat_id),
+            )
+        case Action.CHAT_NOT_FOUND:
+            return _finish(
+                run,
+                attempt_id,
+                record,
+                deps,
+                DayStatus.FAILED,
+                f"chat_not_found ({code})",
+                Outcome.FAILED,
+                side=lambda s: store.mark_not_found(s, run.claim.chat_id),
+            )
+        case Action.AUTH:
+            # Our credentials, not the chat: keep the day open and try again after a sweep interval.
+            event(
+                log,
+                "share.auth_failed",
+                logging.ERROR,
+                http_status=record.http_status,
+                linq_code=record.linq_code,
+            )
+            return _finish(
+                run,
+                attempt_id,
+                record,
+                deps,
+                DayStatus.RETRY,
+                f"auth ({code}): check LINQ_API_V3_API_KEY",
+                Outcome.RESCHEDULED,
+                retry_in_s=deps.settings.sweep_interval_s,
+            )
+        case _:
+            detail = err.message if err else ""
+            return _finish(
+                run,
+                attempt_id,
+                record,
+                deps,
+                DayStatus.FAILED,
+                f"permanent ({code}): {detail}"[:300],
+                Outcome.FAILED,
+            )
+
+
+def _finish(
+    run: _Run,
+    attempt_id: int,
+    record: store.AttemptResult,
+    deps: Deps,
+    status: DayStatus,
+    reason: str | None,
+    outcome: Outcome,
+    *,
+    confirmed: bool = False,
+    retry_in_s: float | None = None,
+    side: Callable[[Session], None] | None = None,
+) -> ShareResult:
+    """Commit the attempt's outcome and the day's status together, fenced by the claim token.
+
+    After a 2xx this write must land: a lost write turns into a second share later. So it is
+    retried for as long as the lease leaves room, and only then given up to crash recovery.
+    """
+    deadline = time.monotonic() + max(1.0, deps.settings.lease_s - deps.settings.task_soft_time_limit_s)
+    delay = 0.5
+    while True:
+        try:
+            with store.transaction(deps.sessions) as s:
+                store.finish_attempt(s, attempt_id, record)
+                held = store.finish_day(
+                    s,
+                    run.claim,
+                    status,
+                    reason=reason,
+                    retry_in_s=retry_in_s,
+                    confirmed_by_rate_limit=confirmed,
+                )
+                if held and side is not None:
+                    side(s)
+            break
+        except StoreUnavailable:
+            if time.monotonic() + delay > deadline:
+                raise
+            event(log, "share.record_retry", logging.WARNING, chat_id=str(run.claim.chat_id), delay_s=delay)
+            deps.sleep(delay)
+            delay = min(delay * 2, 5.0)
+    trace = run.trace_ids[-1] if run.trace_ids else None
+    if not held:
+        return ShareResult(
+            Outcome.LOST,
+            run.claim.chat_id,
+            run.claim.day,
+            reason="claim taken over before recording",
+            attempts=run.http_attempts,
+            trace_id=trace,
+        )
+    event(
+        log,
+        "share.finished",
+        chat_id=str(run.claim.chat_id),
+        day=str(run.claim.day),
+        outcome=outcome.value,
+        status=status.value,
+        reason=reason,
+    )
+    return ShareResult(
+        outcome,
+        run.claim.chat_id,
+        run.claim.day,
+        reason=reason,
+        attempts=run.http_attempts,
+        retry_in_s=retry_in_s,
+        trace_id=trace,
+    )
+
+
+def _reschedule(run: _Run, exhausted: Exhausted, deps: Deps) -> ShareResult:
+    """Out of attempts or budget: hand the chat-day back with a lease that ends when to retry.
+
+    The wait is never shorter than Linq's Retry-After. After an unknown outcome the retry comes
+    well inside Linq's 5-minute window so its 429 can confirm the earlier share.
+    """
+    s = deps.settings
+    backoff = min(s.sweep_interval_s, 30.0 * 2 ** max(0, run.claim.claims - 1))
+    wait = max(exhausted.next_wait_s, backoff)
+    last = exhausted.last
+    if run.unknown_in_run:
+        status = DayStatus.UNKNOWN
+        wait = max(exhausted.next_wait_s, min(wait, 30.0))
+        outcome = Outcome.UNKNOWN
+    else:
+        status = DayStatus.RETRY
+        outcome = Outcome.RESCHEDULED
+    reason = f"{last.verdict.action.value} after {exhausted.attempts} attempt(s)"
+    with store.transaction(deps.sessions) as sess:
+        held = store.finish_day(sess, run.claim, status, reason=reason, retry_in_s=wait)
+    if not held:
+        return ShareResult(
+            Outcome.LOST,
+            run.claim.chat_id,
+            run.claim.day,
+            reason="claim taken over",
+            attempts=run.http_attempts,
+        )
+    event(
+        log,
+        "share.rescheduled",
+        chat_id=str(run.claim.chat_id),
+        day=str(run.claim.day),
+        status=status.value,
+        retry_in_s=round(wait, 1),
+        reason=reason,
+    )
+    return ShareResult(
+        outcome,
+        run.claim.chat_id,
+        run.claim.day,
+        reason=reason,
+        attempts=run.http_attempts,
+        retry_in_s=wait,
+        trace_id=run.trace_ids[-1] if run.trace_ids else None,
+    )
+
+
+def _wrong_day(chat_id: uuid.UUID, day: dt.date, today: dt.date, deps: Deps) -> ShareResult:
+    if day > today:
+        return ShareResult(
+            Outcome.NOT_DUE, chat_id, day, reason=f"day {day} has not started (today is {today})"
+        )
+    with store.transaction(deps.sessions) as s:
+        store.close_unclaimed(
+            s, chat_id, day, DayStatus.FAILED, "day_over: the day ended before the share ran"
+        )
+    return ShareResult(
+        Outcome.DAY_OVER, chat_id, day, reason="the day ended before this task ran; not made up"
+    )
+
+
+def _log_sleep(chat_id: uuid.UUID, day: dt.date) -> Callable[..., None]:
+    def before_sleep(state: object) -> None:
+        sleep_s = getattr(state, "upcoming_sleep", 0.0)
+        event(log, "share.retry_sleep", chat_id=str(chat_id), day=str(day), sleep_s=round(float(sleep_s), 3))
+
+    return before_sleep

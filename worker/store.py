@@ -1,0 +1,646 @@
+"""All SQL. Driver errors become StoreUnavailable at this edge.
+
+The database is the arbiter of "once a day": every writer goes through the (chat_id, day)
+primary key of share_days, and every state change after a claim is fenced by its token.
+Leases use the database clock (now()) so workers on several machines agree on expiry.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
+
+from worker.cadence import ChatFacts, Policy, active_since
+from worker.errors import StoreUnavailable
+from worker.models import AttemptOutcome, DayStatus
+
+OPEN_STATUSES = ("queued", "claimed", "retry", "unknown")
+NIL_UUID = uuid.UUID(int=0)  # keyset start: every chat id sorts after it
+
+
+@contextmanager
+def transaction(sessions: sessionmaker[Session]) -> Iterator[Session]:
+    """One short transaction; connection-level failures surface as StoreUnavailable."""
+    try:
+        with sessions.begin() as session:
+            yield session
+    except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+        raise StoreUnavailable(f"database unavailable: {type(exc.orig or exc).__name__}") from exc
+    except sa_exc.DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise StoreUnavailable("database connection lost") from exc
+        raise
+
+
+# --------------------------------------------------------------------------- chats and lines
+
+
+@dataclass(frozen=True)
+class ChatRow:
+    chat_id: uuid.UUID
+    line_phone: str
+    facts: ChatFacts
+    status_today: str | None
+
+    @property
+    def shared_today(self) -> bool:
+        return self.status_today == "succeeded"
+
+    @property
+    def day_closed(self) -> bool:
+        return self.status_today in ("skipped", "failed")
+
+
+def load_chat(session: Session, chat_id: uuid.UUID, day: dt.date) -> ChatRow | None:
+    row = session.execute(
+        text(
+            """
+            SELECT c.id, c.line_phone, c.service, c.is_group, c.first_outbound_at,
+                   c.last_outbound_at, c.opted_out, c.not_found_at IS NOT NULL AS not_found,
+                   l.card_active, d.status AS status_today
+            FROM chats c
+            JOIN lines l ON l.phone_number = c.line_phone
+            LEFT JOIN share_days d ON d.chat_id = c.id AND d.day = :day
+            WHERE c.id = :chat_id
+            """
+        ),
+        {"chat_id": chat_id, "day": day},
+    ).one_or_none()
+    if row is None:
+        return None
+    return ChatRow(
+        chat_id=row.id,
+        line_phone=row.line_phone,
+        facts=ChatFacts(
+            service=row.service,
+            is_group=row.is_group,
+            first_outbound_at=row.first_outbound_at,
+            last_outbound_at=row.last_outbound_at,
+            opted_out=row.opted_out,
+            card_active=row.card_active,
+            not_found=row.not_found,
+        ),
+        status_today=row.status_today,
+    )
+
+
+@dataclass(frozen=True)
+class ChatActivity:
+    """One fact about a chat, from a webhook, a sync or an import."""
+
+    chat_id: uuid.UUID
+    line_phone: str
+    service: str | None = None
+    is_group: bool | None = None
+    outbound_at: dt.datetime | None = None
+    opted_out: bool | None = None
+    health_status: str | None = None
+
+
+def ensure_lines(session: Session, phones: Sequence[str]) -> None:
+    if phones:
+        session.execute(
+            text("INSERT INTO lines (phone_number) VALUES (:p) ON CONFLICT DO NOTHING"),
+            [{"p": p} for p in sorted(set(phones))],
+        )
+
+
+def record_activity(session: Session, facts: Sequence[ChatActivity]) -> None:
+    """Upsert chats. Outbound times only widen [first, last]; None leaves a field as it is."""
+    if not facts:
+        return
+    ensure_lines(session, [f.line_phone for f in facts])
+    session.execute(
+        text(
+            """
+            INSERT INTO chats AS c (id, line_phone, service, is_group, first_outbound_at,
+                                    last_outbound_at, opted_out, opted_out_at, health_status)
+            VALUES (:chat_id, :line_phone, :service, coalesce(:is_group, false), :outbound_at,
+                    :outbound_at, coalesce(:opted_out, false),
+                    CASE WHEN :opted_out THEN now() END, :health_status)
+            ON CONFLICT (id) DO UPDATE SET
+                line_phone = EXCLUDED.line_phone,
+                service = coalesce(:service, c.service),
+                is_group = coalesce(:is_group, c.is_group),
+                first_outbound_at = CASE
+                    WHEN c.first_outbound_at IS NULL THEN EXCLUDED.first_outbound_at
+                    WHEN EXCLUDED.first_outbound_at IS NULL THEN c.first_outbound_at
+                    ELSE least(c.first_outbound_at, EXCLUDED.first_outbound_at) END,
+                last_outbound_at = CASE
+                    WHEN c.last_outbound_at IS NULL THEN EXCLUDED.last_outbound_at
+                    WHEN EXCLUDED.last_outbound_at IS NULL THEN c.last_outbound_at
+                    ELSE greatest(c.last_outbound_at, EXCLUDED.last_outbound_at) END,
+                opted_out = coalesce(:opted_out, c.opted_out),
+                opted_out_at = CASE WHEN :opted_out IS NULL THEN c.opted_out_at
+                                    WHEN :opted_out THEN coalesce(c.opted_out_at, now()) END,
+                health_status = coalesce(:health_status, c.health_status),
+                updated_at = now()
+            """
+        ),
+        [
+            {
+                "chat_id": f.chat_id,
+                "line_phone": f.line_phone,
+                "service": f.service,
+                "is_group": f.is_group,
+                "outbound_at": f.outbound_at,
+                "opted_out": f.opted_out,
+                "health_status": f.health_status,
+            }
+            for f in facts
+        ],
+    )
+
+
+@dataclass(frozen=True)
+class CardState:
+    phone_number: str
+    first_name: str | None
+    last_name: str | None
+    image_url: str | None
+    is_active: bool
+
+
+def store_cards(session: Session, cards: Sequence[CardState], *, complete: bool) -> int:
+    """Cache Linq's card list. With `complete`, lines missing from it have no active card."""
+    for card in cards:
+        session.execute(
+            text(
+                """
+                INSERT INTO lines (phone_number, first_name, last_name, image_url, card_active,
+                                   card_checked_at)
+                VALUES (:p, :first, :last, :image, :active, now())
+                ON CONFLICT (phone_number) DO UPDATE SET
+                    first_name = EXCLUDED.first_name, last_name = EXCLUDED.last_name,
+                    image_url = EXCLUDED.image_url, card_active = EXCLUDED.card_active,
+                    card_checked_at = now(), updated_at = now()
+                """
+            ),
+            {
+                "p": card.phone_number,
+                "first": card.first_name,
+                "last": card.last_name,
+                "image": card.image_url,
+                "active": card.is_active,
+            },
+        )
+    if complete:
+        session.execute(
+            text(
+                """
+                UPDATE lines SET card_active = false, card_checked_at = now(), updated_at = now()
+                WHERE NOT (phone_number = ANY(:listed))
+                """
+            ),
+            {"listed": [c.phone_number for c in cards]},
+        )
+    return sum(1 for c in cards if c.is_active)
+
+
+def mark_card_inactive(session: Session, line_phone: str) -> None:
+    session.execute(
+        text(
+            "UPDATE lines SET card_active = false, card_checked_at = now(), updated_at = now() "
+            "WHERE phone_number = :p"
+        ),
+        {"p": line_phone},
+    )
+
+
+def mark_opted_out(session: Session, chat_id: uuid.UUID) -> None:
+    session.execute(
+        text("UPDATE chats SET opted_out = true, opted_out_at = now(), updated_at = now() WHERE id = :c"),
+        {"c": chat_id},
+    )
+
+
+def mark_not_found(session: Session, chat_id: uuid.UUID) -> None:
+    session.execute(
+        text("UPDATE chats SET not_found_at = now(), updated_at = now() WHERE id = :c"),
+        {"c": chat_id},
+    )
+
+
+# --------------------------------------------------------------------------- claim and record
+
+
+@dataclass(frozen=True)
+class Claim:
+    chat_id: uuid.UUID
+    day: dt.date
+    token: uuid.UUID
+    claims: int
+    lost_claims: int
+
+
+def claim(
+    session: Session,
+    chat_id: uuid.UUID,
+    day: dt.date,
+    *,
+    lease_s: float,
+    max_lost_claims: int,
+    task_id: str | None,
+) -> Claim | None:
+    """Take the chat-day, or None when its day ended (succeeded, skipped, failed) or someone
+    holds a live lease.
+
+    A queued row is free to take; any other open row only once its lease has expired. A
+    'claimed' row whose lease expired lost its holder (crash): that counts toward the poison
+    limit, and at the limit the row is left for recovery to mark failed.
+    """
+    token = uuid.uuid4()
+    row = session.execute(
+        text(
+            """
+            INSERT INTO share_days AS d (chat_id, day, status, lease_until, claim_token, claims,
+                                         task_id, claimed_at)
+            VALUES (:chat_id, :day, 'claimed', now() + make_interval(secs => :lease),
+                    :token, 1, :task_id, now())
+            ON CONFLICT (chat_id, day) DO UPDATE SET
+                status = 'claimed',
+                lease_until = EXCLUDED.lease_until,
+                claim_token = EXCLUDED.claim_token,
+                claims = d.claims + 1,
+                lost_claims = d.lost_claims + (d.status = 'claimed')::int,
+                task_id = EXCLUDED.task_id,
+                claimed_at = now(),
+                reason = NULL,
+                updated_at = now()
+            WHERE d.status NOT IN ('succeeded', 'skipped', 'failed')
+              AND (d.status = 'queued' OR d.lease_until < now())
+              AND NOT (d.status = 'claimed' AND d.lost_claims + 1 >= :max_lost)
+            RETURNING d.claims, d.lost_claims
+            """
+        ),
+        {
+            "chat_id": chat_id,
+            "day": day,
+            "lease": lease_s,
+            "token": token,
+            "task_id": task_id,
+            "max_lost": max_lost_claims,
+        },
+    ).one_or_none()
+    if row is None:
+        return None
+    return Claim(chat_id=chat_id, day=day, token=token, claims=row.claims, lost_claims=row.lost_claims)
+
+
+def begin_attempt(session: Session, claim_: Claim, *, task_id: str | None) -> tuple[int, int] | None:
+    """Write the attempt row before the call; None if the claim was taken over (do not call)."""
+    row = session.execute(
+        text(
+            """
+            WITH d AS (
+                UPDATE share_days SET attempts = attempts + 1, updated_at = now()
+                WHERE chat_id = :chat_id AND day = :day AND claim_token = :token
+                  AND status = 'claimed'
+                RETURNING chat_id, day, attempts, claim_token
+            )
+            INSERT INTO attempts (chat_id, day, attempt_no, claim_token, started_at, task_id)
+            SELECT chat_id, day, attempts, claim_token, clock_timestamp(), :task_id FROM d
+            RETURNING id, attempt_no
+            """
+        ),
+        {"chat_id": claim_.chat_id, "day": claim_.day, "token": claim_.token, "task_id": task_id},
+    ).one_or_none()
+    return None if row is None else (row.id, row.attempt_no)
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    outcome: AttemptOutcome
+    http_status: int | None = None
+    linq_code: int | None = None
+    error: str | None = None
+    retry_after_s: float | None = None
+    trace_id: str | None = None
+
+
+def finish_attempt(session: Session, attempt_id: int, result: AttemptResult) -> None:
+    session.execute(
+        text(
+            """
+            UPDATE attempts SET finished_at = clock_timestamp(), outcome = :outcome,
+                http_status = :status, linq_code = :code, error = :error,
+                retry_after_s = :retry_after, trace_id = :trace
+            WHERE id = :id
+            """
+        ),
+        {
+            "id": attempt_id,
+            "outcome": result.outcome.value,
+            "status": result.http_status,
+            "code": result.linq_code,
+            "error": (result.error or "")[:500] or None,
+            "retry_after": result.retry_after_s,
+            "trace": result.trace_id,
+        },
+    )
+
+
+def finish_day(
+    session: Session,
+    claim_: Claim,
+    status: DayStatus,
+    *,
+    reason: str | None = None,
+    retry_in_s: float | None = None,
+    confirmed_by_rate_limit: bool = False,
+) -> bool:
+    """Record the claim's result, fenced by its token. False: the claim was lost meanwhile.
+
+    Final statuses end the lease now; retry/unknown keep the row closed until `retry_in_s`.
+    """
+    final = status in (DayStatus.SUCCEEDED, DayStatus.SKIPPED, DayStatus.FAILED)
+    result = session.execute(
+        text(
+            """
+            UPDATE share_days SET status = :status, reason = :reason,
+                lease_until = now() + make_interval(secs => :delay),
+                finished_at = CASE WHEN :final THEN now() END,
+                confirmed_by_rate_limit = confirmed_by_rate_limit OR :confirmed,
+                updated_at = now()
+            WHERE chat_id = :chat_id AND day = :day AND claim_token = :token AND status = 'claimed'
+            """
+        ),
+        {
+            "status": status.value,
+            "reason": reason,
+            "delay": 0.0 if final else float(retry_in_s or 0.0),
+            "final": final,
+            "confirmed": confirmed_by_rate_limit,
+            "chat_id": claim_.chat_id,
+            "day": claim_.day,
+            "token": claim_.token,
+        },
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def unconfirmed_attempt_since(session: Session, chat_id: uuid.UUID, day: dt.date, seconds: float) -> bool:
+    """Did one of our shares for this chat-day end unknown (or never end) within `seconds`?"""
+    return bool(
+        session.execute(
+            text(
+                """
+                SELECT EXISTS (
+                    SELECT 1 FROM attempts
+                    WHERE chat_id = :chat_id AND day = :day
+                      AND (outcome = 'unknown' OR outcome IS NULL)
+                      AND started_at > now() - make_interval(secs => :secs)
+                )
+                """
+            ),
+            {"chat_id": chat_id, "day": day, "secs": seconds},
+        ).scalar()
+    )
+
+
+def close_unclaimed(
+    session: Session, chat_id: uuid.UUID, day: dt.date, status: DayStatus, reason: str
+) -> bool:
+    """End a chat-day nobody holds (a not-due chat, a stale day) without a claim."""
+    result = session.execute(
+        text(
+            """
+            UPDATE share_days SET status = :status, reason = :reason, lease_until = now(),
+                finished_at = now(), updated_at = now()
+            WHERE chat_id = :chat_id AND day = :day
+              AND (status = 'queued' OR (status IN ('claimed', 'retry', 'unknown') AND lease_until < now()))
+            """
+        ),
+        {"status": status.value, "reason": reason, "chat_id": chat_id, "day": day},
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+# --------------------------------------------------------------------------- sweep and recovery
+
+
+@dataclass(frozen=True)
+class Page:
+    scanned: int
+    last_id: uuid.UUID | None
+    queued: list[uuid.UUID]
+
+
+def mark_due_page(
+    session: Session,
+    *,
+    day: dt.date,
+    now: dt.datetime,
+    policy: Policy,
+    after: uuid.UUID | None,
+    limit: int,
+    queue_lease_s: float,
+    max_lost_claims: int,
+) -> Page:
+    """One keyset page of due chats, marked 'queued' for `day`; returns those to enqueue.
+
+    A chat-day already queued, held or finished is not returned again, so overlapping sweeps
+    enqueue each chat-day once (row locks on the conflict make the marking atomic).
+    """
+    row = session.execute(
+        text(
+            """
+            WITH due AS (
+                SELECT c.id FROM chats c
+                JOIN lines l ON l.phone_number = c.line_phone
+                WHERE c.id > :after
+                  AND c.service = 'iMessage' AND NOT c.opted_out AND c.not_found_at IS NULL
+                  AND (:groups OR NOT c.is_group)
+                  AND c.first_outbound_at <= :now
+                  AND coalesce(c.last_outbound_at, c.first_outbound_at) >= :active_since
+                  AND l.card_active
+                ORDER BY c.id
+                LIMIT :limit
+            ), marked AS (
+                INSERT INTO share_days AS d (chat_id, day, status, lease_until, enqueues)
+                SELECT id, :day, 'queued', now() + make_interval(secs => :qlease), 1 FROM due
+                ON CONFLICT (chat_id, day) DO UPDATE SET
+                    status = 'queued',
+                    lease_until = EXCLUDED.lease_until,
+                    enqueues = d.enqueues + 1,
+                    lost_claims = d.lost_claims + (d.status = 'claimed')::int,
+                    updated_at = now()
+                WHERE d.status IN ('queued', 'claimed', 'retry', 'unknown')
+                  AND d.lease_until < now()
+                  AND NOT (d.status = 'claimed' AND d.lost_claims + 1 >= :max_lost)
+                RETURNING chat_id
+            )
+            SELECT (SELECT count(*) FROM due) AS scanned,
+                   (SELECT max(id::text) FROM due) AS last_id,
+                   ARRAY(SELECT chat_id FROM marked ORDER BY chat_id) AS queued
+            """
+        ),
+        {
+            "after": after or NIL_UUID,
+            "groups": policy.share_groups,
+            "now": now,
+            "active_since": active_since(now, policy),
+            "limit": limit,
+            "day": day,
+            "qlease": queue_lease_s,
+            "max_lost": max_lost_claims,
+        },
+    ).one()
+    last = uuid.UUID(row.last_id) if row.last_id else None
+    return Page(scanned=row.scanned, last_id=last, queued=list(row.queued or []))
+
+
+def requeue_expired(
+    session: Session,
+    *,
+    day: dt.date,
+    limit: int,
+    queue_lease_s: float,
+    queue_drained: bool,
+    max_lost_claims: int,
+) -> list[uuid.UUID]:
+    """Open chat-days of `day` whose lease ran out (crash, lost message, retry due): re-queue.
+
+    With the broker queue drained, a 'queued' row older than half a minute lost its message
+    (Redis restarted, a publish failed), whatever its queue lease says.
+    """
+    rows = session.execute(
+        text(
+            """
+            WITH expired AS (
+                SELECT chat_id, day FROM share_days
+                WHERE day = :day AND status IN ('queued', 'claimed', 'retry', 'unknown')
+                  AND (lease_until < now()
+                       OR (:drained AND status = 'queued'
+                           AND updated_at < now() - interval '30 seconds'))
+                  AND NOT (status = 'claimed' AND lost_claims + 1 >= :max_lost)
+                ORDER BY lease_until
+                LIMIT :limit
+                FOR UPDATE SKIP LOCKED
+            )
+            UPDATE share_days d SET
+                status = 'queued',
+                lease_until = now() + make_interval(secs => :qlease),
+                enqueues = d.enqueues + 1,
+                lost_claims = d.lost_claims + (d.status = 'claimed')::int,
+                updated_at = now()
+            FROM expired e WHERE d.chat_id = e.chat_id AND d.day = e.day
+            RETURNING d.chat_id
+            """
+        ),
+        {
+            "day": day,
+            "limit": limit,
+            "qlease": queue_lease_s,
+            "drained": queue_drained,
+            "max_lost": max_lost_claims,
+        },
+    ).all()
+    return [r.chat_id for r in rows]
+
+
+def fail_poisoned(session: Session, *, day: dt.date, max_lost_claims: int) -> int:
+    """Chat-days whose holder vanished `max_lost_claims` times: stop trying, say why."""
+    result = session.execute(
+        text(
+            """
+            UPDATE share_days SET status = 'failed', finished_at = now(), updated_at = now(),
+                lost_claims = lost_claims + 1,
+                reason = 'poison: the worker was lost ' || (lost_claims + 1)
+                         || ' times while sharing (crash or kill); not retried today'
+            WHERE day = :day AND status = 'claimed' AND lease_until < now()
+              AND lost_claims + 1 >= :max_lost
+            """
+        ),
+        {"day": day, "max_lost": max_lost_claims},
+    )
+    return int(getattr(result, "rowcount", 0))
+
+
+def close_past_days(session: Session, *, before: dt.date) -> int:
+    """Missed days are not made up (decisions.md 8): end what a past day left open.
+
+    'unknown' stays unknown: it counts neither as shared nor as missed.
+    """
+    result = session.execute(
+        text(
+            """
+            UPDATE share_days SET status = 'failed', finished_at = now(), updated_at = now(),
+                reason = 'day_over: the day ended before the share succeeded'
+            WHERE day < :before AND status IN ('queued', 'claimed', 'retry')
+            """
+        ),
+        {"before": before},
+    )
+    return int(getattr(result, "rowcount", 0))
+
+
+def try_advisory_lock(session: Session, key: int) -> bool:
+    """Transaction-scoped: released at commit/rollback, so a dead sweeper never holds it."""
+    return bool(session.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": key}).scalar())
+
+
+def start_run(session: Session, kind: str, day: dt.date) -> int:
+    return int(
+        session.execute(
+            text(
+                "INSERT INTO sweep_runs (kind, day, started_at) VALUES (:k, :d, clock_timestamp()) "
+                "RETURNING id"
+            ),
+            {"k": kind, "d": day},
+        ).scalar_one()
+    )
+
+
+def finish_run(session: Session, run_id: int, *, scanned: int, enqueued: int, error: str | None) -> None:
+    session.execute(
+        text(
+            "UPDATE sweep_runs SET finished_at = clock_timestamp(), scanned = :s, enqueued = :e, "
+            "error = :err WHERE id = :id"
+        ),
+        {"id": run_id, "s": scanned, "e": enqueued, "err": error},
+    )
+
+
+def audit(
+    session: Session, *, actor: str, action: str, chat_ref: str | None, outcome: str, detail: str | None
+) -> None:
+    session.execute(
+        text(
+            "INSERT INTO audit_events (actor, action, chat_ref, outcome, detail) "
+            "VALUES (:actor, :action, :chat, :outcome, :detail)"
+        ),
+        {"actor": actor, "action": action, "chat": chat_ref, "outcome": outcome, "detail": detail},
+    )
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def day_counts(session: Session, day: dt.date) -> dict[str, int]:
+    rows = session.execute(
+        text("SELECT status, count(*) AS n FROM share_days WHERE day = :day GROUP BY status"),
+        {"day": day},
+    ).all()
+    return {str(r.status): int(r.n) for r in rows}
+
+
+def day_reasons(session: Session, day: dt.date) -> dict[str, int]:
+    rows = session.execute(
+        text(
+            """
+            SELECT status || ':' || split_part(coalesce(reason, '-'), ':', 1), count(*)
+            FROM share_days WHERE day = :day AND status IN ('skipped', 'failed', 'unknown', 'retry')
+            GROUP BY 1
+            """
+        ),
+        {"day": day},
+    ).all()
+    return {str(k): int(n) for k, n in rows}

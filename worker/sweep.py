@@ -1,0 +1,243 @@
+"""The sweep: refresh cards, find due chats page by page, mark them queued, enqueue them.
+
+Beat only triggers this; the share_days key decides. The sweep holds a PostgreSQL advisory
+lock so two sweeps at once do not both walk the table, and marks each chat-day 'queued' before
+publishing it, so even a sweep that overlaps another enqueues each chat-day once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine, text
+
+from worker import store
+from worker.cadence import share_day
+from worker.errors import StoreUnavailable
+from worker.linq import LinqCallError
+from worker.logs import event
+from worker.service import Deps
+
+log = logging.getLogger("cardshare.sweep")
+
+SWEEP_LOCK = 0x6361_7264_0001  # "card" + 1
+RECOVER_LOCK = 0x6361_7264_0002
+
+Publish = Callable[[Sequence[uuid.UUID], dt.date], int]
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    ready: int
+    unacked: int
+
+    @property
+    def drained(self) -> bool:
+        return self.ready == 0 and self.unacked == 0
+
+
+@dataclass
+class SweepReport:
+    kind: str
+    day: dt.date
+    ran: bool = True
+    scanned: int = 0
+    enqueued: int = 0
+    requeued: int = 0
+    poisoned: int = 0
+    closed_past: int = 0
+    active_cards: int | None = None
+    card_error: str | None = None
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def one_line(self) -> str:
+        if not self.ran:
+            return f"{self.kind}: another {self.kind} is running; nothing done"
+        parts = [
+            f"{self.kind} {self.day}: scanned {self.scanned}",
+            f"enqueued {self.enqueued}",
+            f"re-enqueued {self.requeued}",
+        ]
+        if self.poisoned:
+            parts.append(f"failed as poison {self.poisoned}")
+        if self.card_error:
+            parts.append(f"card refresh failed ({self.card_error})")
+        return ", ".join(parts) + f" in {self.seconds:.1f}s"
+
+
+@contextmanager
+def advisory_lock(engine: Engine, key: int) -> Iterator[bool]:
+    """Session-level lock on a dedicated connection: released on exit, or when we die."""
+    try:
+        conn = engine.connect()
+    except Exception as exc:  # driver errors at connect time
+        raise StoreUnavailable(f"database unavailable: {type(exc).__name__}") from exc
+    try:
+        got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
+        conn.commit()
+        try:
+            yield got
+        finally:
+            if got:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
+    finally:
+        conn.close()
+
+
+def refresh_cards(deps: Deps) -> int:
+    """GET /v3/contact_card and cache which lines have an active card. Returns the active count."""
+    cards = deps.client().list_cards()
+    with store.transaction(deps.sessions) as s:
+        return store.store_cards(
+            s,
+            [
+                store.CardState(c.phone_number, c.first_name, c.last_name, c.image_url, c.is_active)
+                for c in cards
+            ],
+            complete=True,
+        )
+
+
+def run_sweep(
+    deps: Deps,
+    engine: Engine,
+    publish: Publish,
+    queue_depth: Callable[[], QueueDepth],
+    *,
+    queue_lease_s: float,
+) -> SweepReport:
+    """Full pass: cards, past days, poison, every due chat, and expired leases."""
+    started = time.monotonic()
+    now = deps.clock()
+    day = share_day(now, deps.settings.zone)
+    report = SweepReport("sweep", day)
+    with advisory_lock(engine, SWEEP_LOCK) as got:
+        if not got:
+            report.ran = False
+            return report
+        with store.transaction(deps.sessions) as s:
+            run_id = store.start_run(s, "sweep", day)
+        error: str | None = None
+        try:
+            try:
+                report.active_cards = refresh_cards(deps)
+            except LinqCallError as exc:
+                # Sharing on yesterday's card cache beats not sharing; a 2012 still stops a line.
+                report.card_error = exc.one_line()
+                event(log, "sweep.card_refresh_failed", logging.WARNING, error=exc.one_line())
+                if exc.status == 401:
+                    raise
+            with store.transaction(deps.sessions) as s:
+                report.closed_past = store.close_past_days(s, before=day)
+                report.poisoned = store.fail_poisoned(
+                    s, day=day, max_lost_claims=deps.settings.max_lost_claims
+                )
+            after: uuid.UUID | None = None
+            while True:
+                with store.transaction(deps.sessions) as s:
+                    page = store.mark_due_page(
+                        s,
+                        day=day,
+                        now=now,
+                        policy=deps.policy,
+                        after=after,
+                        limit=deps.settings.sweep_page_size,
+                        queue_lease_s=queue_lease_s,
+                        max_lost_claims=deps.settings.max_lost_claims,
+                    )
+                report.scanned += page.scanned
+                if page.queued:
+                    report.enqueued += publish(page.queued, day)
+                if page.last_id is None or page.scanned < deps.settings.sweep_page_size:
+                    break
+                after = page.last_id
+            report.requeued = _requeue(deps, day, publish, queue_depth, queue_lease_s)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"[:500]
+            raise
+        finally:
+            report.seconds = time.monotonic() - started
+            try:
+                with store.transaction(deps.sessions) as s:
+                    store.finish_run(
+                        s,
+                        run_id,
+                        scanned=report.scanned,
+                        enqueued=report.enqueued + report.requeued,
+                        error=error,
+                    )
+            except StoreUnavailable:
+                pass
+    event(
+        log,
+        "sweep.finished",
+        day=str(day),
+        scanned=report.scanned,
+        enqueued=report.enqueued,
+        requeued=report.requeued,
+        poisoned=report.poisoned,
+        seconds=round(report.seconds, 3),
+    )
+    return report
+
+
+def run_recover(
+    deps: Deps,
+    engine: Engine,
+    publish: Publish,
+    queue_depth: Callable[[], QueueDepth],
+    *,
+    queue_lease_s: float,
+) -> SweepReport:
+    """The minute pass: re-enqueue chat-days whose lease ended, inside Linq's 5-minute window."""
+    started = time.monotonic()
+    day = share_day(deps.clock(), deps.settings.zone)
+    report = SweepReport("recover", day)
+    with advisory_lock(engine, RECOVER_LOCK) as got:
+        if not got:
+            report.ran = False
+            return report
+        with store.transaction(deps.sessions) as s:
+            report.poisoned = store.fail_poisoned(s, day=day, max_lost_claims=deps.settings.max_lost_claims)
+        report.requeued = _requeue(deps, day, publish, queue_depth, queue_lease_s)
+    report.seconds = time.monotonic() - started
+    if report.requeued or report.poisoned:
+        event(
+            log,
+            "recover.finished",
+            day=str(day),
+            requeued=report.requeued,
+            poisoned=report.poisoned,
+            seconds=round(report.seconds, 3),
+        )
+    return report
+
+
+def _requeue(
+    deps: Deps, day: dt.date, publish: Publish, queue_depth: Callable[[], QueueDepth], queue_lease_s: float
+) -> int:
+    drained = queue_depth().drained
+    total = 0
+    while True:
+        with store.transaction(deps.sessions) as s:
+            ids = store.requeue_expired(
+                s,
+                day=day,
+                limit=deps.settings.sweep_page_size,
+                queue_lease_s=queue_lease_s,
+                queue_drained=drained,
+                max_lost_claims=deps.settings.max_lost_claims,
+            )
+        if not ids:
+            return total
+        total += publish(ids, day)
+        if len(ids) < deps.settings.sweep_page_size:
+            return total
