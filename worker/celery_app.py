@@ -1,0 +1,141 @@
+"""The Celery app: Redis broker, no result backend, late acks, beat schedule, signal hooks.
+
+Settings come from the environment when this module is imported; the CLI calls
+`configure(settings)` again after starting embedded services.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from celery import Celery, signals
+from kombu.entity import Queue
+
+from worker import runtime
+from worker.broker import CONTROL_QUEUE, SHARE_QUEUE
+from worker.config import Settings
+from worker.errors import ConfigError
+from worker.logs import bind, unbind
+from worker.logs import configure as configure_logging
+
+app = Celery("cardshare", include=["worker.tasks"])
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings derived from ours; the ordering of the time limits is checked by a test."""
+    return {
+        "broker_url": settings.redis_url or "redis://127.0.0.1:6379/0",
+        "result_backend": None,
+        "task_ignore_result": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_acks_late": True,
+        # A worker that dies mid-task gives the message back instead of acking it as done.
+        "task_reject_on_worker_lost": True,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        # Prefetch one message per execution slot: threads stay busy (a fetch is ~1 ms against a
+        # 200 ms call) while at most `concurrency` messages sit unacked in a worker that may die.
+        "worker_prefetch_multiplier": settings.prefetch_multiplier,
+        "worker_pool": settings.worker_pool,
+        "worker_concurrency": settings.worker_concurrency,
+        "task_soft_time_limit": settings.task_soft_time_limit_s,
+        "task_time_limit": settings.task_time_limit_s,
+        "broker_transport_options": {
+            # Far above lease and time limits: a message in a prefetch buffer must never be
+            # redelivered under a live worker (measured-facts.md).
+            "visibility_timeout": settings.visibility_timeout_s,
+        },
+        "task_default_queue": SHARE_QUEUE,
+        "task_queues": (Queue(SHARE_QUEUE), Queue(CONTROL_QUEUE)),
+        "task_routes": {
+            "cardshare.sweep": {"queue": CONTROL_QUEUE},
+            "cardshare.recover": {"queue": CONTROL_QUEUE},
+        },
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": False,
+        "task_send_sent_event": False,
+        "timezone": "UTC",
+        "enable_utc": True,
+        "beat_schedule": {
+            "sweep": {
+                "task": "cardshare.sweep",
+                "schedule": dt.timedelta(seconds=settings.sweep_interval_s),
+                # A sweep that waited a whole interval is superseded by the next one.
+                "options": {"queue": CONTROL_QUEUE, "expires": settings.sweep_interval_s},
+            },
+            "recover": {
+                "task": "cardshare.recover",
+                "schedule": dt.timedelta(seconds=settings.recover_interval_s),
+                "options": {"queue": CONTROL_QUEUE, "expires": settings.recover_interval_s},
+            },
+        },
+    }
+
+
+def configure(settings: Settings) -> Celery:
+    app.conf.update(celery_config(settings))
+    return app
+
+
+def _settings_or_defaults() -> Settings:
+    try:
+        return Settings.from_env()
+    except ConfigError:
+        # Import must not fail (e.g. `celery inspect`); worker_init re-validates and exits.
+        return Settings()
+
+
+configure(_settings_or_defaults())
+
+
+@signals.worker_init.connect
+def _check_settings(**_: Any) -> None:
+    settings = Settings.from_env()
+    if settings.database_url is None or settings.redis_url is None:
+        raise ConfigError(
+            "DATABASE_URL",
+            "and REDIS_URL must be set for a worker started by celery directly; "
+            "`cardshare worker` starts embedded services when they are not",
+        )
+
+
+@signals.setup_logging.connect
+def _setup_logging(**_: Any) -> None:
+    try:
+        settings = Settings.from_env()
+    except ConfigError:
+        settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
+
+
+@signals.worker_process_init.connect
+def _fresh_runtime_after_fork(**_: Any) -> None:
+    runtime.install(None)
+
+
+@signals.worker_shutdown.connect
+def _close_runtime(**_: Any) -> None:
+    runtime.reset()
+
+
+_tokens: dict[str, Any] = {}
+
+
+@signals.task_prerun.connect
+def _bind_task(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+    if task_id:
+        _tokens[task_id] = bind(task_id=task_id, task=getattr(task, "name", None))
+
+
+@signals.task_postrun.connect
+def _unbind_task(task_id: str | None = None, **_: Any) -> None:
+    token = _tokens.pop(task_id or "", None)
+    if token is not None:
+        try:
+            unbind(token)
+        except ValueError:
+            logging.getLogger("cardshare").debug("log context reset from another context")

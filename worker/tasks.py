@@ -1,0 +1,70 @@
+"""Thin tasks: unpack arguments, call the service, map the outcome to ack or retry."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from typing import Any
+
+from worker import runtime, service, sweep
+from worker.broker import Publisher, queue_depth
+from worker.celery_app import app
+from worker.config import Settings
+from worker.errors import StoreUnavailable
+from worker.logs import event
+
+log = logging.getLogger("cardshare.tasks")
+
+
+def _db_backoff(retries: int) -> float:
+    return float(min(60, 2 ** (retries + 1)))
+
+
+@app.task(name="cardshare.share_chat", bind=True, acks_late=True, ignore_result=True, max_retries=10)
+def share_chat(self: Any, chat_id: str, day: str) -> str:
+    """Share one chat's card for one day. A malformed message is logged and dropped."""
+    try:
+        cid = uuid.UUID(chat_id)
+        the_day = dt.date.fromisoformat(day)
+    except (ValueError, TypeError):
+        event(log, "task.bad_arguments", logging.ERROR, chat_id=repr(chat_id)[:80], day=repr(day)[:40])
+        return "rejected"
+    try:
+        result = service.share_chat(cid, the_day, runtime.get().deps, task_id=self.request.id)
+    except StoreUnavailable as exc:
+        # No claim, no call: back off and try again; the lease or the next sweep covers the rest.
+        if self.request.retries >= self.max_retries:
+            event(log, "task.gave_up_db", logging.ERROR, chat_id=chat_id, day=day)
+            return "gave_up"
+        event(log, "task.db_unavailable", logging.WARNING, chat_id=chat_id, retries=self.request.retries)
+        raise self.retry(exc=exc, countdown=_db_backoff(self.request.retries)) from exc
+    return result.outcome.value
+
+
+def _pass(kind: str) -> sweep.SweepReport:
+    rt = runtime.get()
+    with Publisher(app) as publish:
+        run = sweep.run_sweep if kind == "sweep" else sweep.run_recover
+        return run(
+            rt.deps,
+            rt.engine,
+            publish,
+            lambda: queue_depth(app),
+            queue_lease_s=queue_lease_s(rt.settings),
+        )
+
+
+def queue_lease_s(settings: Settings) -> float:
+    """How long a queued message may wait before a sweep assumes it lost (never below 2 sweeps)."""
+    return max(2 * settings.sweep_interval_s, 1800.0)
+
+
+@app.task(name="cardshare.sweep", ignore_result=True, acks_late=False)
+def sweep_task() -> str:
+    return _pass("sweep").one_line()
+
+
+@app.task(name="cardshare.recover", ignore_result=True, acks_late=False)
+def recover_task() -> str:
+    return _pass("recover").one_line()
