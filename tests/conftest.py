@@ -1,0 +1,240 @@
+"""Shared fixtures: real PostgreSQL and Redis (embedded unless CARDSHARE_TEST_* URLs are set),
+one database per test cloned from a migrated template, and the Linq simulator on loopback."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+if not os.environ.get("XDG_RUNTIME_DIR"):
+    _runtime = Path("/tmp") / f"cardshare-runtime-{os.getuid()}"
+    _runtime.mkdir(mode=0o700, exist_ok=True)
+    os.environ["XDG_RUNTIME_DIR"] = str(_runtime)
+
+import psycopg
+import redis
+from sqlalchemy.engine import make_url
+
+from worker import migrate, store
+from worker.config import Secret, Settings
+from worker.db import make_engine, session_factory
+from worker.embedded import EmbeddedPostgres, EmbeddedRedis
+from worker.linq import ClientPool
+from worker.service import Deps
+from worker.simulator import SimulatorAdmin, SimulatorServer
+
+API_KEY = "test-key-0123456789"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Drills are slow: skipped unless asked for (-m drill, or CARDSHARE_DRILLS=1)."""
+    wants = os.environ.get("CARDSHARE_DRILLS") == "1" or "drill" in (config.getoption("-m") or "")
+    if wants:
+        return
+    skip = pytest.mark.skip(reason="fault drill: run with -m drill or CARDSHARE_DRILLS=1")
+    for item in items:
+        if "drill" in item.keywords:
+            item.add_marker(skip)
+
+
+@dataclass
+class Servers:
+    admin_dsn: str  # psycopg DSN to the maintenance database
+    template: str
+    sqlalchemy_base: str  # URL with a placeholder database
+    redis_url: str
+    postgres: EmbeddedPostgres | None = None
+    redis_server: EmbeddedRedis | None = None
+    made: list[str] = field(default_factory=list)
+
+    def url_for(self, database: str) -> str:
+        return str(
+            make_url(self.sqlalchemy_base).set(database=database).render_as_string(hide_password=False)
+        )
+
+
+def _admin(dsn: str) -> psycopg.Connection[tuple[object, ...]]:
+    return psycopg.connect(dsn, autocommit=True)
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    pg: EmbeddedPostgres | None = None
+    rs: EmbeddedRedis | None = None
+    external_db = os.environ.get("CARDSHARE_TEST_DATABASE_URL")
+    external_redis = os.environ.get("CARDSHARE_TEST_REDIS_URL")
+    base = tmp_path_factory.mktemp("services")
+    if external_db:
+        url = Settings.from_env({"DATABASE_URL": external_db}).database_url
+        assert url
+        sa_base = url
+        admin = make_url(url).set(drivername="postgresql", database="postgres")
+        admin_dsn = admin.render_as_string(hide_password=False)
+    else:
+        pg = EmbeddedPostgres(base / "pg")
+        sa_base = pg.start()
+        admin_dsn = pg.admin_uri
+    if external_redis:
+        redis_url = external_redis
+    else:
+        rs = EmbeddedRedis(base / "redis")
+        redis_url = rs.start()
+    template = f"cardshare_tpl_{os.getpid()}"
+    servers = Servers(admin_dsn, template, sa_base, redis_url, pg, rs)
+    with _admin(admin_dsn) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{template}"')
+    migrate.upgrade(servers.url_for(template))
+    yield servers
+    with _admin(admin_dsn) as conn:
+        for name in [*servers.made, template]:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    if rs is not None:
+        rs.stop()
+    if pg is not None:
+        pg.stop()
+
+
+@pytest.fixture
+def database_url(servers: Servers) -> Iterator[str]:
+    """A fresh, migrated database for this test (other processes see its commits)."""
+    name = f"cs_{uuid.uuid4().hex[:12]}"
+    with _admin(servers.admin_dsn) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{servers.template}"')
+    yield servers.url_for(name)
+    with _admin(servers.admin_dsn) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def redis_url(servers: Servers) -> str:
+    client = redis.Redis.from_url(servers.redis_url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    return servers.redis_url
+
+
+@pytest.fixture(scope="session")
+def sim_server() -> Iterator[SimulatorServer]:
+    server = SimulatorServer(api_key=API_KEY)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sim(sim_server: SimulatorServer) -> SimulatorAdmin:
+    sim_server.admin.reset()
+    return sim_server.admin
+
+
+@pytest.fixture
+def settings(database_url: str, redis_url: str, sim_server: SimulatorServer, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        linq_api_key=Secret(API_KEY),
+        linq_base_url=sim_server.base_url,
+        retry_base_s=0.01,
+        retry_cap_s=0.05,
+        retry_budget_s=5.0,
+        http_read_timeout_s=2.0,
+        http_connect_timeout_s=1.0,
+        task_soft_time_limit_s=10.0,
+        task_time_limit_s=15.0,
+        db_pool_size=5,
+        data_dir=tmp_path / "data",
+    )
+
+
+@dataclass
+class World:
+    """Row factory writing the same facts to PostgreSQL and to the simulator."""
+
+    deps: Deps
+    sim: SimulatorAdmin
+
+    def line(self, phone: str = "+12223334444", *, active: bool = True, in_db: bool = True) -> str:
+        self.sim.add_cards(
+            [{"phone_number": phone, "first_name": "Acme", "last_name": "Support", "is_active": active}]
+        )
+        if in_db:
+            with store.transaction(self.deps.sessions) as s:
+                store.store_cards(
+                    s, [store.CardState(phone, "Acme", "Support", None, active)], complete=False
+                )
+        return phone
+
+    def chat(
+        self,
+        line: str = "+12223334444",
+        *,
+        service: str = "iMessage",
+        is_group: bool = False,
+        outbound_at: dt.datetime | bool | None = True,
+        chat_id: uuid.UUID | None = None,
+        in_sim: bool = True,
+    ) -> uuid.UUID:
+        chat_id = chat_id or uuid.uuid4()
+        when: dt.datetime | None
+        if outbound_at is True:
+            when = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+        elif outbound_at is False:
+            when = None
+        else:
+            when = outbound_at
+        if in_sim:
+            messages = [] if when is None else [{"is_from_me": True, "sent_at": when.isoformat()}]
+            self.sim.add_chats(
+                [
+                    {
+                        "id": str(chat_id),
+                        "line": line,
+                        "service": service,
+                        "is_group": is_group,
+                        "messages": messages,
+                    }
+                ]
+            )
+        with store.transaction(self.deps.sessions) as s:
+            store.record_activity(
+                s, [store.ChatActivity(chat_id, line, service=service, is_group=is_group, outbound_at=when)]
+            )
+        return chat_id
+
+
+@pytest.fixture
+def sleeps() -> list[float]:
+    """Every retry sleep the service asked for (tests do not really sleep)."""
+    return []
+
+
+@pytest.fixture
+def deps(settings: Settings, sleeps: list[float]) -> Iterator[Deps]:
+    assert settings.database_url
+    engine = make_engine(settings.database_url, pool_size=5)
+    clients = ClientPool(settings)
+    d = Deps(settings=settings, sessions=session_factory(engine), client=clients.get, sleep=sleeps.append)
+    yield d
+    clients.close()
+    engine.dispose()
+
+
+@pytest.fixture
+def world(deps: Deps, sim: SimulatorAdmin) -> World:
+    return World(deps=deps, sim=sim)
+
+
+@pytest.fixture
+def today(settings: Settings) -> dt.date:
+    from worker.cadence import share_day
+
+    return share_day(dt.datetime.now(dt.UTC), settings.zone)

@@ -1,0 +1,49 @@
+"""Celery settings: the timing order that keeps a live task from being taken over or redelivered."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker.celery_app import app, celery_config, configure
+from worker.config import Settings
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [Settings(), Settings(retry_budget_s=10, task_soft_time_limit_s=40, task_time_limit_s=50, lease_s=100)],
+)
+def test_budget_soft_hard_lease_visibility_are_ordered(settings: Settings) -> None:
+    conf = celery_config(settings)
+    budget = settings.retry_budget_s
+    soft = conf["task_soft_time_limit"]
+    hard = conf["task_time_limit"]
+    lease = settings.lease_s
+    visibility = conf["broker_transport_options"]["visibility_timeout"]
+    assert budget < soft < hard < lease < visibility
+    # A whole run (budget + one last read) fits under the soft limit.
+    assert budget + settings.http_read_timeout_s + settings.http_connect_timeout_s < soft
+    # Crash recovery lands inside Linq's 5-minute share window.
+    assert lease + settings.recover_interval_s < 300
+
+
+def test_reliability_settings() -> None:
+    configure(Settings())
+    conf = app.conf
+    assert conf.task_acks_late is True
+    assert conf.task_reject_on_worker_lost is True
+    assert conf.worker_cancel_long_running_tasks_on_connection_loss is True
+    assert conf.broker_connection_retry_on_startup is True
+    assert conf.result_backend is None
+    assert conf.task_ignore_result is True
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.worker_pool == "threads"
+
+
+def test_stable_task_names_are_registered() -> None:
+    import worker.tasks  # noqa: F401 - registers the tasks
+
+    assert {"cardshare.share_chat", "cardshare.sweep", "cardshare.recover"} <= set(app.tasks)
+    schedule = app.conf.beat_schedule
+    assert schedule["sweep"]["task"] == "cardshare.sweep"
+    assert schedule["sweep"]["schedule"].total_seconds() == 900
+    assert schedule["recover"]["schedule"].total_seconds() == 60

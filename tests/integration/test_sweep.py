@@ -1,0 +1,307 @@
+"""The sweep and the recovery pass against real PostgreSQL, Redis and the simulator."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+import uuid
+from collections.abc import Sequence
+
+import pytest
+import redis
+from sqlalchemy import text
+
+from tests.conftest import World
+from worker import store
+from worker.db import make_engine
+from worker.service import Deps, Outcome, share_chat
+from worker.sweep import QueueDepth, SweepReport, run_recover, run_sweep
+
+
+class Collector:
+    """A publisher that remembers what it was asked to enqueue."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[uuid.UUID, dt.date]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, ids: Sequence[uuid.UUID], day: dt.date) -> int:
+        with self.lock:
+            self.sent.extend((i, day) for i in ids)
+        return len(ids)
+
+    @property
+    def ids(self) -> list[uuid.UUID]:
+        return [i for i, _ in self.sent]
+
+
+def drained() -> QueueDepth:
+    return QueueDepth(0, 0)
+
+
+def busy() -> QueueDepth:
+    return QueueDepth(5, 0)
+
+
+def sweep(deps: Deps, publish: Collector, depth=busy) -> SweepReport:  # type: ignore[no-untyped-def]
+    assert deps.settings.database_url
+    engine = make_engine(deps.settings.database_url, pool_size=2)
+    try:
+        return run_sweep(deps, engine, publish, depth, queue_lease_s=1800)
+    finally:
+        engine.dispose()
+
+
+def recover(deps: Deps, publish: Collector, depth=busy) -> SweepReport:  # type: ignore[no-untyped-def]
+    assert deps.settings.database_url
+    engine = make_engine(deps.settings.database_url, pool_size=2)
+    try:
+        return run_recover(deps, engine, publish, depth, queue_lease_s=1800)
+    finally:
+        engine.dispose()
+
+
+def expire(deps: Deps, chat: uuid.UUID, seconds: int = 1) -> None:
+    with store.transaction(deps.sessions) as s:
+        s.execute(
+            text(
+                "UPDATE share_days SET lease_until = now() - make_interval(secs => :s), "
+                "updated_at = now() - interval '1 minute' WHERE chat_id = :c"
+            ),
+            {"c": chat, "s": seconds},
+        )
+
+
+def test_sweep_enqueues_exactly_the_due_chats(world: World, deps: Deps, today: dt.date) -> None:
+    active = world.line("+12223334444")
+    inactive = world.line("+13334445555", active=False)
+    # The cache says active, Linq says not: the sweep's card refresh must catch it.
+    stale = world.line("+14445556666", active=False)
+    with store.transaction(deps.sessions) as s:
+        store.store_cards(s, [store.CardState(stale, "X", None, None, True)], complete=False)
+    due = [world.chat(active) for _ in range(5)]
+    world.chat(active, service="SMS")
+    world.chat(active, outbound_at=False)
+    world.chat(active, is_group=True)
+    world.chat(active, outbound_at=dt.datetime.now(dt.UTC) - dt.timedelta(days=45))
+    world.chat(active, outbound_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
+    world.chat(inactive)
+    world.chat(stale)
+
+    publish = Collector()
+    report = sweep(deps, publish)
+    assert sorted(publish.ids) == sorted(due)
+    assert {d for _, d in publish.sent} == {today}
+    assert report.enqueued == 5
+    assert report.active_cards == 1
+    with deps.sessions() as s:
+        assert (
+            s.execute(text("SELECT card_active FROM lines WHERE phone_number = :p"), {"p": stale}).scalar()
+            is False
+        )
+        statuses = s.execute(text("SELECT status, count(*) FROM share_days GROUP BY status")).all()
+    assert dict(statuses) == {"queued": 5}
+
+
+def test_second_sweep_enqueues_nothing_and_after_shares_nothing_new(
+    world: World, deps: Deps, today: dt.date
+) -> None:
+    world.line()
+    chats = [world.chat() for _ in range(4)]
+    first = Collector()
+    sweep(deps, first)
+    assert sorted(first.ids) == sorted(chats)
+    # While the tasks are still queued, a second sweep adds nothing.
+    second = Collector()
+    assert sweep(deps, second).enqueued == 0
+    for chat, day in first.sent:
+        assert share_chat(chat, day, deps).outcome is Outcome.SHARED
+    third = Collector()
+    assert sweep(deps, third).enqueued == 0
+    assert world.sim.shares()["total_accepted"] == 4
+
+
+def test_sweep_pages_by_key(world: World, deps: Deps) -> None:
+    world.line()
+    chats = {world.chat() for _ in range(23)}
+    publish = Collector()
+    small = deps.settings.replace(sweep_page_size=5)
+    report = sweep(Deps(small, deps.sessions, deps.client, sleep=deps.sleep), publish)
+    assert report.scanned == 23
+    assert sorted(publish.ids) == sorted(chats)
+    assert len(publish.ids) == len(set(publish.ids))
+
+
+def test_two_sweeps_at_once_enqueue_each_chat_once(world: World, deps: Deps) -> None:
+    world.line()
+    chats = {world.chat() for _ in range(40)}
+    publish = Collector()
+    small = Deps(deps.settings.replace(sweep_page_size=3), deps.sessions, deps.client, sleep=deps.sleep)
+    barrier = threading.Barrier(2)
+    reports: list[SweepReport] = []
+
+    def go() -> None:
+        barrier.wait()
+        reports.append(sweep(small, publish))
+
+    threads = [threading.Thread(target=go) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(publish.ids) == sorted(chats)
+    assert len(publish.ids) == 40
+    assert len(reports) == 2
+
+
+def test_recover_requeues_an_expired_claim_and_counts_the_loss(
+    world: World, deps: Deps, today: dt.date
+) -> None:
+    world.line()
+    chat = world.chat()
+    with store.transaction(deps.sessions) as s:
+        assert store.claim(s, chat, today, lease_s=60, max_lost_claims=3, task_id="dead") is not None
+    publish = Collector()
+    assert recover(deps, publish).requeued == 0  # lease still live
+    expire(deps, chat)
+    assert recover(deps, publish).requeued == 1
+    assert publish.ids == [chat]
+    with deps.sessions() as s:
+        row = s.execute(
+            text("SELECT status, lost_claims FROM share_days WHERE chat_id = :c"), {"c": chat}
+        ).one()
+    assert tuple(row) == ("queued", 1)
+
+
+def test_poison_chat_fails_after_three_lost_claims(world: World, deps: Deps, today: dt.date) -> None:
+    world.line()
+    chat = world.chat()
+    publish = Collector()
+    for _ in range(3):
+        with store.transaction(deps.sessions) as s:
+            assert store.claim(s, chat, today, lease_s=60, max_lost_claims=3, task_id="crash") is not None
+        expire(deps, chat)
+        recover(deps, publish)
+    with deps.sessions() as s:
+        status, reason, claims = s.execute(
+            text("SELECT status, reason, claims FROM share_days WHERE chat_id = :c"), {"c": chat}
+        ).one()
+    assert status == "failed"
+    assert reason.startswith("poison")
+    assert claims == 3
+    assert publish.ids == [chat, chat]
+    # Neither the sweep nor a redelivered message takes it again today.
+    assert sweep(deps, Collector()).enqueued == 0
+    again = share_chat(chat, today, deps)
+    assert again.outcome is Outcome.NOT_DUE
+    assert again.reason
+    assert again.reason.startswith("day_closed")
+
+
+def test_lost_queue_is_requeued_once_the_broker_is_drained(world: World, deps: Deps) -> None:
+    world.line()
+    chat = world.chat()
+    publish = Collector()
+    sweep(deps, publish)
+    with store.transaction(deps.sessions) as s:
+        s.execute(text("UPDATE share_days SET updated_at = now() - interval '1 minute'"))
+    # Messages still in the queue: nothing to recover yet.
+    assert recover(deps, Collector(), busy).requeued == 0
+    # Redis came back empty: the queued chat-day lost its message.
+    again = Collector()
+    assert recover(deps, again, drained).requeued == 1
+    assert again.ids == [chat]
+
+
+def test_rescheduled_chat_is_requeued_when_its_wait_ends(world: World, deps: Deps, today: dt.date) -> None:
+    world.line()
+    chat = world.chat()
+    world.sim.add_faults(
+        [
+            {
+                "path": "/share_contact_card$",
+                "chat_id": str(chat),
+                "mode": "respond",
+                "status": 429,
+                "retry_after": 120,
+                "times": 1,
+            }
+        ]
+    )
+    assert share_chat(chat, today, deps).outcome is Outcome.RESCHEDULED
+    assert recover(deps, Collector()).requeued == 0
+    expire(deps, chat)
+    publish = Collector()
+    assert recover(deps, publish).requeued == 1
+    assert share_chat(chat, today, deps).outcome is Outcome.SHARED
+
+
+def test_past_days_are_closed_not_made_up(world: World, deps: Deps, today: dt.date) -> None:
+    world.line()
+    chat = world.chat()
+    yesterday = today - dt.timedelta(days=1)
+    with store.transaction(deps.sessions) as s:
+        s.execute(
+            text(
+                "INSERT INTO share_days (chat_id, day, status, lease_until) VALUES (:c, :d, 'queued', now())"
+            ),
+            {"c": chat, "d": yesterday},
+        )
+    report = sweep(deps, Collector())
+    assert report.closed_past == 1
+    with deps.sessions() as s:
+        assert (
+            s.execute(text("SELECT status FROM share_days WHERE day = :d"), {"d": yesterday}).scalar()
+            == "failed"
+        )
+
+
+def test_publisher_puts_celery_messages_on_redis(
+    world: World, deps: Deps, redis_url: str, today: dt.date
+) -> None:
+    from worker.broker import SHARE_QUEUE, Publisher, queue_depth
+    from worker.celery_app import app, configure
+
+    configure(deps.settings)
+    ids = [uuid.uuid4() for _ in range(2500)]
+    with Publisher(app) as publish:
+        assert publish(ids, today) == 2500
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert client.llen(SHARE_QUEUE) == 2500
+        message = json.loads(client.lindex(SHARE_QUEUE, 0))  # type: ignore[arg-type]
+    finally:
+        client.close()
+    assert message["headers"]["task"] == "cardshare.share_chat"
+    assert queue_depth(app) == QueueDepth(ready=2500, unacked=0)
+
+
+@pytest.mark.parametrize("failing", [401])
+def test_sweep_stops_on_auth_failure(world: World, deps: Deps, failing: int) -> None:
+    world.line()
+    world.chat()
+    world.sim.add_faults(
+        [{"path": "/contact_card$", "method": "GET", "mode": "respond", "status": failing, "code": 2004}]
+    )
+    from worker.linq import LinqCallError
+
+    with pytest.raises(LinqCallError):
+        sweep(deps, Collector())
+    with deps.sessions() as s:
+        error = s.execute(text("SELECT error FROM sweep_runs ORDER BY id DESC LIMIT 1")).scalar()
+    assert error
+    assert "401" in error
+
+
+def test_sweep_survives_a_card_refresh_outage(world: World, deps: Deps) -> None:
+    world.line()
+    chat = world.chat()
+    world.sim.add_faults(
+        [{"path": "/contact_card$", "method": "GET", "mode": "respond", "status": 503, "code": 3006}]
+    )
+    publish = Collector()
+    report = sweep(deps, publish)
+    assert report.card_error
+    assert "503" in report.card_error
+    assert publish.ids == [chat]
