@@ -166,6 +166,47 @@ def _run_pass(kind: str) -> None:
         click.echo(report.one_line())
 
 
+# --------------------------------------------------------------------------- check
+
+
+@cli.command()
+@click.option("--day", "day_text", default=None, help="YYYY-MM-DD in CARDSHARE_TIMEZONE (default today).")
+@click.option(
+    "--simulator",
+    "sim_url",
+    default=None,
+    help="Base URL of a Linq simulator whose share log makes duplicate counts exact.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def check(day_text: str | None, sim_url: str | None, as_json: bool) -> None:
+    """Was every due chat-day shared exactly once? Exit 1 if any was missed or duplicated."""
+    import json as _json
+
+    from worker import runtime
+    from worker.check import run_check
+    from worker.simulator import SimulatorAdmin
+
+    with boot() as b:
+        try:
+            day = dt.date.fromisoformat(day_text) if day_text else _today(b.settings)
+        except ValueError:
+            raise InputError(f"--day {day_text!r} is not a date (YYYY-MM-DD)") from None
+        events = None
+        if sim_url:
+            with SimulatorAdmin(sim_url) as admin:
+                events = admin.share_events()
+        deps = runtime.get().deps
+        with deps.sessions() as s:
+            report = run_check(s, day, deps.policy, now=dt.datetime.now(dt.UTC), share_events=events)
+        if as_json:
+            click.echo(_json.dumps(report.as_dict(), indent=2, default=str))
+        else:
+            for line in report.lines():
+                click.echo(line)
+        if not report.ok:
+            sys.exit(1)
+
+
 # --------------------------------------------------------------------------- worker / beat
 
 

@@ -183,10 +183,61 @@ class Settings:
         take("CARDSHARE_LOG_FORMAT", "log_format", str)
         return cls(**kw)
 
+    def to_env(self) -> dict[str, str]:
+        """The environment that rebuilds these settings in a child process (includes secrets)."""
+        env: dict[str, str] = {}
+        for name, attr in ENV_NAMES.items():
+            value = getattr(self, attr)
+            if value is None:
+                continue
+            if isinstance(value, Secret):
+                if not value:
+                    continue
+                text = value.get()
+            elif isinstance(value, bool):
+                text = "true" if value else "false"
+            else:
+                text = str(value)
+            env[name] = text
+        return env
+
     def require_api_key(self) -> str:
         if not self.linq_api_key:
             raise ConfigError("LINQ_API_V3_API_KEY", "is not set; cardshare cannot call Linq without it")
         return self.linq_api_key.get()
+
+
+# Variable -> field, for to_env(); a unit test keeps it in step with from_env().
+ENV_NAMES: dict[str, str] = {
+    "DATABASE_URL": "database_url",
+    "REDIS_URL": "redis_url",
+    "LINQ_API_V3_API_KEY": "linq_api_key",
+    "LINQ_API_V3_BASE_URL": "linq_base_url",
+    "CARDSHARE_TIMEZONE": "timezone",
+    "CARDSHARE_SWEEP_INTERVAL": "sweep_interval_s",
+    "CARDSHARE_RECOVER_INTERVAL": "recover_interval_s",
+    "CARDSHARE_LEASE_SECONDS": "lease_s",
+    "CARDSHARE_RETRY_ATTEMPTS": "retry_attempts",
+    "CARDSHARE_RETRY_BUDGET_SECONDS": "retry_budget_s",
+    "CARDSHARE_RETRY_BASE_SECONDS": "retry_base_s",
+    "CARDSHARE_RETRY_CAP_SECONDS": "retry_cap_s",
+    "CARDSHARE_TASK_SOFT_TIME_LIMIT": "task_soft_time_limit_s",
+    "CARDSHARE_TASK_TIME_LIMIT": "task_time_limit_s",
+    "CARDSHARE_VISIBILITY_TIMEOUT": "visibility_timeout_s",
+    "CARDSHARE_HTTP_CONNECT_TIMEOUT": "http_connect_timeout_s",
+    "CARDSHARE_HTTP_READ_TIMEOUT": "http_read_timeout_s",
+    "CARDSHARE_ACTIVE_DAYS": "active_days",
+    "CARDSHARE_SHARE_GROUPS": "share_groups",
+    "CARDSHARE_MAX_LOST_CLAIMS": "max_lost_claims",
+    "CARDSHARE_SWEEP_PAGE_SIZE": "sweep_page_size",
+    "CARDSHARE_WORKER_POOL": "worker_pool",
+    "CARDSHARE_WORKER_CONCURRENCY": "worker_concurrency",
+    "CARDSHARE_PREFETCH_MULTIPLIER": "prefetch_multiplier",
+    "CARDSHARE_DB_POOL_SIZE": "db_pool_size",
+    "CARDSHARE_DATA_DIR": "data_dir",
+    "CARDSHARE_LOG_LEVEL": "log_level",
+    "CARDSHARE_LOG_FORMAT": "log_format",
+}
 
 
 def _positive_float(raw: str) -> float:

@@ -16,6 +16,7 @@ from worker.config import Settings
 from worker.db import dispose_after_fork, engine_for, session_factory
 from worker.linq import ClientPool
 from worker.logs import register_secret
+from worker.sandbox import Sandbox
 from worker.service import Deps
 
 
@@ -35,10 +36,14 @@ class Runtime:
         dispose_after_fork(engine)
         sessions = session_factory(engine)
         clients = ClientPool(settings)
-        deps = Deps(settings=settings, sessions=sessions, client=clients.get)
+        # Threads and greenlets share one process: isolate chat-days that already lost a worker.
+        sandbox = Sandbox() if settings.worker_pool in ("threads", "gevent") else None
+        deps = Deps(settings=settings, sessions=sessions, client=clients.get, sandbox=sandbox)
         return cls(settings, engine, sessions, clients, deps, os.getpid())
 
     def close(self) -> None:
+        if self.deps.sandbox is not None:
+            self.deps.sandbox.close()
         self.clients.close()
         self.engine.dispose()
 

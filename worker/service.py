@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker import store
+from worker import drill_hooks, store
 from worker.cadence import EXPLANATIONS, NotDue, Policy, share_day, why_not_due
 from worker.classify import Action, CallResult, Verdict, classify
 from worker.config import LINQ_SHARE_WINDOW_S, Settings
@@ -27,6 +27,7 @@ from worker.linq import LinqCallError, LinqGateway
 from worker.logs import event
 from worker.models import AttemptOutcome, DayStatus
 from worker.retrying import Exhausted, Retryable, RetryPolicy, build
+from worker.sandbox import Sandbox, SandboxCrashed
 
 log = logging.getLogger("cardshare.share")
 
@@ -45,6 +46,8 @@ class Deps:
     clock: Callable[[], dt.datetime] = utcnow
     sleep: Callable[[float], None] = time.sleep
     rng: Callable[[], float] = random.random
+    # Where chat-days that already lost a worker make their call (threads/gevent pools).
+    sandbox: Sandbox | None = None
 
     @property
     def policy(self) -> Policy:
@@ -177,7 +180,11 @@ def _attempt(run: _Run, line_phone: str, deps: Deps, task_id: str | None) -> Sha
     attempt_id, attempt_no = run.attempt
     run.http_attempts += 1
     try:
-        response = deps.client().share_contact_card(str(claim.chat_id))
+        if claim.lost_claims >= 1 and deps.sandbox is not None:
+            response = deps.sandbox.share(claim.chat_id)
+        else:
+            drill_hooks.before_share_call(claim.chat_id)
+            response = deps.client().share_contact_card(str(claim.chat_id))
         err: LinqCallError | None = None
         verdict = classify(CallResult(status=response.status))
         trace = response.trace_id
@@ -185,6 +192,8 @@ def _attempt(run: _Run, line_phone: str, deps: Deps, task_id: str | None) -> Sha
         err = exc
         verdict = classify(exc.result)
         trace = exc.trace_id
+    except SandboxCrashed as crash:
+        return _crashed(run, attempt_id, crash, deps)
     if trace:
         run.trace_ids.append(trace)
     record = store.AttemptResult(
@@ -382,6 +391,40 @@ def _finish(
         attempts=run.http_attempts,
         retry_in_s=retry_in_s,
         trace_id=trace,
+    )
+
+
+def _crashed(run: _Run, attempt_id: int, crash: SandboxCrashed, deps: Deps) -> ShareResult:
+    """The sandbox died during this chat's call: charge the crash to this chat-day alone."""
+    record = store.AttemptResult(outcome=AttemptOutcome.UNKNOWN, error=str(crash))
+    with store.transaction(deps.sessions) as s:
+        store.finish_attempt(s, attempt_id, record)
+        lost = store.add_lost_claim(s, run.claim)
+    limit = deps.settings.max_lost_claims
+    if lost is not None and lost >= limit:
+        reason = f"poison: the share call crashed its process {lost} times (last: {crash}); not retried today"
+        with store.transaction(deps.sessions) as s:
+            store.finish_day(s, run.claim, DayStatus.FAILED, reason=reason)
+        event(
+            log,
+            "share.poison",
+            logging.ERROR,
+            chat_id=str(run.claim.chat_id),
+            day=str(run.claim.day),
+            lost_claims=lost,
+        )
+        return ShareResult(
+            Outcome.FAILED, run.claim.chat_id, run.claim.day, reason=reason, attempts=run.http_attempts
+        )
+    with store.transaction(deps.sessions) as s:
+        store.finish_day(s, run.claim, DayStatus.UNKNOWN, reason=f"crash: {crash}", retry_in_s=1.0)
+    return ShareResult(
+        Outcome.UNKNOWN,
+        run.claim.chat_id,
+        run.claim.day,
+        reason=str(crash),
+        attempts=run.http_attempts,
+        retry_in_s=1.0,
     )
 
 

@@ -325,6 +325,18 @@ class AttemptResult:
     trace_id: str | None = None
 
 
+def add_lost_claim(session: Session, claim_: Claim) -> int | None:
+    """Charge one crash to this chat-day (fenced); the new count, or None if the claim is gone."""
+    return session.execute(
+        text(
+            "UPDATE share_days SET lost_claims = lost_claims + 1, updated_at = now() "
+            "WHERE chat_id = :c AND day = :d AND claim_token = :t AND status = 'claimed' "
+            "RETURNING lost_claims"
+        ),
+        {"c": claim_.chat_id, "d": claim_.day, "t": claim_.token},
+    ).scalar_one_or_none()
+
+
 def finish_attempt(session: Session, attempt_id: int, result: AttemptResult) -> None:
     session.execute(
         text(
@@ -504,12 +516,14 @@ def requeue_expired(
     limit: int,
     queue_lease_s: float,
     queue_drained: bool,
+    stale_queued_s: float,
     max_lost_claims: int,
 ) -> list[uuid.UUID]:
     """Open chat-days of `day` whose lease ran out (crash, lost message, retry due): re-queue.
 
-    With the broker queue drained, a 'queued' row older than half a minute lost its message
-    (Redis restarted, a publish failed), whatever its queue lease says.
+    With the broker queue drained, a 'queued' row untouched for `stale_queued_s` lost its
+    message (Redis restarted, a publish failed, a killed worker had prefetched it), whatever its
+    queue lease says.
     """
     rows = session.execute(
         text(
@@ -519,7 +533,7 @@ def requeue_expired(
                 WHERE day = :day AND status IN ('queued', 'claimed', 'retry', 'unknown')
                   AND (lease_until < now()
                        OR (:drained AND status = 'queued'
-                           AND updated_at < now() - interval '30 seconds'))
+                           AND updated_at < now() - make_interval(secs => :stale)))
                   AND NOT (status = 'claimed' AND lost_claims + 1 >= :max_lost)
                 ORDER BY lease_until
                 LIMIT :limit
@@ -540,6 +554,7 @@ def requeue_expired(
             "limit": limit,
             "qlease": queue_lease_s,
             "drained": queue_drained,
+            "stale": stale_queued_s,
             "max_lost": max_lost_claims,
         },
     ).all()

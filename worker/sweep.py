@@ -39,7 +39,11 @@ class QueueDepth:
 
     @property
     def drained(self) -> bool:
-        return self.ready == 0 and self.unacked == 0
+        """Nothing waits in the queue. Unacked messages are ignored on purpose: a killed worker
+        leaves its prefetched messages there for the whole visibility timeout (an hour), so
+        waiting for them would strand their chat-days. A live worker's reserved message that
+        gets re-queued as well is harmless: the second copy finds the chat-day claimed."""
+        return self.ready == 0
 
 
 @dataclass
@@ -234,6 +238,7 @@ def _requeue(
                 limit=deps.settings.sweep_page_size,
                 queue_lease_s=queue_lease_s,
                 queue_drained=drained,
+                stale_queued_s=deps.settings.lease_s,
                 max_lost_claims=deps.settings.max_lost_claims,
             )
         if not ids:

@@ -80,3 +80,24 @@ def test_blank_values_mean_default() -> None:
 def test_mask_url() -> None:
     assert mask_url("postgresql+psycopg://u:pw@db/x") == "postgresql+psycopg://u:****@db/x"
     assert mask_url("redis://db:6379/0") == "redis://db:6379/0"
+
+
+def test_to_env_round_trips_and_covers_every_variable() -> None:
+    import re
+    from pathlib import Path
+
+    from worker.config import ENV_NAMES
+
+    source = Path(__file__).resolve().parents[2].joinpath("worker", "config.py").read_text()
+    read = dict(re.findall(r'take\("([A-Z0-9_]+)", "([a-z0-9_]+)"', source))
+    assert read == ENV_NAMES
+    s = Settings(
+        database_url="postgresql+psycopg://u:p@h/db",
+        redis_url="redis://h:1/2",
+        linq_api_key=Secret("k-123456"),
+        timezone="Europe/Paris",
+        share_groups=True,
+        worker_concurrency=7,
+        retry_base_s=0.25,
+    )
+    assert Settings.from_env(s.to_env()) == s

@@ -32,6 +32,7 @@ def admin_routes(state: SimState) -> list[Route]:
         ("/faults", ["GET", "POST", "DELETE"], admin.faults),
         ("/shares", ["GET"], admin.shares),
         ("/requests", ["GET"], admin.requests),
+        ("/inflight", ["GET"], admin.inflight),
     ]
     return [Route(path, _json_endpoint(handler), methods=methods) for path, methods, handler in table]
 
@@ -121,6 +122,9 @@ class _Admin:
 
     async def requests(self, request: Request) -> Any:
         return dict(self.state.request_counts)
+
+    async def inflight(self, request: Request) -> Any:
+        return list(self.state.inflight.values())
 
 
 def _card(item: Mapping[str, Any]) -> Card:

@@ -142,7 +142,16 @@ class _Linq:
         # Auth before faults: a 401 stays a 401, and bad-token requests spend no rule's `times`.
         if not self._authorized(request, v2=v2):
             return error_response(SimError(401, 2004, "Invalid or missing API token"), call.trace_id, v2=v2)
-        response = await self._dispatch(call, handler, v2=v2, share=share)
+        if share:
+            self.state.inflight[call.trace_id] = {
+                "chat_id": request.path_params.get("chat_id"),
+                "phase": "before_accept",
+                "since": self.state.clock(),
+            }
+        try:
+            response = await self._dispatch(call, handler, v2=v2, share=share)
+        finally:
+            self.state.inflight.pop(call.trace_id, None)
         if call.share_event is not None:
             # "Responded" = handed to the server while the client was still there to read it.
             call.share_event.responded = not await request.is_disconnected()
@@ -172,6 +181,9 @@ class _Linq:
         except SimError as err:
             response = error_response(err, call.trace_id, v2=v2)
         if rule is not None and rule.mode == "accept_then_hang":
+            if call.trace_id in self.state.inflight and call.share_event is not None:
+                accepted = call.share_event.outcome == "accepted"
+                self.state.inflight[call.trace_id]["phase"] = "after_accept" if accepted else "refused"
             await self._hang(request, rule.hang_s)
         return response
 

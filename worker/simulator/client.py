@@ -210,6 +210,10 @@ class SimulatorAdmin:
         """How many shares of this chat the simulator accepted."""
         return int(self.shares()["per_chat"].get(chat_id, 0))
 
+    def inflight(self) -> list[dict[str, Any]]:
+        """Share requests being handled now: `{chat_id, phase: before_accept|after_accept, since}`."""
+        return cast(list[dict[str, Any]], self._call("GET", "/inflight"))
+
     def requests(self) -> dict[str, int]:
         """Linq requests seen, keyed `"METHOD /route-template"`."""
         return cast(dict[str, int], self._call("GET", "/requests"))

@@ -198,6 +198,8 @@ class SimState:
         self._chat_order: list[str] = []
         self._chats_by_line: dict[str, list[str]] = {}
         self.contacts: list[dict[str, Any]] = []
+        # Share requests being handled right now, by trace id (drills kill workers mid-call).
+        self.inflight: dict[str, dict[str, Any]] = {}
         self._pending_activation: set[str] = set()
         self._writes: dict[str, deque[float]] = {}
         self._last_share: dict[str, float] = {}

@@ -1,0 +1,171 @@
+"""Suspect chat-days go through the sandbox; the checker finds misses and duplicates."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import text
+
+from tests.conftest import World
+from worker import store
+from worker.check import explain, possible_duplicate, run_check
+from worker.linq import LinqGateway
+from worker.sandbox import Sandbox
+from worker.service import Deps, Outcome, share_chat
+
+
+def lose_claim(deps: Deps, chat: uuid.UUID, day: dt.date) -> None:
+    """A worker claimed the chat-day and vanished."""
+    with store.transaction(deps.sessions) as s:
+        claim = store.claim(s, chat, day, lease_s=60, max_lost_claims=3, task_id="vanished")
+        assert claim is not None
+        s.execute(
+            text("UPDATE share_days SET lease_until = now() - interval '1 second' WHERE chat_id = :c"),
+            {"c": chat},
+        )
+
+
+def expire(deps: Deps, chat: uuid.UUID) -> None:
+    with store.transaction(deps.sessions) as s:
+        s.execute(
+            text("UPDATE share_days SET lease_until = now() - interval '1 second' WHERE chat_id = :c"),
+            {"c": chat},
+        )
+
+
+@pytest.fixture
+def sandboxed(deps: Deps) -> Iterator[tuple[Deps, dict[str, str]]]:
+    env = {**os.environ, **deps.settings.to_env()}
+    sandbox = Sandbox(env)
+    yield Deps(deps.settings, deps.sessions, deps.client, sleep=deps.sleep, sandbox=sandbox), env
+    sandbox.close()
+
+
+def test_a_suspect_chat_day_shares_through_the_sandbox(
+    world: World, sandboxed: tuple[Deps, dict[str, str]], today: dt.date
+) -> None:
+    deps, _ = sandboxed
+    world.line()
+    chat = world.chat()
+    lose_claim(deps, chat, today)
+    result = share_chat(chat, today, deps)
+    assert result.outcome is Outcome.SHARED
+    assert world.sim.share_count(str(chat)) == 1
+    assert deps.sandbox is not None
+    assert deps.sandbox._proc is not None  # the call really went through the child
+
+
+def test_a_poison_chat_fails_after_three_crashes_and_spares_the_worker(
+    world: World, deps: Deps, today: dt.date
+) -> None:
+    world.line()
+    poison = world.chat()
+    env = {**os.environ, **deps.settings.to_env(), "CARDSHARE_DRILL_CRASH_CHATS": str(poison)}
+    sandbox = Sandbox(env)
+    sdeps = Deps(deps.settings, deps.sessions, deps.client, sleep=deps.sleep, sandbox=sandbox)
+    try:
+        lose_claim(sdeps, poison, today)  # crash 1 took the whole worker down
+        second = share_chat(poison, today, sdeps)
+        assert second.outcome is Outcome.UNKNOWN  # crash 2, inside the sandbox only
+        expire(sdeps, poison)
+        third = share_chat(poison, today, sdeps)
+        assert third.outcome is Outcome.FAILED
+        assert third.reason
+        assert third.reason.startswith("poison")
+        with deps.sessions() as s:
+            row = s.execute(
+                text("SELECT status, lost_claims FROM share_days WHERE chat_id = :c"), {"c": poison}
+            ).one()
+            n_attempts = s.execute(
+                text("SELECT count(*) FROM attempts WHERE chat_id = :c"), {"c": poison}
+            ).scalar()
+        assert tuple(row) == ("failed", 3)
+        assert n_attempts == 2  # crash 1 happened before any attempt row of this fixture
+        # The sandbox restarts for the next suspect; an innocent chat still shares.
+        innocent = world.chat()
+        lose_claim(sdeps, innocent, today)
+        assert share_chat(innocent, today, sdeps).outcome is Outcome.SHARED
+    finally:
+        sandbox.close()
+
+
+def test_check_counts_missed_and_exact_duplicates(world: World, deps: Deps, today: dt.date) -> None:
+    world.line()
+    shared, open_, unseen, dup = (world.chat() for _ in range(4))
+    assert share_chat(shared, today, deps).outcome is Outcome.SHARED
+    with store.transaction(deps.sessions) as s:
+        s.execute(
+            text(
+                "INSERT INTO share_days (chat_id, day, status, lease_until) VALUES (:c, :d, 'retry', now())"
+            ),
+            {"c": open_, "d": today},
+        )
+    assert share_chat(dup, today, deps).outcome is Outcome.SHARED
+    # A second accepted share for `dup` that cardshare did not make (after the window).
+    world.sim.configure(share_window_s=0.001)
+    gw = LinqGateway.create(deps.settings)
+    try:
+        gw.share_contact_card(str(dup))
+    finally:
+        gw.close()
+    now = dt.datetime.now(dt.UTC)
+    with deps.sessions() as s:
+        report = run_check(s, today, deps.policy, now=now, share_events=world.sim.share_events())
+    assert report.succeeded == 2
+    assert sorted(report.missed) == sorted([open_, unseen])
+    assert report.unseen_due == [unseen]
+    assert [d.chat_id for d in report.duplicates] == [dup]
+    assert report.duplicates[0].accepted == 2
+    assert "outside cardshare" in report.duplicates[0].explanation
+    assert not report.ok
+    # Without the simulator's log, our own attempts show no duplicate for `dup` (one 2xx).
+    with deps.sessions() as s:
+        assert run_check(s, today, deps.policy, now=now).duplicates == []
+
+
+def t(seconds: float) -> str:
+    return (dt.datetime(2026, 3, 2, 12, tzinfo=dt.UTC) + dt.timedelta(seconds=seconds)).isoformat()
+
+
+@pytest.mark.parametrize(
+    ("attempts", "expected"),
+    [
+        ([{"started_at": t(0), "outcome": "ok", "http_status": 204}], False),
+        (
+            [
+                {"started_at": t(0), "outcome": "ok", "http_status": 204},
+                {"started_at": t(400), "outcome": "ok", "http_status": 204},
+            ],
+            True,
+        ),
+        # Unknown then 2xx inside the window: the first was not accepted (else 429).
+        (
+            [
+                {"started_at": t(0), "outcome": "unknown", "http_status": None},
+                {"started_at": t(20), "outcome": "ok", "http_status": 204},
+            ],
+            False,
+        ),
+        (
+            [
+                {"started_at": t(0), "outcome": None, "http_status": None},
+                {"started_at": t(301), "outcome": "ok", "http_status": 204},
+            ],
+            True,
+        ),
+        (
+            [
+                {"started_at": t(0), "outcome": "unknown", "http_status": None},
+                {"started_at": t(20), "outcome": "ok", "http_status": 429},
+            ],
+            False,
+        ),
+    ],
+)
+def test_possible_duplicate_from_attempts(attempts: list[dict[str, object]], expected: bool) -> None:
+    assert possible_duplicate(attempts) is expected
+    assert explain(attempts)

@@ -1,0 +1,249 @@
+"""The invariant checker: was every due chat-day shared once, and if not, why.
+
+missed = due but never succeeded and not ended for a stated reason (still open after the run,
+ended by the day's end, or due with no row at all). duplicates = more than one share Linq
+accepted for a chat-day: counted from the simulator's log when one is given, otherwise
+estimated from our own attempts (2xx answers, plus unknown outcomes followed by a 2xx).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from worker.cadence import Policy, active_since, day_bounds
+
+OPEN = ("queued", "claimed", "retry")
+
+
+@dataclass
+class Duplicate:
+    chat_id: uuid.UUID
+    accepted: int
+    attempts: list[dict[str, Any]]
+    explanation: str
+
+
+@dataclass
+class CheckReport:
+    day: dt.date
+    tracked: int = 0
+    unseen_due: list[uuid.UUID] = field(default_factory=list)
+    succeeded: int = 0
+    confirmed_by_rate_limit: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    failed: Counter[str] = field(default_factory=Counter)
+    unknown: int = 0
+    missed: list[uuid.UUID] = field(default_factory=list)
+    duplicates: list[Duplicate] = field(default_factory=list)
+    duplicate_source: str = "attempts"
+
+    @property
+    def due(self) -> int:
+        return self.tracked + len(self.unseen_due)
+
+    @property
+    def ok(self) -> bool:
+        return not self.missed and not self.duplicates
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "day": self.day.isoformat(),
+            "due": self.due,
+            "succeeded": self.succeeded,
+            "confirmed_by_rate_limit": self.confirmed_by_rate_limit,
+            "skipped": dict(self.skipped),
+            "failed": dict(self.failed),
+            "unknown": self.unknown,
+            "missed": len(self.missed),
+            "missed_chats": [str(c) for c in self.missed[:50]],
+            "duplicates": len(self.duplicates),
+            "duplicate_source": self.duplicate_source,
+            "duplicate_details": [
+                {
+                    "chat_id": str(d.chat_id),
+                    "accepted": d.accepted,
+                    "explanation": d.explanation,
+                    "attempts": d.attempts,
+                }
+                for d in self.duplicates
+            ],
+        }
+
+    def lines(self) -> list[str]:
+        out = [
+            f"day {self.day}: due {self.due}, succeeded {self.succeeded} "
+            f"({self.confirmed_by_rate_limit} confirmed by rate limit), unknown {self.unknown}",
+            f"missed {len(self.missed)}, duplicate shares {len(self.duplicates)} "
+            f"(from {self.duplicate_source})",
+        ]
+        for label, counts in (("skipped", self.skipped), ("failed", self.failed)):
+            for reason, n in sorted(counts.items()):
+                out.append(f"  {label}: {reason}: {n}")
+        for chat in self.missed[:20]:
+            out.append(f"  missed: {chat}")
+        for dup in self.duplicates[:20]:
+            out.append(f"  duplicate: {dup.chat_id} accepted {dup.accepted}x: {dup.explanation}")
+            for a in dup.attempts:
+                out.append(
+                    f"    attempt {a['attempt_no']} {a['started_at']} outcome={a['outcome']} "
+                    f"http={a['http_status']} task={a['task_id']}"
+                )
+        return out
+
+
+def run_check(
+    session: Session,
+    day: dt.date,
+    policy: Policy,
+    *,
+    now: dt.datetime,
+    share_events: Sequence[Mapping[str, Any]] | None = None,
+) -> CheckReport:
+    """Check `day`. `share_events` (the simulator's log) makes duplicate counting exact."""
+    report = CheckReport(day)
+    rows = session.execute(
+        text(
+            "SELECT chat_id, status, split_part(coalesce(reason, '-'), ' ', 1) AS reason, "
+            "confirmed_by_rate_limit FROM share_days WHERE day = :d"
+        ),
+        {"d": day},
+    ).all()
+    for r in rows:
+        report.tracked += 1
+        reason = r.reason.rstrip(":")
+        if r.status == "succeeded":
+            report.succeeded += 1
+            report.confirmed_by_rate_limit += int(r.confirmed_by_rate_limit)
+        elif r.status == "skipped":
+            report.skipped[reason] += 1
+        elif r.status == "failed":
+            report.failed[reason] += 1
+            if reason.startswith("day_over"):
+                report.missed.append(r.chat_id)
+        elif r.status == "unknown":
+            report.unknown += 1
+        elif r.status in OPEN:
+            report.missed.append(r.chat_id)
+    from worker.cadence import share_day
+
+    if share_day(now, policy.zone) == day:
+        report.unseen_due = _unseen_due(session, day, policy, now)
+        report.missed.extend(report.unseen_due)
+    if share_events is not None:
+        report.duplicate_source = "simulator"
+        report.duplicates = _duplicates_from_events(session, day, policy, share_events)
+    else:
+        report.duplicates = _duplicates_from_attempts(session, day)
+    return report
+
+
+def _unseen_due(session: Session, day: dt.date, policy: Policy, now: dt.datetime) -> list[uuid.UUID]:
+    """Chats due now that have no chat-day row at all: no sweep ever reached them."""
+    return [
+        r[0]
+        for r in session.execute(
+            text(
+                """
+                SELECT c.id FROM chats c JOIN lines l ON l.phone_number = c.line_phone
+                WHERE c.service = 'iMessage' AND NOT c.opted_out AND c.not_found_at IS NULL
+                  AND (:groups OR NOT c.is_group) AND c.first_outbound_at <= :now
+                  AND coalesce(c.last_outbound_at, c.first_outbound_at) >= :since AND l.card_active
+                  AND NOT EXISTS (SELECT 1 FROM share_days d WHERE d.chat_id = c.id AND d.day = :day)
+                """
+            ),
+            {"groups": policy.share_groups, "now": now, "since": active_since(now, policy), "day": day},
+        )
+    ]
+
+
+def _attempt_rows(session: Session, chat_id: uuid.UUID, day: dt.date) -> list[dict[str, Any]]:
+    return [
+        {k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in dict(r._mapping).items()}
+        for r in session.execute(
+            text(
+                "SELECT attempt_no, started_at, finished_at, outcome, http_status, linq_code, trace_id, "
+                "task_id FROM attempts WHERE chat_id = :c AND day = :d ORDER BY attempt_no"
+            ),
+            {"c": chat_id, "d": day},
+        )
+    ]
+
+
+def explain(attempts: Sequence[Mapping[str, Any]]) -> str:
+    """Why a chat-day was accepted twice, read from its audit rows."""
+    lost = [a for a in attempts if a["outcome"] is None]
+    unknown = [a for a in attempts if a["outcome"] == "unknown"]
+    if lost:
+        return (
+            f"{len(lost)} attempt(s) never recorded an outcome (worker died after sending); the "
+            "retry came after Linq's 5-minute window, so no 429 could confirm the first share"
+        )
+    if unknown:
+        return (
+            f"{len(unknown)} attempt(s) ended unknown (read timeout); the retry came after Linq's "
+            "5-minute window"
+        )
+    return "no attempt of ours explains it: a share made outside cardshare, or a bug"
+
+
+def _duplicates_from_events(
+    session: Session, day: dt.date, policy: Policy, events: Sequence[Mapping[str, Any]]
+) -> list[Duplicate]:
+    start, end = day_bounds(day, policy.zone)
+    lo, hi = start.timestamp(), end.timestamp()
+    accepted: Counter[str] = Counter(
+        str(e["chat_id"]) for e in events if e.get("outcome") == "accepted" and lo <= float(e["at"]) < hi
+    )
+    out = []
+    for chat, n in sorted(accepted.items()):
+        if n > 1:
+            chat_id = uuid.UUID(chat)
+            attempts = _attempt_rows(session, chat_id, day)
+            out.append(Duplicate(chat_id, n, attempts, explain(attempts)))
+    return out
+
+
+def possible_duplicate(attempts: Sequence[Mapping[str, Any]], window_s: float = 300.0) -> bool:
+    """From our audit rows alone: two 2xx answers, or an unknown outcome followed by a 2xx only
+    after Linq's share window (inside it, an accepted first share would have drawn a 429)."""
+    oks = [a for a in attempts if a["http_status"] is not None and 200 <= a["http_status"] < 300]
+    if len(oks) > 1:
+        return True
+    maybe = [a for a in attempts if a["outcome"] in (None, "unknown")]
+    return any(
+        (_ts(ok["started_at"]) - _ts(m["started_at"])).total_seconds() >= window_s
+        for m in maybe
+        for ok in oks
+        if _ts(ok["started_at"]) > _ts(m["started_at"])
+    )
+
+
+def _ts(value: Any) -> dt.datetime:
+    return value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
+
+
+def _duplicates_from_attempts(session: Session, day: dt.date) -> list[Duplicate]:
+    candidates = session.execute(
+        text(
+            """
+            SELECT chat_id FROM attempts WHERE day = :d GROUP BY chat_id
+            HAVING count(*) > 1 AND count(*) FILTER (WHERE http_status BETWEEN 200 AND 299) >= 1
+            """
+        ),
+        {"d": day},
+    ).scalars()
+    out = []
+    for chat_id in candidates:
+        attempts = _attempt_rows(session, chat_id, day)
+        if possible_duplicate(attempts):
+            oks = sum(1 for a in attempts if a["http_status"] and 200 <= a["http_status"] < 300)
+            out.append(Duplicate(chat_id, oks, attempts, "possible: " + explain(attempts)))
+    return out
