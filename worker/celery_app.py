@@ -25,8 +25,12 @@ app = Celery("cardshare", include=["worker.tasks"])
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings derived from ours; the ordering of the time limits is checked by a test."""
+    broker_url = settings.redis_url or "redis://127.0.0.1:6379/0"
     return {
-        "broker_url": settings.redis_url or "redis://127.0.0.1:6379/0",
+        "broker_url": broker_url,
+        # Plain redis:// gets the transport that drops malformed envelopes instead of dying;
+        # rediss:// and unix:// keep kombu's own (their URL schemes select TLS / sockets).
+        "broker_transport": "worker.redis_transport:Transport" if broker_url.startswith("redis://") else None,
         "result_backend": None,
         "task_ignore_result": True,
         "task_serializer": "json",

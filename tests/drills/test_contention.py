@@ -1,0 +1,116 @@
+"""Drills 5 and 6: two beats and two sweeps at once; a poison chat."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+import pytest
+from sqlalchemy import text
+
+from tests.conftest import World
+from tests.drills.harness import (
+    SHARE,
+    Figures,
+    Procs,
+    Supervisor,
+    check,
+    seed_chats,
+    settle,
+    worker_consuming,
+)
+from worker.service import Deps
+
+pytestmark = pytest.mark.drill
+
+
+def test_two_beats_and_two_sweeps_at_once(dworld: World, ddeps: Deps, procs: Procs, dtoday: dt.date) -> None:
+    from worker.celery_app import app
+
+    n = 400
+    line = dworld.line()
+    chats = seed_chats(ddeps, dworld.sim, line, n)
+    dworld.sim.add_faults([{"path": SHARE, "mode": "pass", "latency_ms": 100}])
+    fast = ddeps.settings.replace(sweep_interval_s=2.0)
+    procs.worker(concurrency=32)
+    worker_consuming(app)
+    procs.beat(settings=fast, tag="a")
+    procs.beat(settings=fast, tag="b")
+    clis = [procs.cli("sweep"), procs.cli("sweep")]
+    for proc in clis:
+        assert proc.popen is not None
+        proc.popen.wait(60)
+    time.sleep(8)  # several beat ticks from both beats while the shares run
+    settle(ddeps, dtoday, chats, timeout=120)
+    report = check(ddeps, dworld.sim, dtoday)
+    with ddeps.sessions() as s:
+        enqueues, rows, claims = s.execute(
+            text("SELECT sum(enqueues), count(*), sum(claims) FROM share_days WHERE day = :d"), {"d": dtoday}
+        ).one()
+        sweeps = s.execute(text("SELECT count(*) FROM sweep_runs WHERE kind = 'sweep'")).scalar()
+    fig = Figures("two beats and two sweeps at once")
+    fig.add(
+        chats=n,
+        sweeps_that_ran=sweeps,
+        enqueues=int(enqueues),
+        chat_days=int(rows),
+        extra_enqueues_absorbed=int(enqueues) - int(rows),
+        claims=int(claims),
+    )
+    fig.add_check(report)
+    fig.write()
+    assert report.duplicates == []
+    assert report.missed == []
+    assert report.succeeded == n
+    assert sweeps >= 3
+    assert dworld.sim.shares()["total_accepted"] == n
+
+
+def test_poison_chat_is_tried_three_times_then_failed(
+    dworld: World, ddeps: Deps, procs: Procs, dtoday: dt.date
+) -> None:
+    from worker.celery_app import app
+
+    line = dworld.line()
+    chats = seed_chats(ddeps, dworld.sim, line, 200)
+    poison = chats[37]
+    dworld.sim.add_faults([{"path": SHARE, "mode": "pass", "latency_ms": 100}])
+    procs.beat()
+    supervisor = Supervisor(lambda: procs.worker(concurrency=32, CARDSHARE_DRILL_CRASH_CHATS=str(poison)))
+    try:
+        worker_consuming(app)
+        from tests.drills.harness import sweep_now
+
+        sweep_now(ddeps)
+        settle(ddeps, dtoday, chats, timeout=180)
+    finally:
+        supervisor.stop()
+    report = check(ddeps, dworld.sim, dtoday)
+    with ddeps.sessions() as s:
+        status, reason, lost = s.execute(
+            text("SELECT status, reason, lost_claims FROM share_days WHERE chat_id = :c"), {"c": poison}
+        ).one()
+        attempts = s.execute(text("SELECT count(*) FROM attempts WHERE chat_id = :c"), {"c": poison}).scalar()
+        others_ok = s.execute(
+            text("SELECT count(*) FROM share_days WHERE day = :d AND chat_id <> :c AND status = 'succeeded'"),
+            {"d": dtoday, "c": poison},
+        ).scalar()
+    fig = Figures("poison chat (its share call kills the process)")
+    fig.add(
+        poison_attempts=attempts,
+        poison_status=status,
+        poison_reason=reason,
+        worker_restarts=supervisor.restarts,
+        others_succeeded=others_ok,
+    )
+    fig.add_check(report)
+    fig.write()
+    assert status == "failed"
+    assert reason.startswith("poison")
+    assert lost == 3
+    assert attempts <= 3
+    assert others_ok == 199
+    assert report.missed == []
+    assert report.duplicates == []
+    # Only the first crash takes the worker down; later ones stay in the sandbox.
+    assert supervisor.restarts == 1

@@ -1,0 +1,126 @@
+"""Drills 1 and 2: workers killed while Linq holds the share request."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+import pytest
+
+from tests.conftest import World
+from tests.drills.harness import (
+    SHARE,
+    Figures,
+    Procs,
+    check,
+    day_counts,
+    scaled,
+    seed_chats,
+    settle,
+    sweep_now,
+    wait_until,
+    worker_consuming,
+)
+from worker.service import Deps
+
+pytestmark = pytest.mark.drill
+
+
+def test_worker_child_killed_while_linq_holds_the_share(
+    dworld: World, ddeps: Deps, procs: Procs, dtoday: dt.date
+) -> None:
+    """SIGKILL the prefork child mid-call, over and over: 0 missed, duplicates explained."""
+    from worker.celery_app import app
+
+    n = scaled(12, 100)
+    line = dworld.line()
+    chats = seed_chats(ddeps, dworld.sim, line, n)
+    # Each chat's first share is held by Linq: half of them after Linq accepted it.
+    dworld.sim.add_faults(
+        [
+            {"path": SHARE, "chat_id": str(c), "mode": "accept_then_hang", "hang_s": 30, "times": 1}
+            if i % 2
+            else {"path": SHARE, "chat_id": str(c), "mode": "pass", "latency_ms": 1000, "times": 1}
+            for i, c in enumerate(chats)
+        ]
+    )
+    worker = procs.worker(pool="prefork", concurrency=1)
+    procs.beat()
+    worker_consuming(app)
+    sweep_now(ddeps)
+    killed: dict[str, str] = {}
+    deadline = time.monotonic() + 60 + 3 * n
+    while len(killed) < n and time.monotonic() < deadline:
+        for held in dworld.sim.inflight():
+            chat = held["chat_id"]
+            if chat in killed or time.time() - held["since"] < 0.1:
+                continue
+            children = worker.children()
+            if not children:
+                break
+            for child in children:
+                child.kill()
+            killed[chat] = held["phase"]
+            break
+        time.sleep(0.02)
+    assert worker.alive, "the worker's main process must survive its children being killed"
+    seconds = settle(ddeps, dtoday, chats, timeout=120)
+    report = check(ddeps, dworld.sim, dtoday)
+    after_accept = sum(1 for phase in killed.values() if phase == "after_accept")
+    fig = Figures("worker child killed mid-share (prefork, SIGKILL)")
+    fig.add(kills=len(killed), kills_after_accept=after_accept, settle_s=round(seconds, 1))
+    fig.add_check(report)
+    fig.write()
+    assert len(killed) == n
+    assert report.missed == []
+    assert len(report.duplicates) <= after_accept
+    assert all(d.explanation for d in report.duplicates)
+    assert report.succeeded == n
+
+
+def test_whole_worker_killed_mid_sweep_recovers_within_lease_plus_interval(
+    dworld: World, ddeps: Deps, procs: Procs, dtoday: dt.date
+) -> None:
+    """SIGKILL the worker's main process mid-sweep; a new worker finishes the stranded chat-days
+    within lease + one sweep interval, not the broker's hour of visibility timeout."""
+    from worker.celery_app import app
+
+    rounds = scaled(3, 20)
+    per_round = 60
+    line = dworld.line()
+    dworld.sim.add_faults([{"path": SHARE, "mode": "pass", "latency_ms": 400}])
+    procs.beat()
+    s = ddeps.settings
+    bound = s.lease_s + s.sweep_interval_s
+    times: list[float] = []
+    stranded: list[int] = []
+    all_chats = []
+    for _ in range(rounds):
+        chats = seed_chats(ddeps, dworld.sim, line, per_round)
+        all_chats.extend(chats)
+        worker = procs.worker(pool="threads", concurrency=32)
+        worker_consuming(app)
+        sweep_now(ddeps)
+        wait_until(lambda c=chats: day_counts(ddeps, dtoday, c).get("claimed", 0) >= 10, 30, 0.02, "claims")
+        worker.kill()
+        killed_at = time.monotonic()
+        counts = day_counts(ddeps, dtoday, chats)
+        stranded.append(per_round - counts.get("succeeded", 0))
+        procs.worker(pool="threads", concurrency=32)
+        settle(ddeps, dtoday, chats, timeout=bound + 30)
+        times.append(time.monotonic() - killed_at)
+    report = check(ddeps, dworld.sim, dtoday)
+    fig = Figures("whole worker killed mid-sweep (threads, SIGKILL main)")
+    fig.add(
+        rounds=rounds,
+        stranded_total=sum(stranded),
+        recovery_max_s=round(max(times), 1),
+        recovery_mean_s=round(sum(times) / len(times), 1),
+        bound_s=bound,
+    )
+    fig.add_check(report)
+    fig.write()
+    assert report.missed == []
+    assert report.duplicates == []
+    assert max(times) <= bound
+    assert report.succeeded == rounds * per_round

@@ -1,0 +1,193 @@
+"""Drills 3 and 4: the broker restarts empty; the database goes away under load."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import text
+
+from tests.conftest import World
+from tests.drills.harness import (
+    SHARE,
+    Figures,
+    Procs,
+    check,
+    day_counts,
+    scaled,
+    seed_chats,
+    settle,
+    sweep_now,
+    wait_until,
+    worker_consuming,
+)
+from worker import migrate
+from worker.config import Settings
+from worker.db import make_engine, session_factory
+from worker.embedded import EmbeddedPostgres, EmbeddedRedis
+from worker.linq import ClientPool
+from worker.service import Deps
+from worker.simulator import SimulatorAdmin
+
+pytestmark = pytest.mark.drill
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_redis_restarted_empty_during_a_sweep(
+    dworld: World, ddeps: Deps, dsettings: Settings, own_redis: EmbeddedRedis, tmp_path: Path, dtoday: dt.date
+) -> None:
+    from worker.celery_app import app, configure
+
+    n = scaled(3000, 10000)
+    settings = dsettings.replace(redis_url=own_redis.url, sweep_page_size=250)
+    configure(settings)
+    deps = Deps(settings, ddeps.sessions, ddeps.client)
+    line = dworld.line()
+    chats = seed_chats(deps, dworld.sim, line, n)
+    procs = Procs(settings, tmp_path)
+    try:
+        procs.worker(concurrency=64)
+        procs.beat()
+        worker_consuming(app)
+        failure: list[BaseException] = []
+
+        def first_sweep() -> None:
+            try:
+                sweep_now(deps)
+            except BaseException as exc:  # the restart cuts the publish; that is the point
+                failure.append(exc)
+
+        sweeper = threading.Thread(target=first_sweep)
+        sweeper.start()
+        wait_until(
+            lambda: day_counts(deps, dtoday, None).get("queued", 0) >= n // 4, 60, 0.01, "a quarter queued"
+        )
+        own_redis.restart()
+        restarted = time.monotonic()
+        sweeper.join(60)
+        before = day_counts(deps, dtoday, None).get("succeeded", 0)
+        resumed = wait_until(
+            lambda: day_counts(deps, dtoday, None).get("succeeded", 0) > before + 5,
+            90,
+            0.2,
+            "the worker to consume again",
+        )
+        resume_s = time.monotonic() - restarted
+        sweep_now(deps)  # "the next sweep"
+        seconds = settle(deps, dtoday, chats, timeout=240)
+        report = check(deps, dworld.sim, dtoday)
+        fig = Figures("Redis restarted empty during a sweep")
+        fig.add(
+            chats=n,
+            first_sweep_error=type(failure[0]).__name__ if failure else None,
+            worker_resumed_after_s=round(resume_s, 1),
+            settle_after_restart_s=round(seconds + resumed, 1),
+        )
+        fig.add_check(report)
+        fig.write()
+        assert report.missed == []
+        assert report.duplicates == []
+        assert report.succeeded == n
+        assert resume_s <= 60
+    finally:
+        procs.stop_all()
+
+
+@pytest.fixture
+def own_postgres(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
+    server = EmbeddedPostgres(tmp_path / "pg")
+    server.start()
+    migrate.upgrade(server.url())
+    yield server
+    server.stop()
+
+
+def test_postgres_stopped_under_load(
+    sim: SimulatorAdmin, dsettings: Settings, own_postgres: EmbeddedPostgres, tmp_path: Path, dtoday: dt.date
+) -> None:
+    from worker.celery_app import app, configure
+
+    n = scaled(600, 2000)
+    outage = scaled(15, 60)
+    settings = dsettings.replace(database_url=own_postgres.url())
+    configure(settings)
+    engine = make_engine(own_postgres.url(), pool_size=5)
+    clients = ClientPool(settings)
+    deps = Deps(settings, session_factory(engine), clients.get)
+    world = World(deps, sim)
+    procs = Procs(settings, tmp_path)
+    try:
+        line = world.line()
+        chats = seed_chats(deps, sim, line, n)
+        sim.add_faults([{"path": SHARE, "mode": "pass", "latency_ms": 200}])
+        procs.worker(concurrency=64)
+        procs.beat()
+        worker_consuming(app)
+        sweep_now(deps)
+        wait_until(
+            lambda: day_counts(deps, dtoday, chats).get("succeeded", 0) >= n // 5, 60, 0.05, "a fifth shared"
+        )
+        own_postgres.stop()
+        stopped_at = time.time()
+        time.sleep(outage)
+        own_postgres.start_again()
+        engine.dispose()
+        seconds = settle(deps, dtoday, chats, timeout=240)
+        report = check(deps, sim, dtoday)
+        # No share call without a claim row: every share Linq accepted has an attempt row of
+        # ours for that chat, started before Linq saw it.
+        events = [e for e in sim.share_events() if e["outcome"] == "accepted"]
+        with deps.sessions() as s:
+            rows = dict(
+                s.execute(
+                    text(
+                        "SELECT chat_id::text, min(extract(epoch FROM started_at)) FROM attempts "
+                        "GROUP BY chat_id"
+                    )
+                ).all()
+            )
+        unclaimed = [
+            e for e in events if e["chat_id"] not in rows or float(rows[e["chat_id"]]) > e["at"] + 0.05
+        ]
+        during = [e for e in events if stopped_at <= e["at"] <= stopped_at + outage]
+        fig = Figures("PostgreSQL stopped under load")
+        fig.add(
+            chats=n,
+            outage_s=outage,
+            shares_during_outage=len(during),
+            calls_without_claim=len(unclaimed),
+            settle_after_restart_s=round(seconds, 1),
+        )
+        fig.add_check(report)
+        fig.write()
+        assert unclaimed == []
+        assert report.missed == []
+        assert report.duplicates == []
+        assert report.succeeded == n
+    finally:
+        procs.stop_all()
+        clients.close()
+        engine.dispose()
+
+
+def test_redis_client_survives(own_redis: EmbeddedRedis) -> None:
+    """The restart helper really empties Redis (the drills depend on it)."""
+    client = redis.Redis.from_url(own_redis.url)
+    try:
+        client.set("x", "1")
+        own_redis.restart()
+        assert client.get("x") is None
+    finally:
+        client.close()
