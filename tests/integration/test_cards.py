@@ -64,7 +64,8 @@ def test_create_then_update_sends_only_given_fields_and_refreshes_the_cache(
     made = desk.create(PHONE, "Acme", "Support", "https://cdn.example.com/a.jpg")
     assert made.card.is_active
     assert made.writes_used == 1
-    assert made.trace_id and len(made.trace_id) == 32
+    assert made.trace_id is not None
+    assert len(made.trace_id) == 32
     line = cached(deps)
     assert line is not None
     assert (line.first_name, line.last_name, line.image_url, line.card_active) == (
@@ -111,7 +112,9 @@ def test_an_inactive_result_is_cached_inactive_then_list_sees_linq_activate_it(
 
 def test_2014_is_explained_counted_and_not_retried(desk: CardDesk, deps: Deps, world: World) -> None:
     world.line(PHONE)
-    with pytest.raises(CardCommandError, match="a card already exists for this number; use card update") as info:
+    with pytest.raises(
+        CardCommandError, match="a card already exists for this number; use card update"
+    ) as info:
         desk.create(PHONE, "Acme")
     assert info.value.error is not None
     assert (info.value.error.status, info.value.error.code) == (409, 2014)
@@ -119,7 +122,9 @@ def test_2014_is_explained_counted_and_not_retried(desk: CardDesk, deps: Deps, w
     assert writes(deps) == [("POST", 409, 2014, True, info.value.error.trace_id)]
 
 
-def test_2012_on_update_marks_the_cached_line_inactive(desk: CardDesk, deps: Deps, sim: SimulatorAdmin) -> None:
+def test_2012_on_update_marks_the_cached_line_inactive(
+    desk: CardDesk, deps: Deps, sim: SimulatorAdmin
+) -> None:
     sim.add_line(PHONE)
     with store.transaction(deps.sessions) as s:
         store.store_cards(s, [store.CardState(PHONE, "Old", None, None, True)], complete=False)
@@ -282,7 +287,8 @@ def test_contacts_v2_errors_in_both_formats(contacts_client: ContactsClient, sim
     with pytest.raises(ContactsError) as info:
         contacts_client.page()
     assert (info.value.status, info.value.code) == (500, "INTERNAL_ERROR")
-    assert info.value.trace_id and len(info.value.trace_id) == 32
+    assert info.value.trace_id is not None
+    assert len(info.value.trace_id) == 32
     sim.add_fault(
         path="^/v2/contacts$",
         status=404,

@@ -46,7 +46,7 @@ def test_normalize_phone_gives_e164(raw: str, e164: str) -> None:
     ["4155550123", "14155550123", "+1415555012", "+141555501234567", "+1-800-FLOWERS", "+", "", "+0 123456"],
 )
 def test_normalize_phone_refuses_what_is_not_e164(raw: str) -> None:
-    with pytest.raises(InputError, match="is not E.164") as info:
+    with pytest.raises(InputError, match=r"is not E\.164") as info:
         normalize_phone(raw)
     assert info.value.exit_code == 2
 
@@ -205,7 +205,9 @@ def test_share_verdict_needs_both_linq_and_the_cache(
 
 def test_line_views_list_cards_and_cached_lines_without_a_card() -> None:
     other = CachedLine("+13334445555", None, None, None, False, None)
-    views = line_views([card(True)], {PHONE: cache(True), other.phone_number: other}, only=None, due={PHONE: 7})
+    views = line_views(
+        [card(True)], {PHONE: cache(True), other.phone_number: other}, only=None, due={PHONE: 7}
+    )
     assert [(v.phone_number, v.will_share, v.due_today) for v in views] == [
         ("+13334445555", False, 0),
         (PHONE, True, 7),

@@ -38,10 +38,14 @@ def test_contacts_url_is_v2_on_the_v3_host(base: str, url: str) -> None:
 def test_standard_error_keeps_the_string_code_and_details() -> None:
     e = parse_v2_error(500, json.dumps(STANDARD).encode(), {"x-trace-id": TRACE})
     assert (e.status, e.code, e.trace_id) == (500, "INTERNAL_ERROR", TRACE)
-    assert e.message == "Contacts could not be loaded (Temporary server problem; try the request again later.)"
+    assert (
+        e.message == "Contacts could not be loaded (Temporary server problem; try the request again later.)"
+    )
     line = e.one_line()
     assert "\n" not in line
-    assert line.startswith("contacts: Linq error: HTTP 500, code INTERNAL_ERROR, Contacts could not be loaded")
+    assert line.startswith(
+        "contacts: Linq error: HTTP 500, code INTERNAL_ERROR, Contacts could not be loaded"
+    )
     assert line.endswith(f"trace {TRACE}")
 
 
