@@ -179,6 +179,8 @@ def explain(op: Op, phone: str | None, err: LinqCallError, *, writes_left: int |
             "no answer from Linq; the write may have happened: check with "
             f"`cardshare card list --phone {phone}` before trying again"
         )
+    if status is not None and 200 <= status < 300:
+        return f"Linq answered but its response was unreadable: check `cardshare card list --phone {phone}`"
     if status == 401:
         return f"Linq rejected the API key: check {KEY_SETTING}"
     if status == 403:

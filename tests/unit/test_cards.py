@@ -150,6 +150,7 @@ def err(status: int | None, code: int | None, message: str = "msg", **kw: object
         ("update", err(500, 2022), "run the same command again"),
         ("update", err(502, None), "not retried automatically"),
         ("create", err(400, 1002), "malformed"),
+        ("create", err(200, None), "response was unreadable"),
         ("create", err(None, None, transport=Transport.NOT_SENT), "nothing was sent"),
         ("update", err(None, None, transport=Transport.MAYBE_SENT), "may have happened"),
     ],
