@@ -308,3 +308,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 Command = Callable[..., Any]
+__import__("worker.cli_cards", fromlist=["register"]).register(cli)  # `card` and `contacts` commands

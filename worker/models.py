@@ -212,3 +212,29 @@ class AuditEvent(Base):
     chat_ref: Mapped[str | None] = mapped_column(Text)
     outcome: Mapped[str] = mapped_column(String(32), nullable=False)
     detail: Mapped[str | None] = mapped_column(Text)
+
+
+class CardWrite(Base):
+    """One POST/PATCH of a contact card: cardshare's own count of Linq's 3-per-10-minutes budget.
+
+    The row is written before the call (a crash mid-call still counts, as Linq may have seen it)
+    and completed right after. `counted` is false for calls Linq refused before its write rules
+    (auth, validation, 429) or that never left this machine.
+    """
+
+    __tablename__ = "card_writes"
+    __table_args__ = (
+        CheckConstraint("method IN ('POST', 'PATCH')", name="method"),
+        CheckConstraint(f"phone_number ~ '{E164_PATTERN}'", name="e164"),
+        Index("ix_card_writes_phone_at", "phone_number", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    phone_number: Mapped[str] = mapped_column(String(16), nullable=False)
+    method: Mapped[str] = mapped_column(String(8), nullable=False)
+    at: Mapped[dt.datetime] = _now()
+    # NULL while the call is in flight; stays NULL if the process died or the answer never came.
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    linq_code: Mapped[int | None] = mapped_column(Integer)
+    trace_id: Mapped[str | None] = mapped_column(String(64))
+    counted: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))

@@ -659,3 +659,137 @@ def day_reasons(session: Session, day: dt.date) -> dict[str, int]:
         {"day": day},
     ).all()
     return {str(k): int(n) for k, n in rows}
+
+
+# =========================================================================== contact cards (issue #5)
+# Card writes (cardshare's own count of Linq's per-number write budget) and the read side of
+# `cardshare card list`. Everything below is used only by worker/cards.py.
+
+
+@dataclass(frozen=True)
+class WriteSlot:
+    """A reserved card write (`write_id` set), or a refusal: `used` writes, next one in `wait_s`."""
+
+    write_id: int | None
+    used: int
+    wait_s: float
+
+
+def reserve_card_write(
+    session: Session, phone: str, method: str, *, limit: int, window_s: float
+) -> WriteSlot:
+    """Count this number's writes in the window and, if one is left, record ours before the call."""
+    # Two operators writing one number at once must not both take the last slot.
+    session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtext('cardshare-card-writes'), hashtext(:p))"), {"p": phone}
+    )
+    left = [
+        float(v)
+        for v in session.execute(
+            text(
+                """
+                SELECT extract(epoch FROM at + make_interval(secs => :window) - now())
+                FROM card_writes
+                WHERE phone_number = :p AND counted AND at > now() - make_interval(secs => :window)
+                ORDER BY at DESC
+                """
+            ),
+            {"p": phone, "window": window_s},
+        ).scalars()
+    ]
+    if len(left) >= limit:
+        # The limit-th newest write is the one whose expiry frees a slot.
+        return WriteSlot(None, len(left), max(0.0, left[limit - 1]))
+    write_id = session.execute(
+        text("INSERT INTO card_writes (phone_number, method) VALUES (:p, :m) RETURNING id"),
+        {"p": phone, "m": method},
+    ).scalar_one()
+    return WriteSlot(int(write_id), len(left) + 1, 0.0)
+
+
+def finish_card_write(
+    session: Session,
+    write_id: int,
+    *,
+    status: int | None,
+    code: int | None,
+    trace_id: str | None,
+    counted: bool,
+) -> None:
+    session.execute(
+        text(
+            "UPDATE card_writes SET http_status = :status, linq_code = :code, trace_id = :trace, "
+            "counted = :counted WHERE id = :id"
+        ),
+        {"id": write_id, "status": status, "code": code, "trace": trace_id, "counted": counted},
+    )
+
+
+def card_writes_used(session: Session, phone: str, *, window_s: float) -> int:
+    return int(
+        session.execute(
+            text(
+                "SELECT count(*) FROM card_writes WHERE phone_number = :p AND counted "
+                "AND at > now() - make_interval(secs => :window)"
+            ),
+            {"p": phone, "window": window_s},
+        ).scalar_one()
+    )
+
+
+@dataclass(frozen=True)
+class CachedLine:
+    """What the sweep believes about a line's card (the `lines` row)."""
+
+    phone_number: str
+    first_name: str | None
+    last_name: str | None
+    image_url: str | None
+    card_active: bool
+    card_checked_at: dt.datetime | None
+
+
+def cached_lines(session: Session, phones: Sequence[str] | None = None) -> dict[str, CachedLine]:
+    """Every line (or the given ones) as cached in `lines`."""
+    rows = session.execute(
+        text(
+            """
+            SELECT phone_number, first_name, last_name, image_url, card_active, card_checked_at
+            FROM lines WHERE :all OR phone_number = ANY(:phones)
+            ORDER BY phone_number
+            """
+        ),
+        {"all": phones is None, "phones": list(phones or [])},
+    ).all()
+    return {r.phone_number: CachedLine(*r) for r in rows}
+
+
+def due_today_by_line(
+    session: Session, phones: Sequence[str], *, day: dt.date, now: dt.datetime, policy: Policy
+) -> dict[str, int]:
+    """Per line: chats that meet every rule of the day except the card's (still open today)."""
+    if not phones:
+        return {}
+    rows = session.execute(
+        text(
+            """
+            SELECT c.line_phone, count(*) FROM chats c
+            LEFT JOIN share_days d ON d.chat_id = c.id AND d.day = :day
+            WHERE c.line_phone = ANY(:phones)
+              AND c.service = 'iMessage' AND NOT c.opted_out AND c.not_found_at IS NULL
+              AND (:groups OR NOT c.is_group)
+              AND c.first_outbound_at <= :now
+              AND coalesce(c.last_outbound_at, c.first_outbound_at) >= :active_since
+              AND (d.status IS NULL OR d.status IN ('queued', 'claimed', 'retry', 'unknown'))
+            GROUP BY c.line_phone
+            """
+        ),
+        {
+            "phones": list(phones),
+            "day": day,
+            "groups": policy.share_groups,
+            "now": now,
+            "active_since": active_since(now, policy),
+        },
+    ).all()
+    return {str(p): int(n) for p, n in rows}

@@ -1,0 +1,442 @@
+"""Contact cards for operators: validate, call Linq once, count the write, refresh the cache.
+
+Linq allows 3 POST/PATCH per 10 minutes per number, and a quick repeat after 503/4004 extends
+its upstream limit, so nothing here retries: each failure is explained once and the operator
+decides. Every write is recorded in `card_writes` before the call, and a fourth inside the
+window is refused without calling (linq-api.md §4, §8).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import logging
+import re
+import urllib.parse
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import linq
+import phonenumbers
+from linq.types import SetContactCard
+from sqlalchemy.orm import Session, sessionmaker
+
+from worker import store
+from worker.cadence import Policy, share_day
+from worker.classify import Transport
+from worker.errors import CardshareError, InputError
+from worker.linq import Card, LinqCallError, LinqGateway, error_from_sdk
+from worker.logs import event
+
+log = logging.getLogger("cardshare.cards")
+
+# Linq's budget for POST + PATCH together, per phone number (linq-api.md §4.2, §8).
+WRITE_LIMIT = 3
+WRITE_WINDOW_S = 600.0
+IMAGE_URL_MAX = 2048  # what browsers and CDNs reliably accept
+NAME_MAX = 256
+KEY_SETTING = "LINQ_API_V3_API_KEY"
+
+# Answers Linq gives before its write rules run: they spend none of the budget (the simulator
+# counts the same way). Everything else that reached Linq, errors included, is counted.
+NOT_COUNTED_STATUSES = frozenset({400, 401, 403, 422, 429})
+
+Method = Literal["POST", "PATCH"]
+RawCard = linq.APIResponse[SetContactCard]  # what `with_raw_response.create/update` return
+_PHONE_CHARS = re.compile(r"^\+[0-9 ()./-]+$")
+
+
+class CardCommandError(CardshareError):
+    """A Linq call for a card failed; the message explains it on one line."""
+
+    def __init__(self, message: str, error: LinqCallError | None = None) -> None:
+        self.error = error
+        super().__init__(message)
+
+
+class WriteLimitReached(CardshareError):
+    """cardshare already made Linq's 3 card writes for this number in the last 10 minutes."""
+
+    def __init__(self, phone: str, used: int, wait_s: float) -> None:
+        self.phone = phone
+        self.wait_s = wait_s
+        super().__init__(
+            f"{used} card writes to {phone} in the last 10 minutes (Linq allows {WRITE_LIMIT}); "
+            f"nothing sent. The next write is allowed in {format_wait(wait_s)}"
+        )
+
+
+# --------------------------------------------------------------------------- pure validation
+
+
+def normalize_phone(raw: str) -> str:
+    """The E.164 form of `raw`; InputError unless it is a possible number with a country code.
+
+    Possible (length per country) rather than valid: a new area code must not be refused
+    because the bundled numbering metadata is older than the line.
+    """
+    text = raw.strip()
+    if not _PHONE_CHARS.match(text):
+        raise InputError(
+            f"phone number {raw!r} is not E.164: write + then the country code and number, e.g. +14155550123"
+        )
+    try:
+        parsed = phonenumbers.parse(text, None)
+    except phonenumbers.NumberParseException as exc:
+        raise InputError(f"phone number {raw!r} is not E.164: {exc}") from None
+    if not phonenumbers.is_possible_number(parsed):
+        raise InputError(
+            f"phone number {raw!r} is not E.164: wrong length for country code +{parsed.country_code}"
+        )
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def check_image_url(raw: str) -> str:
+    """A URL Linq can fetch the photo from: https, a public host, no credentials, sane length."""
+    url = raw.strip()
+
+    def bad(why: str) -> InputError:
+        return InputError(f"image URL {url[:80]!r} {why}")
+
+    if not url:
+        raise bad("is empty")
+    if len(url) > IMAGE_URL_MAX:
+        raise bad(f"is longer than {IMAGE_URL_MAX} characters")
+    if any(ch.isspace() or ord(ch) < 0x20 for ch in url):
+        raise bad("contains spaces or control characters")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError as exc:
+        raise bad(f"is malformed ({exc})") from None
+    if parts.scheme.lower() != "https":
+        raise bad("must be https:// (Linq copies the image from the public internet)")
+    if parts.username is not None or parts.password is not None:
+        raise bad("must not carry a user name or password")
+    host = parts.hostname or ""
+    if not host:
+        raise bad("has no host")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        ip = None
+    if ip is not None:
+        if not ip.is_global:
+            raise bad("points at a private or local address Linq cannot reach")
+    elif host == "localhost" or "." not in host.strip(".") or not _valid_hostname(host):
+        raise bad("needs a public host name")
+    return url
+
+
+def _valid_hostname(host: str) -> bool:
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return False
+    labels = ascii_host.rstrip(".").split(".")
+    return all(re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?", label) for label in labels)
+
+
+def check_name(raw: str, what: str) -> str:
+    name = raw.strip()
+    if not name:
+        raise InputError(f"{what} must not be empty")
+    if len(name) > NAME_MAX:
+        raise InputError(f"{what} is longer than {NAME_MAX} characters")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in name):
+        raise InputError(f"{what} must not contain control characters")
+    return name
+
+
+def format_wait(seconds: float) -> str:
+    """`412` -> `6m52s`; rounds up so a wait is never shown shorter than it is."""
+    total = max(0, int(-(-seconds // 1)))
+    minutes, secs = divmod(total, 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def counts_against_budget(status: int | None, transport: Transport | None) -> bool:
+    """Did this write spend one of Linq's 3? Unknown outcomes count: Linq may have seen them."""
+    if transport is Transport.NOT_SENT:
+        return False
+    if status is None:
+        return True
+    return status not in NOT_COUNTED_STATUSES
+
+
+Op = Literal["list", "create", "update"]
+
+
+def explain(op: Op, phone: str | None, err: LinqCallError, *, writes_left: int | None = None) -> str:
+    """What a failed card call means for the operator and what to do next (one sentence)."""
+    status, code = err.status, err.code
+    number = phone or "the account"
+    if err.transport is Transport.NOT_SENT:
+        return "Linq could not be reached; nothing was sent"
+    if err.transport is Transport.MAYBE_SENT:
+        return (
+            "no answer from Linq; the write may have happened: check with "
+            f"`cardshare card list --phone {phone}` before trying again"
+        )
+    if status is not None and 200 <= status < 300:
+        return f"Linq answered but its response was unreadable: check `cardshare card list --phone {phone}`"
+    if status == 401:
+        return f"Linq rejected the API key: check {KEY_SETTING}"
+    if status == 403:
+        return (
+            f"the API key has no access to {number}: check {KEY_SETTING} belongs to the account that owns it"
+        )
+    if status == 409 and code == 2014:
+        return (
+            "a card already exists for this number; use card update "
+            f"(`cardshare card update --phone {phone} --first ...`)"
+        )
+    if status == 404 and code in (2012, 2001):
+        if op == "update":
+            return f"there is no active card to update on {phone}; create one with `cardshare card create`"
+        return f"there is no card on {phone}"
+    if status == 429:
+        wait = f"retry after {format_wait(err.retry_after_s)} (Retry-After)" if err.retry_after_s else ""
+        return (
+            f"Linq's limit of {WRITE_LIMIT} card writes per 10 minutes for {number} is used up, "
+            "possibly by writes made outside cardshare; " + (wait or "wait 10 minutes")
+        )
+    left = (
+        f" ({writes_left} of {WRITE_LIMIT} writes left in this 10-minute window)"
+        if writes_left is not None
+        else ""
+    )
+    if status == 503 and code == 4004:
+        return (
+            "Linq's upstream card write was rate-limited and the card is not active; not retried, because "
+            "quick repeats extend that limit: wait several minutes, then run the same command once" + left
+        )
+    if status == 500 and code == 2022:
+        return (
+            "Linq did not finish setting up the card; not retried automatically: run the same command again"
+            + left
+        )
+    if status is not None and status >= 500:
+        return "Linq failed; not retried automatically: try again later" + left
+    if status == 400:
+        return "Linq refused the request as malformed"
+    return "Linq refused the request"
+
+
+def failure_line(op: Op, phone: str | None, err: LinqCallError, *, writes_left: int | None = None) -> str:
+    """One line: our explanation, then HTTP status, Linq code, message and trace id."""
+    where = f"card {op}" + (f" {phone}" if phone else "")
+    line = f"{where}: {explain(op, phone, err, writes_left=writes_left)}. {err.one_line()}"
+    return " ".join(line.split())
+
+
+# --------------------------------------------------------------------------- share status (pure)
+
+
+@dataclass(frozen=True)
+class LineView:
+    """One line as `card list` shows it: Linq's card, cardshare's cache, and the verdict."""
+
+    phone_number: str
+    card: Card | None
+    cache: store.CachedLine | None
+    will_share: bool
+    reason: str
+    due_today: int | None = None
+
+    def to_json(self) -> dict[str, object]:
+        card = self.card
+        cache = self.cache
+        return {
+            "phone_number": self.phone_number,
+            "card": None
+            if card is None
+            else {
+                "first_name": card.first_name,
+                "last_name": card.last_name,
+                "image_url": card.image_url,
+                "is_active": card.is_active,
+            },
+            "cache": None
+            if cache is None
+            else {
+                "first_name": cache.first_name,
+                "last_name": cache.last_name,
+                "image_url": cache.image_url,
+                "card_active": cache.card_active,
+                "checked_at": cache.card_checked_at.isoformat() if cache.card_checked_at else None,
+            },
+            "will_share": self.will_share,
+            "reason": self.reason,
+            "due_today": self.due_today,
+        }
+
+
+def share_verdict(card: Card | None, cache: store.CachedLine | None) -> tuple[bool, str]:
+    """Will the sweep share for this line? It reads the cache, so both must say active."""
+    if card is None:
+        if cache is not None and cache.card_active:
+            return (
+                False,
+                "no card at Linq; cache stale (says active): shares fail with 2012 until the next sweep",
+            )
+        return False, "no card at Linq: create one with `cardshare card create`"
+    if not card.is_active:
+        if cache is not None and cache.card_active:
+            return False, "card inactive at Linq; cache stale (says active): the next sweep corrects it"
+        return False, "card inactive at Linq: cardshare shares once Linq activates it"
+    if cache is None:
+        return False, "active at Linq, not in cardshare's cache yet: shares from the next sweep"
+    if not cache.card_active:
+        return False, "active at Linq; cache stale (says inactive): shares from the next sweep"
+    differs = [
+        name
+        for name, ours, theirs in (
+            ("first name", cache.first_name, card.first_name),
+            ("last name", cache.last_name, card.last_name),
+            ("image", cache.image_url, card.image_url),
+        )
+        if (ours or None) != (theirs or None)
+    ]
+    if differs:
+        return True, "active; cache differs in " + ", ".join(differs) + " (the next sweep refreshes it)"
+    return True, "active at Linq and in cardshare's cache"
+
+
+def line_views(
+    cards: Sequence[Card],
+    cached: dict[str, store.CachedLine],
+    *,
+    only: str | None,
+    due: dict[str, int] | None,
+) -> list[LineView]:
+    """Linq's cards joined with the cache; lines cardshare knows without a card are listed too."""
+    by_phone = {c.phone_number: c for c in cards}
+    phones = sorted(set(by_phone) | set(cached)) if only is None else [only]
+    views = []
+    for phone in phones:
+        card, cache = by_phone.get(phone), cached.get(phone)
+        if card is None and cache is None and only is None:
+            continue
+        will, reason = share_verdict(card, cache)
+        views.append(LineView(phone, card, cache, will, reason, None if due is None else due.get(phone, 0)))
+    return views
+
+
+# --------------------------------------------------------------------------- calls
+
+
+@dataclass(frozen=True)
+class CardChanges:
+    """The fields an update sends; None means "not given", so it is left out of the request."""
+
+    first_name: str | None = None
+    last_name: str | None = None
+    image_url: str | None = None
+
+    def given(self) -> dict[str, str]:
+        fields = {"first_name": self.first_name, "last_name": self.last_name, "image_url": self.image_url}
+        return {k: v for k, v in fields.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    method: Method
+    card: Card
+    trace_id: str | None
+    writes_used: int
+
+
+@dataclass
+class CardDesk:
+    """Card operations over the SDK, the write budget and the line cache."""
+
+    gateway: LinqGateway
+    sessions: sessionmaker[Session]
+
+    def views(self, phone: str | None, *, now: dt.datetime, policy: Policy) -> list[LineView]:
+        try:
+            cards = self.gateway.list_cards(phone)
+        except LinqCallError as err:
+            if not (phone and err.status == 404 and err.code in (2012, 2001)):
+                raise CardCommandError(failure_line("list", phone, err), err) from err
+            cards = []  # GET with a number that has no card answers 2012
+        with store.transaction(self.sessions) as s:
+            cached = store.cached_lines(s, None if phone is None else [phone])
+            phones = sorted({c.phone_number for c in cards} | set(cached))
+            due = store.due_today_by_line(s, phones, day=share_day(now, policy.zone), now=now, policy=policy)
+        return line_views(cards, cached, only=phone, due=due)
+
+    def create(
+        self, phone: str, first_name: str, last_name: str | None = None, image_url: str | None = None
+    ) -> WriteResult:
+        return self._write(
+            "POST",
+            phone,
+            lambda: self.gateway.sdk.contact_card.with_raw_response.create(
+                phone_number=phone,
+                first_name=first_name,
+                last_name=_given(last_name),
+                image_url=_given(image_url),
+            ),
+        )
+
+    def update(self, phone: str, changes: CardChanges) -> WriteResult:
+        if not changes.given():
+            raise InputError("nothing to update: give --first, --last or --image")
+        # Omitted fields stay out of the JSON body, so Linq leaves them as they are.
+        return self._write(
+            "PATCH",
+            phone,
+            lambda: self.gateway.sdk.contact_card.with_raw_response.update(
+                phone_number=phone,
+                first_name=_given(changes.first_name),
+                last_name=_given(changes.last_name),
+                image_url=_given(changes.image_url),
+            ),
+        )
+
+    def _write(self, method: Method, phone: str, call: Callable[[], RawCard]) -> WriteResult:
+        op: Op = "create" if method == "POST" else "update"
+        with store.transaction(self.sessions) as s:
+            slot = store.reserve_card_write(s, phone, method, limit=WRITE_LIMIT, window_s=WRITE_WINDOW_S)
+        if slot.write_id is None:
+            raise WriteLimitReached(phone, slot.used, slot.wait_s)
+        try:
+            raw = call()
+        except linq.APIError as exc:
+            err = error_from_sdk(exc)
+            counted = counts_against_budget(err.status, err.transport)
+            with store.transaction(self.sessions) as s:
+                store.finish_card_write(
+                    s, slot.write_id, status=err.status, code=err.code, trace_id=err.trace_id, counted=counted
+                )
+                if (err.status, err.code) in ((404, 2012), (503, 4004)):
+                    # Linq says the line has no active card now: stop the sweep sharing into a 2012.
+                    store.mark_card_inactive(s, phone)
+                used = store.card_writes_used(s, phone, window_s=WRITE_WINDOW_S)
+            event(log, "card_write", method=method, phone=phone, status=err.status, code=err.code,
+                  trace_id=err.trace_id, counted=counted)  # fmt: skip
+            left = max(0, WRITE_LIMIT - used) if counted else None
+            raise CardCommandError(failure_line(op, phone, err, writes_left=left), err) from exc
+        body: SetContactCard = raw.parse()
+        card = Card(body.phone_number, body.first_name, body.last_name, body.image_url, body.is_active)
+        trace = raw.headers.get("x-trace-id")
+        with store.transaction(self.sessions) as s:
+            store.finish_card_write(
+                s, slot.write_id, status=raw.status_code, code=None, trace_id=trace, counted=True
+            )
+            # complete=False: one card says nothing about the other lines.
+            store.store_cards(
+                s,
+                [store.CardState(phone, card.first_name, card.last_name, card.image_url, card.is_active)],
+                complete=False,
+            )
+        event(log, "card_write", method=method, phone=phone, status=raw.status_code, active=card.is_active,
+              trace_id=trace)  # fmt: skip
+        return WriteResult(method, card, trace, slot.used)
+
+
+def _given(value: str | None) -> str | linq.Omit:
+    return linq.omit if value is None else value
