@@ -131,6 +131,15 @@ class EmbeddedPostgres:
         with contextlib.suppress(Exception):
             self._pg_ctl("stop", "-w", "-m", "fast")
 
+    def configure(self, **settings: str) -> None:
+        """ALTER SYSTEM SET each setting and restart (benchmarks: pg_stat_statements)."""
+        import psycopg
+
+        with psycopg.connect(self.admin_uri, autocommit=True) as conn:
+            for name, value in settings.items():
+                conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+        self._pg_ctl("restart", "-w", "-m", "fast")
+
     def start_again(self) -> None:
         """Start a stopped server on the same data (fault drills)."""
         self._pg_ctl(

@@ -1,0 +1,135 @@
+"""One measured enqueue run in its own process (so ru_maxrss is this run's peak).
+
+python -m bench.sweep_child --mode cardshare|naive|lpush --n N   (DATABASE_URL, REDIS_URL set)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import resource
+import time
+
+import psycopg
+import redis
+from sqlalchemy import text
+
+from bench.common import LINE
+
+QUEUE = "cardshare"
+MESSAGE = b"x" * 950  # one Celery message is ~950 bytes
+
+
+def reset(dsn: str, client: redis.Redis) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("TRUNCATE share_days, attempts, sweep_runs")
+    client.flushdb()
+
+
+def wait_for(client: redis.Redis, key: str, n: int, started: float, timeout: float = 3600) -> float:
+    while client.llen(key) < n:
+        if time.perf_counter() - started > timeout:
+            raise TimeoutError(f"{key} has {client.llen(key)} of {n}")
+        time.sleep(0.005)
+    return time.perf_counter() - started
+
+
+def run_cardshare(n: int) -> float:
+    from worker.broker import Publisher, queue_depth
+    from worker.celery_app import app, configure
+    from worker.config import Secret, Settings
+    from worker.db import make_engine, session_factory
+    from worker.linq import ClientPool
+    from worker.service import Deps
+    from worker.simulator import SimulatorServer
+    from worker.sweep import run_sweep
+
+    sim = SimulatorServer(api_key="bench-key")
+    base = sim.start()
+    sim.admin.add_cards([{"phone_number": LINE, "first_name": "Bench", "is_active": True}])
+    settings = Settings.from_env().replace(linq_api_key=Secret("bench-key"), linq_base_url=base)
+    configure(settings)
+    assert settings.database_url
+    engine = make_engine(settings.database_url, pool_size=2)
+    clients = ClientPool(settings)
+    deps = Deps(settings, session_factory(engine), clients.get)
+    client = redis.Redis.from_url(settings.redis_url or "")
+    started = time.perf_counter()
+    with Publisher(app) as publish:
+        report = run_sweep(deps, engine, publish, lambda: queue_depth(app), queue_lease_s=1800)
+    seconds = wait_for(client, QUEUE, n, started)
+    assert report.enqueued == n, report
+    clients.close()
+    engine.dispose()
+    sim.stop()
+    return seconds
+
+
+def run_naive(n: int) -> float:
+    """The obvious loop: stream the due rows, one apply_async per chat."""
+    from worker.celery_app import configure
+    from worker.config import Settings
+    from worker.db import make_engine
+    from worker.tasks import share_chat
+
+    settings = Settings.from_env()
+    configure(settings)
+    assert settings.database_url
+    engine = make_engine(settings.database_url, pool_size=2)
+    client = redis.Redis.from_url(settings.redis_url or "")
+    day = dt.datetime.now(dt.UTC).date().isoformat()
+    started = time.perf_counter()
+    with engine.connect() as conn:
+        rows = conn.execution_options(stream_results=True, yield_per=1000).execute(
+            text(
+                "SELECT c.id FROM chats c JOIN lines l ON l.phone_number = c.line_phone "
+                "WHERE c.service = 'iMessage' AND l.card_active AND c.first_outbound_at <= now()"
+            )
+        )
+        for (chat_id,) in rows:
+            share_chat.apply_async(args=(str(chat_id), day))
+    seconds = wait_for(client, QUEUE, n, started)
+    engine.dispose()
+    return seconds
+
+
+def run_lpush(n: int) -> float:
+    """The ceiling: raw pipelined LPUSH of message-sized values, nothing else."""
+    client = redis.Redis.from_url(os.environ["REDIS_URL"])
+    started = time.perf_counter()
+    pipe = client.pipeline(transaction=False)
+    for i in range(n):
+        pipe.lpush("ceiling", MESSAGE)
+        if i % 1000 == 999:
+            pipe.execute()
+    pipe.execute()
+    return wait_for(client, "ceiling", n, started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mode", choices=["cardshare", "naive", "lpush"], required=True)
+    parser.add_argument("--n", type=int, required=True)
+    args = parser.parse_args()
+    dsn = os.environ["DATABASE_URL"].replace("postgresql+psycopg://", "postgresql://")
+    client = redis.Redis.from_url(os.environ["REDIS_URL"])
+    reset(dsn, client)
+    seconds = {"cardshare": run_cardshare, "naive": run_naive, "lpush": run_lpush}[args.mode](args.n)
+    maxrss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        json.dumps(
+            {
+                "mode": args.mode,
+                "n": args.n,
+                "seconds": round(seconds, 2),
+                "per_s": round(args.n / seconds),
+                "maxrss_mb": round(maxrss_mb, 1),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
