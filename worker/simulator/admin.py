@@ -32,6 +32,7 @@ def admin_routes(state: SimState) -> list[Route]:
         ("/faults", ["GET", "POST", "DELETE"], admin.faults),
         ("/shares", ["GET"], admin.shares),
         ("/requests", ["GET"], admin.requests),
+        ("/webhooks/deliver", ["POST"], admin.deliver_webhook),
     ]
     return [Route(path, _json_endpoint(handler), methods=methods) for path, methods, handler in table]
 
@@ -121,6 +122,11 @@ class _Admin:
 
     async def requests(self, request: Request) -> Any:
         return dict(self.state.request_counts)
+
+    async def deliver_webhook(self, request: Request) -> Any:
+        from worker.simulator.webhooks import deliver
+
+        return await deliver(self.state, await _body(request))
 
 
 def _card(item: Mapping[str, Any]) -> Card:
