@@ -267,3 +267,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 Command = Callable[..., Any]
+__import__("worker.cli_ingest", fromlist=["register"]).register(cli)  # last: it imports this module
