@@ -755,7 +755,8 @@ def save_sync_page(
         text(
             """
             INSERT INTO sync_cursors AS s (line_phone, cursor, pages, chats, started_at, finished_at)
-            VALUES (:p, :cursor, 1, :chats, now(), CASE WHEN :cursor IS NULL THEN now() END)
+            VALUES (:p, CAST(:cursor AS text), 1, :chats, now(),
+                    CASE WHEN CAST(:cursor AS text) IS NULL THEN now() END)
             ON CONFLICT (line_phone) DO UPDATE SET
                 cursor = EXCLUDED.cursor,
                 pages = CASE WHEN :fresh THEN 1 ELSE s.pages + 1 END,
