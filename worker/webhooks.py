@@ -11,10 +11,12 @@ import base64
 import hashlib
 import hmac
 import logging
+import signal
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import FrameType
 
 import uvicorn
 from sqlalchemy import exc as sa_exc
@@ -284,5 +286,15 @@ def url_of(sock: socket.socket) -> str:
 
 
 def serve(app: Starlette, sock: socket.socket) -> None:
-    """Serve until SIGINT/SIGTERM (uvicorn finishes in-flight requests first)."""
-    uvicorn.Server(server_config(app)).run(sockets=[sock])
+    """Serve until SIGINT/SIGTERM (uvicorn finishes in-flight requests first). Main thread only."""
+    # uvicorn re-raises the stop signal after draining. As SystemExit it lets the caller's
+    # cleanup run (embedded servers stop); with the default handler the process would just die.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        uvicorn.Server(server_config(app)).run(sockets=[sock])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
