@@ -174,7 +174,7 @@ def record(
             outcome = store.record_webhook_event(
                 session,
                 event_id=parsed.event_id,
-                webhook_id=verified.webhook_id,
+                webhook_id=(verified.webhook_id or "")[:128] or None,
                 event_type=parsed.event_type,
                 chat_id=parsed.activity.chat_id,
                 delivery=verified.delivery,
