@@ -9,7 +9,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -20,14 +20,13 @@ from sqlalchemy.engine import make_url
 
 from tests.conftest import Servers, World
 from tests.ingest_support import SECRET, ReceiverServer
+from tests.integration.test_sweep import Collector, drained, sweep
 from worker import store
 from worker.config import Secret, Settings
-from worker.db import make_engine
 from worker.logs import configure as configure_logging
 from worker.service import Deps, Outcome, share_chat
 from worker.simulator import SimulatorAdmin
 from worker.simulator.webhooks import EventSpec, build_event, signed_headers
-from worker.sweep import QueueDepth, run_sweep
 from worker.webhooks import create_app
 
 OTHER = "whsec_ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA="
@@ -337,43 +336,28 @@ def test_the_receiver_never_logs_a_secret(
         assert secret.removeprefix("whsec_") not in out
 
 
-class Collector:
-    def __init__(self) -> None:
-        self.sent: list[tuple[uuid.UUID, dt.date]] = []
-
-    def __call__(self, ids: Sequence[uuid.UUID], day: dt.date) -> int:
-        self.sent.extend((i, day) for i in ids)
-        return len(ids)
-
-
-def sweep(deps: Deps) -> Collector:
-    assert deps.settings.database_url
-    engine = make_engine(deps.settings.database_url, pool_size=2)
+def due_now(deps: Deps) -> list[str]:
+    """Run a sweep; the chats it would enqueue."""
     publish = Collector()
-    try:
-        run_sweep(deps, engine, publish, lambda: QueueDepth(0, 0), queue_lease_s=1800)
-    finally:
-        engine.dispose()
-    return publish
+    sweep(deps, publish, drained)
+    return [str(c) for c in publish.ids]
 
 
 def test_end_to_end_a_delivered_message_sent_gets_the_chat_its_card_once(
-    receiver: ReceiverServer, world: World, sim: SimulatorAdmin, deps: Deps
+    receiver: ReceiverServer, world: World, sim: SimulatorAdmin, deps: Deps, today: dt.date
 ) -> None:
     world.line(LINE)
     chat = str(uuid.uuid4())
     sim.add_chats([{"id": chat, "line": LINE, "service": "iMessage"}])  # Linq knows it; cardshare not yet
-    assert [c for c, _ in sweep(deps).sent] == []
+    assert due_now(deps) == []
     answer = sim.deliver_webhook(
         receiver.url, SECRET, chat_id=chat, sent_at=dt.datetime.now(dt.UTC).isoformat()
     )
     assert answer["status"] == 200
-    first = sweep(deps)
-    assert [str(c) for c, _ in first.sent] == [chat]
-    for chat_id, day in first.sent:
-        assert share_chat(chat_id, day, deps).outcome is Outcome.SHARED
+    assert due_now(deps) == [chat]
+    assert share_chat(uuid.UUID(chat), today, deps).outcome is Outcome.SHARED
     # More outbound messages the same day change nothing: once a day.
     sim.deliver_webhook(receiver.url, SECRET, chat_id=chat, sent_at=dt.datetime.now(dt.UTC).isoformat())
-    assert sweep(deps).sent == []
+    assert due_now(deps) == []
     assert sim.share_count(chat) == 1
     assert sim.shares()["total_accepted"] == 1
