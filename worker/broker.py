@@ -53,7 +53,11 @@ class Publisher:
                 # retry=False: a failed flush raises; the chat-days stay 'queued' in PostgreSQL
                 # and the recovery pass re-enqueues them, so nothing waits on kombu's retries.
                 task.apply_async(
-                    args=(str(chat_id), iso), producer=self.producer, queue=SHARE_QUEUE, declare=[], retry=False
+                    args=(str(chat_id), iso),
+                    producer=self.producer,
+                    queue=SHARE_QUEUE,
+                    declare=[],
+                    retry=False,
                 )
         return len(chat_ids)
 

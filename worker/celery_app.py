@@ -58,6 +58,16 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_routes": {
             "cardshare.sweep": {"queue": CONTROL_QUEUE},
             "cardshare.recover": {"queue": CONTROL_QUEUE},
+            "cardshare.sync": {"queue": CONTROL_QUEUE},
+        },
+        # A sync pages through every chat of every line: the share task's limits do not fit it.
+        # A run cut short resumes from its saved cursor, so the limit only has to end it before
+        # the next one is due.
+        "task_annotations": {
+            "cardshare.sync": {
+                "soft_time_limit": max(60.0, settings.sync_interval_s - 60.0),
+                "time_limit": max(90.0, settings.sync_interval_s - 30.0),
+            }
         },
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
@@ -75,6 +85,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                 "task": "cardshare.recover",
                 "schedule": dt.timedelta(seconds=settings.recover_interval_s),
                 "options": {"queue": CONTROL_QUEUE, "expires": settings.recover_interval_s},
+            },
+            "sync": {
+                "task": "cardshare.sync",
+                "schedule": dt.timedelta(seconds=settings.sync_interval_s),
+                "options": {"queue": CONTROL_QUEUE, "expires": settings.sync_interval_s},
             },
         },
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
@@ -307,5 +307,9 @@ def main(argv: list[str] | None = None) -> None:
         fail("interrupted", 130)
 
 
-Command = Callable[..., Any]
-__import__("worker.cli_cards", fromlist=["register"]).register(cli)  # `card` and `contacts` commands
+# Command groups kept in their own modules register themselves here; they import this module,
+# so this comes last.
+from worker import cli_cards, cli_ingest  # noqa: E402
+
+cli_cards.register(cli)  # card list|create|update, contacts
+cli_ingest.register(cli)  # webhooks, sync, import

@@ -7,6 +7,8 @@ leaks nothing.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import itertools
 import os
@@ -85,6 +87,13 @@ class Settings:
     data_dir: Path = field(default_factory=lambda: Path(".cardshare"))
     log_level: str = "INFO"
     log_format: str = "auto"
+    # --- ingestion (webhooks, sync, import)
+    webhook_secrets: tuple[Secret, ...] = ()
+    webhook_legacy_signatures: bool = False
+    webhook_host: str = "127.0.0.1"
+    webhook_port: int = 8080
+    sync_interval_s: float = 86400.0
+    sync_message_lookups: int = 1000
 
     def __post_init__(self) -> None:
         self.validate()
@@ -137,6 +146,9 @@ class Settings:
             raise ConfigError("CARDSHARE_LOG_FORMAT", "must be auto, json or text")
         if self.active_days < 1:
             raise ConfigError("CARDSHARE_ACTIVE_DAYS", "must be at least 1")
+        # --- ingestion (webhooks, sync, import)
+        for position, secret in enumerate(self.webhook_secrets, 1):
+            _check_webhook_secret(secret.get(), position, legacy=self.webhook_legacy_signatures)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -181,6 +193,13 @@ class Settings:
         take("CARDSHARE_DATA_DIR", "data_dir", Path)
         take("CARDSHARE_LOG_LEVEL", "log_level", _log_level)
         take("CARDSHARE_LOG_FORMAT", "log_format", str)
+        # --- ingestion (webhooks, sync, import)
+        take("CARDSHARE_WEBHOOK_SECRETS", "webhook_secrets", _webhook_secrets)
+        take("CARDSHARE_WEBHOOK_LEGACY_SIGNATURES", "webhook_legacy_signatures", _bool)
+        take("CARDSHARE_WEBHOOK_HOST", "webhook_host", str)
+        take("CARDSHARE_WEBHOOK_PORT", "webhook_port", _port)
+        take("CARDSHARE_SYNC_INTERVAL", "sync_interval_s", _positive_float)
+        take("CARDSHARE_SYNC_MESSAGE_LOOKUPS", "sync_message_lookups", _non_negative_int)
         return cls(**kw)
 
     def to_env(self) -> dict[str, str]:
@@ -194,6 +213,10 @@ class Settings:
                 if not value:
                     continue
                 text = value.get()
+            elif isinstance(value, tuple):
+                if not value:
+                    continue
+                text = ",".join(v.get() if isinstance(v, Secret) else str(v) for v in value)
             elif isinstance(value, bool):
                 text = "true" if value else "false"
             else:
@@ -237,6 +260,12 @@ ENV_NAMES: dict[str, str] = {
     "CARDSHARE_DATA_DIR": "data_dir",
     "CARDSHARE_LOG_LEVEL": "log_level",
     "CARDSHARE_LOG_FORMAT": "log_format",
+    "CARDSHARE_WEBHOOK_SECRETS": "webhook_secrets",
+    "CARDSHARE_WEBHOOK_LEGACY_SIGNATURES": "webhook_legacy_signatures",
+    "CARDSHARE_WEBHOOK_HOST": "webhook_host",
+    "CARDSHARE_WEBHOOK_PORT": "webhook_port",
+    "CARDSHARE_SYNC_INTERVAL": "sync_interval_s",
+    "CARDSHARE_SYNC_MESSAGE_LOOKUPS": "sync_message_lookups",
 }
 
 
@@ -261,6 +290,42 @@ def _bool(raw: str) -> bool:
     if low in {"0", "false", "no", "off"}:
         return False
     raise ValueError("must be true or false")
+
+
+def _non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("must be zero or a positive integer")
+    return value
+
+
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a TCP port (0-65535)")
+    return value
+
+
+def _webhook_secrets(raw: str) -> tuple[Secret, ...]:
+    # Several at once so a rotated secret keeps verifying until Linq stops using it.
+    return tuple(Secret(part.strip()) for part in raw.split(",") if part.strip())
+
+
+def _check_webhook_secret(value: str, position: int, *, legacy: bool) -> None:
+    """Reject a malformed secret naming only its position: the value itself must never be printed."""
+    name = "CARDSHARE_WEBHOOK_SECRETS"
+    if not value.startswith("whsec_"):
+        if legacy:
+            return  # a pre-`whsec_` secret can still check the legacy X-Webhook-Signature
+        raise ConfigError(name, f"secret #{position} does not start with whsec_")
+    body = value.removeprefix("whsec_")
+    try:
+        # Padding is optional, as in the standardwebhooks library.
+        key = base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
+    except binascii.Error:
+        raise ConfigError(name, f"secret #{position} is not whsec_ followed by base64") from None
+    if not key:
+        raise ConfigError(name, f"secret #{position} is empty after whsec_")
 
 
 def _log_level(raw: str) -> str:

@@ -24,6 +24,7 @@ from sqlalchemy import (
     func,
     text,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING = {
@@ -238,3 +239,57 @@ class CardWrite(Base):
     linq_code: Mapped[int | None] = mapped_column(Integer)
     trace_id: Mapped[str | None] = mapped_column(String(64))
     counted: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
+
+
+# ------------------------------------------------------------------- ingestion (webhooks, sync, import)
+
+
+class WebhookEvent(Base):
+    """A Linq webhook event that was acted on: the dedupe key for Linq's retries (~30 minutes)."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (Index("ix_webhook_events_received_at", "received_at"),)
+
+    # `event_id` from the body (the same on every retry and every subscription), else `webhook-id`.
+    event_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    webhook_id: Mapped[str | None] = mapped_column(String(128))
+    event_type: Mapped[str] = mapped_column(String(64), nullable=False)
+    # No foreign key: the row must not depend on the chat outliving it.
+    chat_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    # "webhook-id.timestamp" of each accepted delivery. Linq signs every retry afresh, so the same
+    # pair arriving twice is a replayed request, not a retry.
+    deliveries: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)
+    received_at: Mapped[dt.datetime] = _now()
+    last_delivery_at: Mapped[dt.datetime] = _now()
+
+
+class SyncCursor(Base):
+    """How far the chat sync got through one line's chats, so a failed run resumes there."""
+
+    __tablename__ = "sync_cursors"
+
+    line_phone: Mapped[str] = mapped_column(
+        String(16), ForeignKey("lines.phone_number", ondelete="CASCADE"), primary_key=True
+    )
+    # The next page to fetch; NULL once the pass reached the end (the next run starts over).
+    cursor: Mapped[str | None] = mapped_column(Text)
+    pages: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    chats: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    started_at: Mapped[dt.datetime] = _now()
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[dt.datetime] = _now()
+
+
+class MessageLookup(Base):
+    """A chat whose messages the sync read looking for an outbound one (bounded per run)."""
+
+    __tablename__ = "message_lookups"
+
+    chat_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("chats.id", ondelete="CASCADE"), primary_key=True
+    )
+    # The next page to read when a run's budget ran out inside this chat; NULL when done.
+    cursor: Mapped[str | None] = mapped_column(Text)
+    pages: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    found_outbound: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    checked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

@@ -7,7 +7,7 @@ import logging
 import uuid
 from typing import Any
 
-from worker import runtime, service, sweep
+from worker import runtime, service, sweep, sync
 from worker.broker import Publisher, queue_depth
 from worker.celery_app import app
 from worker.config import Settings
@@ -68,3 +68,10 @@ def sweep_task() -> str:
 @app.task(name="cardshare.recover", ignore_result=True, acks_late=False)
 def recover_task() -> str:
     return _pass("recover").one_line()
+
+
+@app.task(name="cardshare.sync", ignore_result=True, acks_late=False)
+def sync_task() -> str:
+    """Chat sync (beat, default daily): list every line's chats, look up outbound messages."""
+    rt = runtime.get()
+    return sync.run_sync(rt.deps, rt.engine).one_line()

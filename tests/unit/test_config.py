@@ -99,5 +99,7 @@ def test_to_env_round_trips_and_covers_every_variable() -> None:
         share_groups=True,
         worker_concurrency=7,
         retry_base_s=0.25,
+        webhook_secrets=(Secret("whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),),
+        sync_message_lookups=0,
     )
     assert Settings.from_env(s.to_env()) == s

@@ -33,6 +33,7 @@ def admin_routes(state: SimState) -> list[Route]:
         ("/shares", ["GET"], admin.shares),
         ("/requests", ["GET"], admin.requests),
         ("/inflight", ["GET"], admin.inflight),
+        ("/webhooks/deliver", ["POST"], admin.deliver_webhook),
     ]
     return [Route(path, _json_endpoint(handler), methods=methods) for path, methods, handler in table]
 
@@ -125,6 +126,11 @@ class _Admin:
 
     async def inflight(self, request: Request) -> Any:
         return list(self.state.inflight.values())
+
+    async def deliver_webhook(self, request: Request) -> Any:
+        from worker.simulator.webhooks import deliver
+
+        return await deliver(self.state, await _body(request))
 
 
 def _card(item: Mapping[str, Any]) -> Card:

@@ -44,6 +44,27 @@ class ChatSpec(TypedDict):
     messages: NotRequired[list[MessageSpec]]
 
 
+class WebhookSpec(TypedDict):
+    """Options of `POST /_sim/webhooks/deliver` beyond url and secret (see simulator/webhooks.py)."""
+
+    event_type: NotRequired[str]
+    version: NotRequired[Literal["2025-01-01", "2026-02-03"]]
+    chat_id: NotRequired[str]
+    line: NotRequired[str]
+    to: NotRequired[str]
+    service: NotRequired[Literal["iMessage", "SMS", "RCS"]]
+    is_group: NotRequired[bool]
+    health: NotRequired[Literal["HEALTHY", "AT_RISK", "CRITICAL", "OPTED_OUT"]]
+    sent_at: NotRequired[str]
+    text: NotRequired[str]
+    event_id: NotRequired[str]
+    webhook_id: NotRequired[str]
+    timestamp: NotRequired[int]
+    legacy: NotRequired[bool]
+    standard: NotRequired[bool]
+    tamper: NotRequired[bool]
+
+
 class FaultSpec(TypedDict):
     path: str
     mode: NotRequired[Literal["respond", "pass", "accept_then_hang"]]
@@ -217,3 +238,14 @@ class SimulatorAdmin:
     def requests(self) -> dict[str, int]:
         """Linq requests seen, keyed `"METHOD /route-template"`."""
         return cast(dict[str, int], self._call("GET", "/requests"))
+
+    # ---- webhooks ---------------------------------------------------------------------------
+    def deliver_webhook(self, url: str, secret: str, **spec: Unpack[WebhookSpec]) -> dict[str, Any]:
+        """Have the simulator sign one event with `secret` and POST it to `url`, as Linq would.
+
+        Returns `{"status": <receiver's HTTP status or None>, "body", "event_id", "webhook_id",
+        "timestamp", "chat_id"}`.
+        """
+        return cast(
+            dict[str, Any], self._call("POST", "/webhooks/deliver", {"url": url, "secret": secret, **spec})
+        )

@@ -1,0 +1,266 @@
+"""`cardshare import FILE`: chats and their last outbound time, from a business's previous system.
+
+CSV with a header row, or JSON Lines, with `chat_id`, `line`, `service`, `last_outbound_at` and
+optionally `is_group`. `parse_row` is the pure rule (row -> ChatActivity or a reason); good rows
+go through `store.record_activity` in batches, so importing the same file twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Literal
+
+import phonenumbers
+from sqlalchemy.orm import Session, sessionmaker
+
+from worker import store
+from worker.errors import InputError, StoreUnavailable
+from worker.payloads import E164, SERVICES
+
+Format = Literal["csv", "jsonl"]
+REQUIRED = ("chat_id", "line", "service", "last_outbound_at")
+BATCH = 1000
+# A last outbound time this far ahead of our clock is bad data, not clock skew.
+FUTURE_SLACK = dt.timedelta(minutes=5)
+_SERVICES = {s.lower(): s for s in SERVICES}
+_TRUE = {"true", "1", "yes", "y", "t"}
+_FALSE = {"false", "0", "no", "n", "f"}
+
+
+@dataclass(frozen=True)
+class RowError:
+    line: int
+    reason: str
+
+    def one_line(self, name: str) -> str:
+        return f"{name}:{self.line}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class Row:
+    line: int
+    activity: store.ChatActivity
+
+
+class _Refused(ValueError):
+    """One field's problem, in words for the operator."""
+
+
+def parse_row(fields: Mapping[str | None, object], *, now: dt.datetime) -> store.ChatActivity | str:
+    """One row's facts, or the reason it is refused (naming the column and the value)."""
+    try:
+        return _parse(fields, now)
+    except _Refused as exc:
+        return str(exc)
+
+
+def _parse(fields: Mapping[str | None, object], now: dt.datetime) -> store.ChatActivity:
+    if None in fields:  # csv.DictReader files surplus values under the key None
+        raise _Refused("has more values than the header has columns")
+    for name, value in fields.items():
+        if isinstance(value, str) and "\ufffd" in value:
+            raise _Refused(f"{name} is not valid UTF-8 text")
+    return store.ChatActivity(
+        _chat_id(_text(fields.get("chat_id"))),
+        _phone(_text(fields.get("line"))),
+        service=_service(_text(fields.get("service"))),
+        is_group=_flag(fields.get("is_group")),
+        outbound_at=_timestamp(fields.get("last_outbound_at"), now),
+    )
+
+
+def _text(value: object) -> str:
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _chat_id(raw: str) -> uuid.UUID:
+    if not raw:
+        raise _Refused("chat_id is empty")
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise _Refused(f"chat_id {raw[:60]!r} is not a UUID (Linq chat ids are UUIDs)") from None
+
+
+def _phone(raw: str) -> str:
+    if not raw:
+        raise _Refused("line is empty")
+    if E164.match(raw):
+        return raw
+    # Other systems write "+1 (222) 333-4444": accept any spelling of a possible E.164 number.
+    try:
+        number = phonenumbers.parse(raw, None)
+    except phonenumbers.NumberParseException:
+        number = None
+    if number is not None and phonenumbers.is_possible_number(number):
+        formatted = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        if E164.match(formatted):
+            return str(formatted)
+    raise _Refused(f"line {raw[:30]!r} is not an E.164 phone number (+, country code, number)")
+
+
+def _service(raw: str) -> str:
+    service = _SERVICES.get(raw.lower())
+    if service is None:
+        raise _Refused(f"service {raw[:30]!r} is not iMessage, SMS or RCS")
+    return service
+
+
+def _timestamp(value: object, now: dt.datetime) -> dt.datetime:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise _Refused("last_outbound_at is empty (a chat without an outbound message is never due)")
+    if not isinstance(value, str):
+        raise _Refused(f"last_outbound_at {value!r} is not an ISO-8601 timestamp")
+    raw = value.strip()
+    try:
+        when = dt.datetime.fromisoformat(raw)
+    except ValueError:
+        raise _Refused(f"last_outbound_at {raw[:40]!r} is not an ISO-8601 timestamp") from None
+    if when.tzinfo is None:
+        raise _Refused(f"last_outbound_at {raw!r} has no time zone (add Z or an offset such as +00:00)")
+    if when > now + FUTURE_SLACK:
+        raise _Refused(f"last_outbound_at {raw!r} is in the future")
+    return when.astimezone(dt.UTC)
+
+
+def _flag(value: object) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    low = str(value).strip().lower()
+    if low == "":
+        return None
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise _Refused(f"is_group {str(value)[:20]!r} is not true or false")
+
+
+def detect_format(path: Path, head: str) -> Format:
+    """By extension, else by the first non-blank character."""
+    if head.lstrip().startswith("["):
+        raise InputError("the file is one JSON array; write one JSON object per line (JSON Lines)")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return "csv"
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return "jsonl"
+    return "jsonl" if head.lstrip().startswith("{") else "csv"
+
+
+def read_rows(stream: IO[str], fmt: Format, *, now: dt.datetime) -> Iterator[Row | RowError]:
+    """Every data row of the file, parsed, with its line number."""
+    if fmt == "jsonl":
+        yield from _jsonl_rows(stream, now)
+    else:
+        yield from _csv_rows(stream, now)
+
+
+def _jsonl_rows(lines: Iterable[str], now: dt.datetime) -> Iterator[Row | RowError]:
+    for number, text in enumerate(lines, 1):
+        if not text.strip():
+            continue
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            yield RowError(number, "is not a JSON object (JSON Lines: one object per line)")
+            continue
+        if not isinstance(doc, dict):
+            yield RowError(number, "is not a JSON object (JSON Lines: one object per line)")
+            continue
+        yield _row(number, {str(k).strip().lower(): v for k, v in doc.items()}, now)
+
+
+def _csv_rows(stream: IO[str], now: dt.datetime) -> Iterator[Row | RowError]:
+    reader = csv.DictReader(stream)
+    try:
+        header = reader.fieldnames
+    except csv.Error as exc:
+        raise InputError(f"the CSV header cannot be read: {exc}") from None
+    if not header:
+        raise InputError("the file is empty (expected a header row: " + ",".join(REQUIRED) + ")")
+    reader.fieldnames = [h.strip().lower() for h in header]
+    missing = [c for c in REQUIRED if c not in reader.fieldnames]
+    if missing:
+        raise InputError(
+            f"the header lacks {', '.join(missing)} (expected {','.join(REQUIRED)}[,is_group]; "
+            "or use JSON Lines)"
+        )
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield RowError(reader.line_num, f"is not valid CSV: {exc}")
+            continue
+        yield _row(reader.line_num, fields, now)
+
+
+def _row(number: int, fields: Mapping[str | None, object], now: dt.datetime) -> Row | RowError:
+    parsed = parse_row(fields, now=now)
+    return RowError(number, parsed) if isinstance(parsed, str) else Row(number, parsed)
+
+
+@dataclass
+class ImportReport:
+    name: str
+    imported: int = 0
+    bad: list[RowError] = field(default_factory=list)
+
+    def one_line(self) -> str:
+        bad = len(self.bad)
+        tail = f"; {bad} bad row{'s' if bad != 1 else ''} skipped" if bad else ""
+        return f"imported {self.imported} row{'s' if self.imported != 1 else ''} from {self.name}{tail}"
+
+
+def import_file(
+    path: Path,
+    sessions: sessionmaker[Session],
+    *,
+    now: dt.datetime,
+    fmt: Format | None = None,
+    on_bad_row: Callable[[RowError], None] = lambda _: None,
+) -> ImportReport:
+    """Record every good row (in batches of BATCH, one transaction each); report every bad one."""
+    report = ImportReport(path.name)
+    try:
+        # utf-8-sig drops a spreadsheet's BOM; undecodable bytes become U+FFFD, which
+        # parse_row refuses row by row instead of failing the whole file.
+        stream = path.open(encoding="utf-8-sig", errors="replace", newline="")
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    with stream:
+        head = stream.read(4096)
+        stream.seek(0)
+        batch: list[store.ChatActivity] = []
+        for item in read_rows(stream, fmt or detect_format(path, head), now=now):
+            if isinstance(item, RowError):
+                report.bad.append(item)
+                on_bad_row(item)
+                continue
+            batch.append(item.activity)
+            if len(batch) >= BATCH:
+                _flush(sessions, batch, report)
+        _flush(sessions, batch, report)
+    return report
+
+
+def _flush(sessions: sessionmaker[Session], batch: list[store.ChatActivity], report: ImportReport) -> None:
+    if not batch:
+        return
+    try:
+        with store.transaction(sessions) as session:
+            store.record_activity(session, batch)
+    except StoreUnavailable as exc:
+        raise StoreUnavailable(
+            f"{exc}; {report.imported} rows were imported before it (importing is idempotent: run it again)"
+        ) from exc
+    report.imported += len(batch)
+    batch.clear()

@@ -1,0 +1,258 @@
+"""The simulator as Linq's webhook sender: events in both payload versions, signed as Linq signs
+them (Standard Webhooks headers plus the legacy `X-Webhook-*` set), POSTed to a URL.
+
+`build_event` and `signed_headers` are plain functions so tests can sign bodies themselves;
+`deliver` is what `POST /_sim/webhooks/deliver` runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from standardwebhooks import Webhook
+
+from worker.simulator.state import CHAT_HEALTH_DOC, HEALTHS, SERVICES, Message, SimState, iso, parse_iso
+
+VERSIONS = ("2025-01-01", "2026-02-03")
+MESSAGE_EVENTS = ("message.sent", "message.received")
+PARTNER_ID = "partner_sim_001"
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    """What one delivery says. Unknown chats are described by the fields given here."""
+
+    event_type: str = "message.sent"
+    version: str = "2026-02-03"
+    chat_id: str = ""
+    line: str = "+12223334444"
+    to: str = "+15556667777"
+    service: str = "iMessage"
+    is_group: bool = False
+    health: str = "HEALTHY"
+    sent_at: float = 0.0
+    text: str = "Thanks, we got your order."
+    event_id: str = ""
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any], state: SimState) -> EventSpec:
+        """Admin input; a chat the simulator knows supplies its own line, service and group flag."""
+        known = state.chats.get(str(body.get("chat_id", "")))
+        defaults = cls()
+        spec = cls(
+            event_type=str(body.get("event_type", defaults.event_type)),
+            version=str(body.get("version", defaults.version)),
+            chat_id=str(body.get("chat_id") or uuid.uuid4()),
+            line=str(body.get("line") or (known.line if known else defaults.line)),
+            to=str(body.get("to") or (known.to if known else defaults.to)),
+            service=str(
+                body.get("service") or (known.service if known and known.service else defaults.service)
+            ),
+            is_group=bool(body.get("is_group", known.is_group if known else False)),
+            health=str(body.get("health") or (known.health if known else defaults.health)),
+            sent_at=parse_iso(body["sent_at"]) if isinstance(body.get("sent_at"), str) else state.clock(),
+            text=str(body.get("text", defaults.text)),
+            event_id=str(body.get("event_id") or uuid.uuid4()),
+        )
+        if spec.version not in VERSIONS:
+            raise ValueError(f"version must be one of {VERSIONS}")
+        if spec.service not in SERVICES:
+            raise ValueError(f"service must be one of {SERVICES}")
+        if spec.health not in HEALTHS:
+            raise ValueError(f"health must be one of {HEALTHS}")
+        return spec
+
+
+def _handle(handle_id: str, handle: str, service: str, is_me: bool) -> dict[str, Any]:
+    return {
+        "id": handle_id,
+        "handle": handle,
+        "joined_at": "2026-02-20T09:00:00Z",
+        "service": service,
+        "is_me": is_me,
+        "left_at": None,
+        "status": "active",
+    }
+
+
+def build_event(spec: EventSpec, state: SimState | None = None) -> dict[str, Any]:
+    """The whole envelope Linq would send for `spec` (see linq-api.md §7.5-7.7)."""
+    when = iso(spec.sent_at)
+    me = _handle(str(uuid.uuid5(uuid.NAMESPACE_URL, spec.line)), spec.line, spec.service, True)
+    them = _handle(str(uuid.uuid5(uuid.NAMESPACE_URL, spec.to)), spec.to, spec.service, False)
+    health = {"status": spec.health, "doc_url": CHAT_HEALTH_DOC, "updated_at": when}
+    outbound = spec.event_type != "message.received"
+    message_id = str(uuid.uuid4())
+    parts = [{"type": "text", "value": spec.text}]
+    data: dict[str, Any]
+    if spec.event_type == "chat.created":
+        known = state.chats.get(spec.chat_id) if state is not None else None
+        if known is not None and state is not None:
+            data = state.chat_json(known)
+        else:
+            data = {
+                "id": spec.chat_id,
+                "created_at": when,
+                "updated_at": when,
+                "display_name": spec.to,
+                "is_group": spec.is_group,
+                "is_archived": False,
+                "service": spec.service,
+                "group_chat_icon": None,
+                "health_status": health,
+                "handles": [me, them],
+            }
+    elif spec.event_type not in MESSAGE_EVENTS:
+        data = {"chat_id": spec.chat_id}
+    elif spec.version == "2026-02-03":
+        data = {
+            "id": message_id,
+            "chat": {
+                "id": spec.chat_id,
+                "is_group": spec.is_group,
+                "owner_handle": me,
+                "health_status": health,
+            },
+            "direction": "outbound" if outbound else "inbound",
+            "sender_handle": me if outbound else them,
+            "service": spec.service,
+            "preferred_service": spec.service,
+            "parts": parts,
+            "sent_at": when,
+            "delivered_at": None,
+            "read_at": None,
+            "effect": None,
+            "reply_to": None,
+            "idempotency_key": None,
+        }
+    else:
+        data = {
+            "chat_id": spec.chat_id,
+            "is_group": spec.is_group,
+            "is_from_me": outbound,
+            "from": spec.line if outbound else spec.to,
+            "from_handle": me if outbound else them,
+            "recipient_phone": None if outbound else spec.line,
+            "recipient_handle": None if outbound else me,
+            "received_at": None if outbound else when,
+            "service": spec.service,
+            "preferred_service": spec.service,
+            "idempotency_key": None,
+            "message": {
+                "id": message_id,
+                "created_at": when,
+                "updated_at": when,
+                "sent_at": when,
+                "delivered_at": None,
+                "read_at": None,
+                "is_delivered": False,
+                "is_read": False,
+                "parts": parts,
+            },
+        }
+    return {
+        "api_version": "v3",
+        "webhook_version": spec.version,
+        "event_type": spec.event_type,
+        "event_id": spec.event_id,
+        "created_at": when,
+        "trace_id": uuid.uuid4().hex,
+        "partner_id": PARTNER_ID,
+        "data": data,
+    }
+
+
+def signed_headers(
+    secret: str, webhook_id: str, timestamp: int, body: bytes, *, event_type: str | None = None
+) -> dict[str, str]:
+    """Both header sets Linq sends with every delivery (linq-api.md §7.3-7.4).
+
+    The legacy signature is keyed with the whole secret string, as the old docs' example does.
+    """
+    when = dt.datetime.fromtimestamp(timestamp, dt.UTC)
+    headers = {
+        "content-type": "application/json",
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": Webhook(secret).sign(webhook_id, when, body.decode()),
+        "x-webhook-timestamp": str(timestamp),
+        "x-webhook-signature": hmac.new(
+            secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256
+        ).hexdigest(),
+        "x-webhook-subscription-id": "sub_sim_001",
+    }
+    if event_type is not None:
+        headers["x-webhook-event"] = event_type
+    return headers
+
+
+async def deliver(state: SimState, body: Mapping[str, Any]) -> dict[str, Any]:
+    """POST one signed event to `body["url"]` and report the receiver's answer.
+
+    Options beyond the event: `secret` (whsec_..., required), `webhook_id` (default: the event id),
+    `timestamp` (Unix seconds to sign with, default now), `legacy` (send the X-Webhook-* set, default
+    true), `standard` (send the webhook-* set, default true), `tamper` (alter the body after signing).
+    """
+    url, secret = body.get("url"), body.get("secret")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise ValueError("url must be an http(s) URL")
+    if not isinstance(secret, str) or not secret.startswith("whsec_"):
+        raise ValueError("secret must be a whsec_ signing secret")
+    spec = EventSpec.from_json(body, state)
+    raw = json.dumps(build_event(spec, state), separators=(",", ":")).encode()
+    webhook_id = str(body.get("webhook_id") or spec.event_id)
+    timestamp = int(body["timestamp"]) if body.get("timestamp") is not None else int(time.time())
+    headers = signed_headers(secret, webhook_id, timestamp, raw, event_type=spec.event_type)
+    if body.get("standard", True) is False:
+        for name in ("webhook-id", "webhook-timestamp", "webhook-signature"):
+            headers.pop(name)
+    if body.get("legacy", True) is False:
+        for name in (
+            "x-webhook-timestamp",
+            "x-webhook-signature",
+            "x-webhook-subscription-id",
+            "x-webhook-event",
+        ):
+            headers.pop(name)
+    if body.get("tamper"):
+        raw = raw.replace(b'"is_group":false', b'"is_group":true', 1) + b" "
+    _remember(state, spec)
+    try:
+        async with httpx.AsyncClient(timeout=10.0) as client:
+            answer = await client.post(url, content=raw, headers=headers)
+    except httpx.HTTPError as exc:
+        return {
+            "status": None,
+            "error": type(exc).__name__,
+            "event_id": spec.event_id,
+            "webhook_id": webhook_id,
+        }
+    return {
+        "status": answer.status_code,
+        "body": answer.text[:500],
+        "event_id": spec.event_id,
+        "webhook_id": webhook_id,
+        "timestamp": timestamp,
+        "chat_id": spec.chat_id,
+    }
+
+
+def _remember(state: SimState, spec: EventSpec) -> None:
+    # The message the event describes now exists in Linq, so a later sync finds it too.
+    chat = state.chats.get(spec.chat_id)
+    if chat is None or spec.event_type not in MESSAGE_EVENTS:
+        return
+    message = Message(
+        str(uuid.uuid4()), spec.event_type == "message.sent", spec.sent_at, spec.service, spec.text
+    )
+    chat.messages.insert(0, message)
+    chat.messages.sort(key=lambda m: m.sent_at, reverse=True)

@@ -1,0 +1,300 @@
+"""The Linq webhook receiver: verify the signature, parse, record in one short transaction.
+
+Answers: 200 recorded / duplicate / ignored, 400 malformed body (Linq does not retry it),
+401 bad, missing, stale or replayed signature, 413 oversized body, 503 database unavailable
+(Linq retries 5xx for ~30 minutes, and nothing was written, so nothing is lost).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import signal
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import FrameType
+
+import uvicorn
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import Session, sessionmaker
+from standardwebhooks import Webhook, WebhookVerificationError
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from worker import payloads, store
+from worker.config import Settings
+from worker.errors import ConfigError, StoreUnavailable
+from worker.logs import event, register_secret
+
+log = logging.getLogger("cardshare.webhooks")
+
+PATH = "/webhooks/linq"
+TOLERANCE_S = 300  # Linq and Standard Webhooks: a delivery more than 5 minutes off is refused
+MAX_BODY_BYTES = 1 << 20  # Linq's events are a few KB; refuse to buffer anything near this
+
+_LIBRARY_REASONS = {
+    "Missing required headers": "missing webhook-id, webhook-timestamp or webhook-signature header",
+    "Invalid Signature Headers": "webhook-timestamp is not a Unix time",
+    "Message timestamp too old": "webhook-timestamp is more than 5 minutes old (stale or replayed)",
+    "Message timestamp too new": "webhook-timestamp is more than 5 minutes in the future",
+    "No matching signature found": "webhook-signature matches none of the configured secrets",
+}
+_TIMESTAMP_REASONS = ("Invalid Signature Headers", "Message timestamp too old", "Message timestamp too new")
+
+
+class Rejected(Exception):
+    """A delivery whose signature does not hold; `reason` is one line and never holds a secret."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Verified:
+    webhook_id: str | None
+    delivery: str  # what identifies this exact signed request: "webhook-id.timestamp"
+    scheme: str  # "standard" or "legacy"
+
+
+class Verifier:
+    """Standard Webhooks signatures (the `standardwebhooks` library), one per configured secret
+    so a rotated secret keeps working; the legacy `X-Webhook-Signature` only when enabled."""
+
+    def __init__(self, secrets: Sequence[str], *, legacy: bool = False) -> None:
+        self._standard = [Webhook(s) for s in secrets if s.startswith("whsec_")]
+        self._legacy = legacy
+        # linq-api.md §11.8: unknown whether the legacy key is the whole secret string or the
+        # decoded bytes, so both are tried.
+        self._legacy_keys: list[bytes] = []
+        for secret in secrets:
+            self._legacy_keys.append(secret.encode())
+            if secret.startswith("whsec_"):
+                body = secret.removeprefix("whsec_")
+                self._legacy_keys.append(base64.b64decode(body + "=" * (-len(body) % 4)))
+        if not self._standard and not (legacy and self._legacy_keys):
+            raise ConfigError(
+                "CARDSHARE_WEBHOOK_SECRETS",
+                "has no whsec_ secret: set it to the signing_secret Linq returned for the subscription",
+            )
+
+    def verify(self, body: bytes, headers: Mapping[str, str], *, now: float) -> Verified:
+        """Accept the delivery or raise Rejected. `headers` looks names up in lower case (Starlette's
+        are case-insensitive); `now` (Unix seconds) serves the legacy scheme, the library reads
+        its own clock."""
+        standard = [headers.get(h) for h in ("webhook-id", "webhook-timestamp", "webhook-signature")]
+        legacy_sent = headers.get("x-webhook-signature") is not None
+        if not any(standard):
+            if legacy_sent and not self._legacy:
+                raise Rejected(
+                    "only the legacy X-Webhook-Signature was sent, "
+                    "and CARDSHARE_WEBHOOK_LEGACY_SIGNATURES is off"
+                )
+            if legacy_sent:
+                return self._verify_legacy(body, headers, now)
+            raise Rejected("no signature headers (webhook-id, webhook-timestamp, webhook-signature)")
+        try:
+            return self._verify_standard(body, headers)
+        except Rejected:
+            if self._legacy and legacy_sent:
+                try:
+                    return self._verify_legacy(body, headers, now)
+                except Rejected:
+                    pass
+            raise
+
+    def _verify_standard(self, body: bytes, headers: Mapping[str, str]) -> Verified:
+        webhook_id = headers.get("webhook-id", "")
+        timestamp = headers.get("webhook-timestamp", "")
+        given = {
+            "webhook-id": webhook_id,
+            "webhook-timestamp": timestamp,
+            "webhook-signature": headers.get("webhook-signature", ""),
+        }
+        reason = "no whsec_ secret is configured for Standard Webhooks signatures"
+        for hook in self._standard:
+            try:
+                hook.verify(body, given, json_parse=False)
+            except WebhookVerificationError as exc:
+                reason = _LIBRARY_REASONS.get(str(exc), f"signature rejected: {exc}")
+                if str(exc) in _TIMESTAMP_REASONS or str(exc) == "Missing required headers":
+                    break  # the same for every secret
+                continue
+            except UnicodeDecodeError:
+                raise Rejected("body is not UTF-8, so its signature cannot be checked") from None
+            except ValueError:  # an entry without "v1," or with bad base64
+                raise Rejected("webhook-signature is malformed (expected 'v1,<base64>' entries)") from None
+            return Verified(webhook_id, f"{webhook_id}.{timestamp}", "standard")
+        raise Rejected(reason)
+
+    def _verify_legacy(self, body: bytes, headers: Mapping[str, str], now: float) -> Verified:
+        raw_ts = headers.get("x-webhook-timestamp", "")
+        given = headers.get("x-webhook-signature", "").strip().lower()
+        try:
+            timestamp = int(raw_ts)
+        except ValueError:
+            raise Rejected("X-Webhook-Timestamp is missing or not a Unix time") from None
+        if timestamp < now - TOLERANCE_S:
+            raise Rejected("X-Webhook-Timestamp is more than 5 minutes old (stale or replayed)")
+        if timestamp > now + TOLERANCE_S:
+            raise Rejected("X-Webhook-Timestamp is more than 5 minutes in the future")
+        for key in self._legacy_keys:
+            if hmac.compare_digest(legacy_signature(key, timestamp, body), given):
+                return Verified(headers.get("webhook-id") or None, f"legacy.{timestamp}", "legacy")
+        raise Rejected("X-Webhook-Signature matches none of the configured secrets")
+
+
+def legacy_signature(key: bytes, timestamp: int, body: bytes) -> str:
+    """Scheme B of linq-api.md §7.4: lowercase hex HMAC-SHA256 of "timestamp.body"."""
+    return hmac.new(key, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+
+
+def verifier_for(settings: Settings) -> Verifier:
+    secrets = [s.get() for s in settings.webhook_secrets]
+    for secret in secrets:
+        register_secret(secret)
+        register_secret(secret.removeprefix("whsec_"))
+    return Verifier(secrets, legacy=settings.webhook_legacy_signatures)
+
+
+def record(
+    sessions: sessionmaker[Session], parsed: payloads.ParsedEvent, verified: Verified
+) -> store.Delivery:
+    """One short transaction: the dedupe row, and the chat's facts if the event is new."""
+    assert parsed.activity is not None
+    try:
+        with store.transaction(sessions) as session:
+            outcome = store.record_webhook_event(
+                session,
+                event_id=parsed.event_id,
+                webhook_id=(verified.webhook_id or "")[:128] or None,
+                event_type=parsed.event_type,
+                chat_id=parsed.activity.chat_id,
+                delivery=verified.delivery,
+            )
+            if outcome is store.Delivery.NEW:
+                store.record_activity(session, [parsed.activity])
+            return outcome
+    except sa_exc.TimeoutError as exc:  # every pooled connection busy: same answer as an outage
+        raise StoreUnavailable("database connection pool exhausted") from exc
+
+
+def create_app(
+    settings: Settings, sessions: sessionmaker[Session], *, clock: Callable[[], float] = time.time
+) -> Starlette:
+    """The receiver's ASGI app: POST /webhooks/linq, GET /healthz."""
+    verifier = verifier_for(settings)
+
+    async def receive(request: Request) -> Response:
+        started = time.monotonic()
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            event(log, "webhook.rejected", logging.WARNING, reason=f"body of {declared} bytes is too large")
+            return JSONResponse({"error": "body too large"}, 413)
+        body = await request.body()
+        if len(body) > MAX_BODY_BYTES:
+            event(log, "webhook.rejected", logging.WARNING, reason=f"body of {len(body)} bytes is too large")
+            return JSONResponse({"error": "body too large"}, 413)
+        webhook_id = request.headers.get("webhook-id", "")[:128] or None
+        try:
+            verified = verifier.verify(body, request.headers, now=clock())
+        except Rejected as exc:
+            event(log, "webhook.rejected", logging.WARNING, reason=exc.reason, webhook_id=webhook_id)
+            return JSONResponse({"error": "signature rejected"}, 401)
+        try:
+            parsed = payloads.parse_event(body, webhook_id=verified.webhook_id)
+        except payloads.MalformedPayload as exc:
+            event(log, "webhook.malformed", logging.WARNING, reason=str(exc), webhook_id=webhook_id)
+            return JSONResponse({"error": f"malformed payload: {exc}"}, 400)
+        if parsed.activity is None:
+            event(
+                log, "webhook.ignored", logging.DEBUG, event_id=parsed.event_id, event_type=parsed.event_type
+            )
+            return JSONResponse({"status": "ignored"})
+        try:
+            outcome = await run_in_threadpool(record, sessions, parsed, verified)
+        except StoreUnavailable as exc:
+            event(log, "webhook.db_unavailable", logging.ERROR, event_id=parsed.event_id, error=str(exc))
+            return JSONResponse({"error": "database unavailable; retry later"}, 503)
+        if outcome is store.Delivery.REPLAYED:
+            event(
+                log,
+                "webhook.rejected",
+                logging.WARNING,
+                reason="replayed: this exact signed delivery was already accepted",
+                event_id=parsed.event_id,
+                webhook_id=webhook_id,
+            )
+            return JSONResponse({"error": "signature rejected"}, 401)
+        event(
+            log,
+            "webhook.recorded" if outcome is store.Delivery.NEW else "webhook.duplicate",
+            event_id=parsed.event_id,
+            event_type=parsed.event_type,
+            version=parsed.version,
+            chat_id=parsed.activity.chat_id,
+            scheme=verified.scheme,
+            ms=round((time.monotonic() - started) * 1000, 1),
+        )
+        return JSONResponse({"status": "recorded" if outcome is store.Delivery.NEW else "duplicate"})
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    return Starlette(
+        routes=[Route(PATH, receive, methods=["POST"]), Route("/healthz", health, methods=["GET"])]
+    )
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Bind before serving so port 0 works and the real port can be announced."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(1024)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def server_config(app: Starlette) -> uvicorn.Config:
+    # log_config=None: uvicorn's lines go through cardshare's handler (JSON, secrets masked).
+    return uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        server_header=False,
+        timeout_graceful_shutdown=5,
+    )
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}{PATH}"
+
+
+def serve(app: Starlette, sock: socket.socket) -> None:
+    """Serve until SIGINT/SIGTERM (uvicorn finishes in-flight requests first). Main thread only."""
+    # uvicorn re-raises the stop signal after draining. As SystemExit it lets the caller's
+    # cleanup run (embedded servers stop); with the default handler the process would just die.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        uvicorn.Server(server_config(app)).run(sockets=[sock])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
