@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import sys
 import uuid
 from collections.abc import Sequence
 from types import TracebackType
@@ -89,6 +90,35 @@ class Publisher:
                     **properties,
                 )
         return len(chat_ids)
+
+
+def worker_args(
+    *, pool: str, concurrency: int, loglevel: str = "INFO", hostname: str | None = None
+) -> list[str]:
+    """`celery worker` arguments for a cardshare worker: both queues, no mingle or gossip.
+
+    Mingle and gossip exchange state between workers at startup and all the time; cardshare
+    keeps its state in PostgreSQL, so they only add broker chatter and startup delay.
+    """
+    args = [
+        "worker",
+        "--pool",
+        pool,
+        "--concurrency",
+        str(concurrency),
+        "--queues",
+        f"{SHARE_QUEUE},{CONTROL_QUEUE}",
+        "--loglevel",
+        loglevel,
+        "--without-mingle",
+        "--without-gossip",
+    ]
+    return [*args, "--hostname", hostname] if hostname else args
+
+
+def worker_command(**kw: Any) -> list[str]:
+    """The same as a subprocess command line."""
+    return [sys.executable, "-m", "celery", "-A", "worker.celery_app", *worker_args(**kw)]
 
 
 def queue_depth(app: Any) -> QueueDepth:

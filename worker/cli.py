@@ -220,25 +220,17 @@ def check(day_text: str | None, sim_url: str | None, as_json: bool) -> None:
 def worker(concurrency: int | None, pool: str | None, name: str | None, loglevel: str) -> None:
     """Run a Celery worker (starts embedded services when no URLs are set)."""
     with boot() as b:
-        from worker.broker import CONTROL_QUEUE, SHARE_QUEUE
+        from worker.broker import worker_args
         from worker.celery_app import app
 
-        argv = [
-            "worker",
-            "--pool",
-            pool or b.settings.worker_pool,
-            "--concurrency",
-            str(concurrency or b.settings.worker_concurrency),
-            "--queues",
-            f"{SHARE_QUEUE},{CONTROL_QUEUE}",
-            "--loglevel",
-            loglevel,
-            "--without-mingle",
-            "--without-gossip",
-        ]
-        if name:
-            argv += ["--hostname", name]
-        app.worker_main(argv=argv)
+        app.worker_main(
+            argv=worker_args(
+                pool=pool or b.settings.worker_pool,
+                concurrency=concurrency or b.settings.worker_concurrency,
+                loglevel=loglevel,
+                hostname=name,
+            )
+        )
 
 
 @cli.command()

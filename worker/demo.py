@@ -13,7 +13,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -27,7 +26,7 @@ from sqlalchemy import text
 
 from worker import runtime, store
 from worker.bootstrap import resolve
-from worker.broker import CONTROL_QUEUE, SHARE_QUEUE, Publisher, queue_depth
+from worker.broker import Publisher, queue_depth, worker_command
 from worker.cadence import share_day, why_not_due
 from worker.config import Secret, Settings
 from worker.errors import CardshareError
@@ -100,26 +99,9 @@ def seed(sim: SimulatorServer, settings: Settings, n_chats: int, rng: random.Ran
 def celery_worker(settings: Settings, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A real `celery worker` process, stopped with SIGTERM (warm shutdown) at the end."""
     env = {**os.environ, **worker_env(settings)}
-    argv = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "worker.celery_app",
-        "worker",
-        "--pool",
-        "threads",
-        "--concurrency",
-        "32",
-        "--queues",
-        f"{SHARE_QUEUE},{CONTROL_QUEUE}",
-        "--without-mingle",
-        "--without-gossip",
-        "--loglevel",
-        "WARNING",
-        "--hostname",
-        f"demo-{os.getpid()}@%h",
-    ]
+    argv = worker_command(
+        pool="threads", concurrency=32, loglevel="WARNING", hostname=f"demo-{os.getpid()}@%h"
+    )
     with log_path.open("wb") as log:
         proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:

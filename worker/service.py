@@ -122,7 +122,7 @@ def share_chat(chat_id: uuid.UUID, day: dt.date, deps: Deps, *, task_id: str | N
         return _wrong_day(chat_id, day, today, deps)
 
     with store.transaction(deps.sessions) as s:
-        chat = store.load_chat(s, chat_id, day)
+        chat = store.load_chat(s, chat_id, day, unconfirmed_window_s=LINQ_SHARE_WINDOW_S)
         if chat is None:
             return ShareResult(Outcome.NOT_DUE, chat_id, day, reason="unknown chat")
         why = why_not_due(
@@ -143,13 +143,14 @@ def share_chat(chat_id: uuid.UUID, day: dt.date, deps: Deps, *, task_id: str | N
             lease_s=deps.settings.lease_s,
             max_lost_claims=deps.settings.max_lost_claims,
             task_id=task_id,
+            begin=True,
         )
         if claim is None:
             return ShareResult(
                 Outcome.BUSY, chat_id, day, reason="another worker holds or finished this chat-day"
             )
-        prior_unknown = store.unconfirmed_attempt_since(s, chat_id, day, LINQ_SHARE_WINDOW_S)
-        first = store.begin_attempt(s, claim, task_id=task_id)
+        prior_unknown = chat.unconfirmed_recent
+        first = claim.first_attempt
     event(
         log,
         "share.claimed",
@@ -346,10 +347,11 @@ def _finish(
     while True:
         try:
             with store.transaction(deps.sessions) as s:
-                store.finish_attempt(s, attempt_id, record)
-                held = store.finish_day(
+                held = store.finish(
                     s,
                     run.claim,
+                    attempt_id,
+                    record,
                     status,
                     reason=reason,
                     retry_in_s=retry_in_s,

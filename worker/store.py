@@ -49,6 +49,7 @@ class ChatRow:
     line_phone: str
     facts: ChatFacts
     status_today: str | None
+    unconfirmed_recent: bool = False
 
     @property
     def shared_today(self) -> bool:
@@ -59,20 +60,30 @@ class ChatRow:
         return self.status_today in ("skipped", "failed")
 
 
-def load_chat(session: Session, chat_id: uuid.UUID, day: dt.date) -> ChatRow | None:
+def load_chat(
+    session: Session, chat_id: uuid.UUID, day: dt.date, *, unconfirmed_window_s: float = 300.0
+) -> ChatRow | None:
+    """The chat's facts, today's status, and whether one of our shares for it ended unknown
+    (or never ended) within `unconfirmed_window_s` (Linq's share window)."""
     row = session.execute(
         text(
             """
             SELECT c.id, c.line_phone, c.service, c.is_group, c.first_outbound_at,
                    c.last_outbound_at, c.opted_out, c.not_found_at IS NOT NULL AS not_found,
-                   l.card_active, d.status AS status_today
+                   l.card_active, d.status AS status_today,
+                   EXISTS (
+                       SELECT 1 FROM attempts a
+                       WHERE a.chat_id = c.id AND a.day = :day
+                         AND (a.outcome = 'unknown' OR a.outcome IS NULL)
+                         AND a.started_at > now() - make_interval(secs => :window)
+                   ) AS unconfirmed_recent
             FROM chats c
             JOIN lines l ON l.phone_number = c.line_phone
             LEFT JOIN share_days d ON d.chat_id = c.id AND d.day = :day
             WHERE c.id = :chat_id
             """
         ),
-        {"chat_id": chat_id, "day": day},
+        {"chat_id": chat_id, "day": day, "window": unconfirmed_window_s},
     ).one_or_none()
     if row is None:
         return None
@@ -89,6 +100,7 @@ def load_chat(session: Session, chat_id: uuid.UUID, day: dt.date) -> ChatRow | N
             not_found=row.not_found,
         ),
         status_today=row.status_today,
+        unconfirmed_recent=row.unconfirmed_recent,
     )
 
 
@@ -246,6 +258,7 @@ class Claim:
     token: uuid.UUID
     claims: int
     lost_claims: int
+    first_attempt: tuple[int, int] | None = None  # (attempt id, attempt no) when begun with the claim
 
 
 def claim(
@@ -256,9 +269,11 @@ def claim(
     lease_s: float,
     max_lost_claims: int,
     task_id: str | None,
+    begin: bool = False,
 ) -> Claim | None:
     """Take the chat-day, or None when its day ended (succeeded, skipped, failed) or someone
-    holds a live lease.
+    holds a live lease. With `begin`, the first attempt row is written by the same statement
+    (`Claim.first_attempt`), saving a round trip on every share.
 
     A queued row is free to take; any other open row only once its lease has expired. A
     'claimed' row whose lease expired lost its holder (crash): that counts toward the poison
@@ -268,12 +283,14 @@ def claim(
     row = session.execute(
         text(
             """
+            WITH c AS (
             INSERT INTO share_days AS d (chat_id, day, status, lease_until, claim_token, claims,
-                                         task_id, claimed_at)
+                                         task_id, claimed_at, attempts)
             VALUES (:chat_id, :day, 'claimed', now() + make_interval(secs => :lease),
-                    :token, 1, :task_id, now())
+                    :token, 1, :task_id, now(), :begin)
             ON CONFLICT (chat_id, day) DO UPDATE SET
                 status = 'claimed',
+                attempts = d.attempts + :begin,
                 lease_until = EXCLUDED.lease_until,
                 claim_token = EXCLUDED.claim_token,
                 claims = d.claims + 1,
@@ -285,7 +302,15 @@ def claim(
             WHERE d.status NOT IN ('succeeded', 'skipped', 'failed')
               AND (d.status = 'queued' OR d.lease_until < now())
               AND NOT (d.status = 'claimed' AND d.lost_claims + 1 >= :max_lost)
-            RETURNING d.claims, d.lost_claims
+            RETURNING d.chat_id, d.day, d.claims, d.lost_claims, d.attempts, d.claim_token
+            ), a AS (
+                INSERT INTO attempts (chat_id, day, attempt_no, claim_token, started_at, task_id)
+                SELECT chat_id, day, attempts, claim_token, clock_timestamp(), :task_id FROM c
+                WHERE :begin = 1
+                RETURNING id, attempt_no
+            )
+            SELECT c.claims, c.lost_claims, a.id AS attempt_id, a.attempt_no
+            FROM c LEFT JOIN a ON true
             """
         ),
         {
@@ -295,11 +320,20 @@ def claim(
             "token": token,
             "task_id": task_id,
             "max_lost": max_lost_claims,
+            "begin": int(begin),
         },
     ).one_or_none()
     if row is None:
         return None
-    return Claim(chat_id=chat_id, day=day, token=token, claims=row.claims, lost_claims=row.lost_claims)
+    first = (row.attempt_id, row.attempt_no) if begin else None
+    return Claim(
+        chat_id=chat_id,
+        day=day,
+        token=token,
+        claims=row.claims,
+        lost_claims=row.lost_claims,
+        first_attempt=first,
+    )
 
 
 def begin_attempt(session: Session, claim_: Claim, *, task_id: str | None) -> tuple[int, int] | None:
@@ -406,23 +440,56 @@ def finish_day(
     return bool(getattr(result, "rowcount", 0))
 
 
-def unconfirmed_attempt_since(session: Session, chat_id: uuid.UUID, day: dt.date, seconds: float) -> bool:
-    """Did one of our shares for this chat-day end unknown (or never end) within `seconds`?"""
-    return bool(
-        session.execute(
-            text(
-                """
-                SELECT EXISTS (
-                    SELECT 1 FROM attempts
-                    WHERE chat_id = :chat_id AND day = :day
-                      AND (outcome = 'unknown' OR outcome IS NULL)
-                      AND started_at > now() - make_interval(secs => :secs)
-                )
-                """
-            ),
-            {"chat_id": chat_id, "day": day, "secs": seconds},
-        ).scalar()
-    )
+def finish(
+    session: Session,
+    claim_: Claim,
+    attempt_id: int,
+    result: AttemptResult,
+    status: DayStatus,
+    *,
+    reason: str | None = None,
+    retry_in_s: float | None = None,
+    confirmed_by_rate_limit: bool = False,
+) -> bool:
+    """finish_attempt and finish_day in one statement (the common path of every share)."""
+    final = status in (DayStatus.SUCCEEDED, DayStatus.SKIPPED, DayStatus.FAILED)
+    row = session.execute(
+        text(
+            """
+            WITH a AS (
+                UPDATE attempts SET finished_at = clock_timestamp(), outcome = :outcome,
+                    http_status = :http_status, linq_code = :code, error = :error,
+                    retry_after_s = :retry_after, trace_id = :trace
+                WHERE id = :attempt_id
+            )
+            UPDATE share_days SET status = :status, reason = :reason,
+                lease_until = now() + make_interval(secs => :delay),
+                finished_at = CASE WHEN :final THEN now() END,
+                confirmed_by_rate_limit = confirmed_by_rate_limit OR :confirmed,
+                updated_at = now()
+            WHERE chat_id = :chat_id AND day = :day AND claim_token = :token AND status = 'claimed'
+            RETURNING 1
+            """
+        ),
+        {
+            "attempt_id": attempt_id,
+            "outcome": result.outcome.value,
+            "http_status": result.http_status,
+            "code": result.linq_code,
+            "error": (result.error or "")[:500] or None,
+            "retry_after": result.retry_after_s,
+            "trace": result.trace_id,
+            "status": status.value,
+            "reason": reason,
+            "delay": 0.0 if final else float(retry_in_s or 0.0),
+            "final": final,
+            "confirmed": confirmed_by_rate_limit,
+            "chat_id": claim_.chat_id,
+            "day": claim_.day,
+            "token": claim_.token,
+        },
+    ).first()
+    return row is not None
 
 
 def close_unclaimed(

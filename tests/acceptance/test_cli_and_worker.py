@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import text
 
 from tests.conftest import World
+from worker.broker import worker_command
 from worker.config import Settings
 from worker.service import Deps
 
@@ -59,26 +60,7 @@ def celery_worker(settings: Settings, tmp_path: Path) -> Iterator[subprocess.Pop
     log = (tmp_path / "worker.log").open("wb")
     name = f"acc-{uuid.uuid4().hex[:6]}@%h"
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker.celery_app",
-            "worker",
-            "--pool",
-            "threads",
-            "--concurrency",
-            "16",
-            "--queues",
-            "cardshare,cardshare.control",
-            "--without-mingle",
-            "--without-gossip",
-            "--loglevel",
-            "INFO",
-            "--hostname",
-            name,
-        ],
+        worker_command(pool="threads", concurrency=16, hostname=name),
         env=env_for(settings),
         stdout=log,
         stderr=subprocess.STDOUT,

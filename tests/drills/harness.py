@@ -22,6 +22,7 @@ import psutil
 from sqlalchemy import text
 
 from worker import store
+from worker.broker import worker_command
 from worker.check import CheckReport, run_check
 from worker.config import Settings
 from worker.service import Deps
@@ -136,26 +137,7 @@ class Procs:
         **extra: str,
     ) -> Proc:
         name = f"drill-{uuid.uuid4().hex[:6]}@%h"
-        argv = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker.celery_app",
-            "worker",
-            "--pool",
-            pool,
-            "--concurrency",
-            str(concurrency),
-            "--queues",
-            "cardshare,cardshare.control",
-            "--without-mingle",
-            "--without-gossip",
-            "--loglevel",
-            "INFO",
-            "--hostname",
-            name,
-        ]
+        argv = worker_command(pool=pool, concurrency=concurrency, hostname=name)
         env = self.env(settings, CARDSHARE_WORKER_POOL=pool, **extra)
         proc = Proc(argv, env, self.log_dir / "worker.log").start()
         self.started.append(proc)
