@@ -16,9 +16,12 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 
 from bench.common import LINE, machine, save, seed_due_chats, servers, table
@@ -26,17 +29,25 @@ from bench.common import LINE, machine, save, seed_due_chats, servers, table
 KEY = "bench-key"
 
 
+LOG_DIR = Path(tempfile.gettempdir()) / "cardshare-bench-logs"
+
+
 def start_workers(cmd: list[str], n: int, env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
-    return [
-        subprocess.Popen(
-            [*cmd, "--hostname", f"bench{i}-{os.getpid()}@%h"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        for i in range(n)
-    ]
+    """n worker processes; their output goes to LOG_DIR/worker-N.log for a post-mortem."""
+    LOG_DIR.mkdir(exist_ok=True)
+    procs = []
+    for i in range(n):
+        with (LOG_DIR / f"worker-{i}.log").open("wb") as log:
+            procs.append(
+                subprocess.Popen(
+                    [*cmd, "--hostname", f"bench{i}-{os.getpid()}@%h"],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+    return procs
 
 
 def stop(procs: list[subprocess.Popen[bytes]]) -> None:
@@ -91,6 +102,35 @@ def latencies(dsn: str) -> dict[str, float]:
     }
 
 
+def cpu_seconds(pids: dict[str, list[int]]) -> dict[str, float]:
+    """User+system CPU so far of each group of processes. Children count for workers and
+    PostgreSQL (sandboxes, backends), not for this process (they are the other groups)."""
+    out: dict[str, float] = {}
+    for group, ids in pids.items():
+        total = 0.0
+        for pid in ids:
+            try:
+                proc = psutil.Process(pid)
+                procs = [proc] if pid == os.getpid() else [proc, *proc.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                continue
+            for p in procs:
+                try:
+                    t = p.cpu_times()
+                    total += t.user + t.system
+                except psutil.NoSuchProcess:
+                    pass
+        out[group] = total
+    return out
+
+
+def server_pids(srv: Any) -> dict[str, list[int]]:
+    """The PostgreSQL postmaster (its backends are children) and the Redis server."""
+    pg = int((srv.postgres.pgdata / "postmaster.pid").read_text().split()[0])
+    redis = int((srv.redis.directory / "redis.pid").read_text().strip())
+    return {"postgres": [pg], "redis": [redis]}
+
+
 def sustained(samples: list[tuple[float, int]], total: int) -> float:
     """Shares/s between 10% and 90% of the total: the steady state, no ramp-up or tail."""
     lo = next(t for t, n in samples if n >= total * 0.1)
@@ -113,12 +153,13 @@ def run_cardshare(srv: Any, sim: Any, args: argparse.Namespace) -> dict[str, Any
         linq_api_key=Secret(KEY),
         linq_base_url=sim.base_url,
         worker_concurrency=args.concurrency,
+        worker_pool=args.pool,
         db_pool_size=args.db_pool,
         log_level="WARNING",
     )
     configure(settings)
     env = {**os.environ, **settings.to_env(), "CARDSHARE_LOG_FORMAT": "json"}
-    cmd = worker_command(pool="threads", concurrency=args.concurrency, loglevel="WARNING")
+    cmd = worker_command(pool=args.pool, concurrency=args.concurrency, loglevel="WARNING")
     workers = start_workers(cmd, args.workers, env)
     try:
         deadline = time.monotonic() + 60
@@ -128,6 +169,9 @@ def run_cardshare(srv: Any, sim: Any, args: argparse.Namespace) -> dict[str, Any
         engine = make_engine(srv.database_url, pool_size=2)
         clients = ClientPool(settings)
         deps = Deps(settings, session_factory(engine), clients.get)
+        # This process hosts the simulator (and runs the sweep): its CPU is mostly Linq's side.
+        groups = {"workers": [w.pid for w in workers], "simulator+sweep": [os.getpid()], **server_pids(srv)}
+        cpu_before = cpu_seconds(groups)
         start = time.monotonic()
         with Publisher(app) as publish:
             report = run_sweep(deps, engine, publish, lambda: queue_depth(app), queue_lease_s=1800)
@@ -138,6 +182,7 @@ def run_cardshare(srv: Any, sim: Any, args: argparse.Namespace) -> dict[str, Any
             time.sleep(0.25)
         samples.append((time.monotonic() - start, n))
         elapsed = time.monotonic() - start
+        cpu_after = cpu_seconds(groups)
         calls, ms = db_stats(srv.dsn)
         clients.close()
         engine.dispose()
@@ -154,6 +199,7 @@ def run_cardshare(srv: Any, sim: Any, args: argparse.Namespace) -> dict[str, Any
         "db_ms_per_share": round(ms / n, 3),
         "simulator_accepted": shares["total_accepted"],
         **latencies(srv.dsn),
+        "cpu_ms_per_share": {g: round(1000 * (cpu_after[g] - cpu_before[g]) / n, 2) for g in groups},
     }
 
 
@@ -220,6 +266,7 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=int, default=200)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--pool", choices=["threads", "gevent"], default="threads")
     parser.add_argument("--db-pool", type=int, default=20)
     parser.add_argument("--baseline-seconds", type=float, default=60)
     args = parser.parse_args()

@@ -52,6 +52,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # Far above lease and time limits: a message in a prefetch buffer must never be
             # redelivered under a live worker (measured-facts.md).
             "visibility_timeout": settings.visibility_timeout_s,
+            # kombu's Redis pool holds 10 connections by default; with the gevent pool every
+            # greenlet acks on its own connection ("Couldn't ack ... Too many connections").
+            "max_connections": settings.worker_concurrency + 20,
         },
         "task_default_queue": SHARE_QUEUE,
         "task_queues": (Queue(SHARE_QUEUE), Queue(CONTROL_QUEUE)),

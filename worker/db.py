@@ -19,7 +19,9 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10, **kw: 
         url,
         pool_size=pool_size,
         max_overflow=max_overflow,
-        pool_pre_ping=True,  # a restarted PostgreSQL leaves dead pooled connections behind
+        # No pre-ping: it costs a round trip per checkout. A dead pooled connection (PostgreSQL
+        # restarted) fails its first statement, SQLAlchemy invalidates the pool, and the store
+        # reports StoreUnavailable, which the task retries.
         pool_timeout=10,
         connect_args={
             "connect_timeout": 5,

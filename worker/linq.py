@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -201,12 +202,32 @@ class LinqGateway:
 
 @dataclass
 class ClientPool:
-    """One LinqGateway per thread, created on first use, closed together at shutdown."""
+    """Linq clients for concurrent callers, closed together at shutdown.
+
+    `lease()` checks a client out and back in: as many clients as calls in flight, whatever runs
+    them (threads, or gevent greenlets, which Celery spawns anew for every task). `get()` keeps
+    one per thread for code that calls Linq several times in a row (sync, card commands).
+    """
 
     settings: Settings
     _local: threading.local = field(default_factory=threading.local)
     _all: list[LinqGateway] = field(default_factory=list)
+    _free: list[LinqGateway] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @contextmanager
+    def lease(self) -> Iterator[LinqGateway]:
+        with self._lock:
+            gw = self._free.pop() if self._free else None
+        if gw is None:
+            gw = LinqGateway.create(self.settings)
+            with self._lock:
+                self._all.append(gw)
+        try:
+            yield gw
+        finally:
+            with self._lock:
+                self._free.append(gw)
 
     def get(self) -> LinqGateway:
         gw: LinqGateway | None = getattr(self._local, "gateway", None)
@@ -222,4 +243,5 @@ class ClientPool:
             for gw in self._all:
                 gw.close()
             self._all.clear()
+            self._free.clear()
         self._local = threading.local()

@@ -38,7 +38,9 @@ class Runtime:
         clients = ClientPool(settings)
         # Threads and greenlets share one process: isolate chat-days that already lost a worker.
         sandbox = Sandbox() if settings.worker_pool in ("threads", "gevent") else None
-        deps = Deps(settings=settings, sessions=sessions, client=clients.get, sandbox=sandbox)
+        deps = Deps(
+            settings=settings, sessions=sessions, client=clients.get, sandbox=sandbox, lease=clients.lease
+        )
         return cls(settings, engine, sessions, clients, deps, os.getpid())
 
     def close(self) -> None:

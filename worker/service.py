@@ -14,6 +14,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -48,6 +49,9 @@ class Deps:
     rng: Callable[[], float] = random.random
     # Where chat-days that already lost a worker make their call (threads/gevent pools).
     sandbox: Sandbox | None = None
+    # Checkout/return access to clients for the share call (one per call in flight); falls
+    # back to `client` when not given.
+    lease: Callable[[], AbstractContextManager[LinqGateway]] | None = None
 
     @property
     def policy(self) -> Policy:
@@ -121,7 +125,9 @@ def share_chat(chat_id: uuid.UUID, day: dt.date, deps: Deps, *, task_id: str | N
     if day != today:
         return _wrong_day(chat_id, day, today, deps)
 
-    with store.transaction(deps.sessions) as s:
+    # Autocommit: each statement here is atomic by itself (the claim is one upsert), so the
+    # BEGIN/COMMIT round trips of a transaction would buy nothing.
+    with store.autocommit(deps.sessions) as s:
         chat = store.load_chat(s, chat_id, day, unconfirmed_window_s=LINQ_SHARE_WINDOW_S)
         if chat is None:
             return ShareResult(Outcome.NOT_DUE, chat_id, day, reason="unknown chat")
@@ -173,7 +179,7 @@ def _attempt(run: _Run, line_phone: str, deps: Deps, task_id: str | None) -> Sha
     """One HTTP try. Returns a final result, or raises Retryable for tenacity."""
     claim = run.claim
     if run.attempt is None:
-        with store.transaction(deps.sessions) as s:
+        with store.autocommit(deps.sessions) as s:
             run.attempt = store.begin_attempt(s, claim, task_id=task_id)
     if run.attempt is None:
         # The lease ran out and another worker took over: calling now could double-share.
@@ -185,7 +191,11 @@ def _attempt(run: _Run, line_phone: str, deps: Deps, task_id: str | None) -> Sha
             response = deps.sandbox.share(claim.chat_id)
         else:
             drill_hooks.before_share_call(claim.chat_id)
-            response = deps.client().share_contact_card(str(claim.chat_id))
+            if deps.lease is not None:
+                with deps.lease() as gateway:
+                    response = gateway.share_contact_card(str(claim.chat_id))
+            else:
+                response = deps.client().share_contact_card(str(claim.chat_id))
         err: LinqCallError | None = None
         verdict = classify(CallResult(status=response.status))
         trace = response.trace_id
@@ -234,7 +244,7 @@ def _attempt(run: _Run, line_phone: str, deps: Deps, task_id: str | None) -> Sha
             run, attempt_id, confirmed, deps, DayStatus.SUCCEEDED, None, Outcome.CONFIRMED, confirmed=True
         )
     if verdict.retryable:
-        with store.transaction(deps.sessions) as s:
+        with store.autocommit(deps.sessions) as s:
             store.finish_attempt(s, attempt_id, record)
         if verdict.outcome is AttemptOutcome.UNKNOWN:
             run.unknown_in_run = True
@@ -346,7 +356,9 @@ def _finish(
     delay = 0.5
     while True:
         try:
-            with store.transaction(deps.sessions) as s:
+            # One statement, unless a side effect (card, opt-out, gone) must commit with it.
+            scope = store.transaction if side is not None else store.autocommit
+            with scope(deps.sessions) as s:
                 held = store.finish(
                     s,
                     run.claim,
@@ -358,6 +370,7 @@ def _finish(
                     confirmed_by_rate_limit=confirmed,
                 )
                 if held and side is not None:
+                    assert isinstance(s, Session)
                     side(s)
             break
         except StoreUnavailable:

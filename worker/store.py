@@ -14,8 +14,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from sqlalchemy import Connection, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.cadence import ChatFacts, Policy, active_since
@@ -24,6 +24,120 @@ from worker.models import AttemptOutcome, DayStatus
 
 OPEN_STATUSES = ("queued", "claimed", "retry", "unknown")
 NIL_UUID = uuid.UUID(int=0)  # keyset start: every chat id sorts after it
+
+
+# The hot-path functions below run one statement each, atomic on its own, so they accept a
+# Connection in autocommit mode as well as a Session (saves BEGIN/COMMIT round trips).
+Db = Session | Connection
+
+
+# Hot-path statements, built once: text() re-parses its bind parameters on every call.
+_LOAD_CHAT_SQL = text(
+    """
+            SELECT c.id, c.line_phone, c.service, c.is_group, c.first_outbound_at,
+                   c.last_outbound_at, c.opted_out, c.not_found_at IS NOT NULL AS not_found,
+                   l.card_active, d.status AS status_today,
+                   EXISTS (
+                       SELECT 1 FROM attempts a
+                       WHERE a.chat_id = c.id AND a.day = :day
+                         AND (a.outcome = 'unknown' OR a.outcome IS NULL)
+                         AND a.started_at > now() - make_interval(secs => :window)
+                   ) AS unconfirmed_recent
+            FROM chats c
+            JOIN lines l ON l.phone_number = c.line_phone
+            LEFT JOIN share_days d ON d.chat_id = c.id AND d.day = :day
+            WHERE c.id = :chat_id
+            """
+)
+
+_CLAIM_SQL = text(
+    """
+            WITH c AS (
+            INSERT INTO share_days AS d (chat_id, day, status, lease_until, claim_token, claims,
+                                         task_id, claimed_at, attempts)
+            VALUES (:chat_id, :day, 'claimed', now() + make_interval(secs => :lease),
+                    :token, 1, :task_id, now(), :begin)
+            ON CONFLICT (chat_id, day) DO UPDATE SET
+                status = 'claimed',
+                attempts = d.attempts + :begin,
+                lease_until = EXCLUDED.lease_until,
+                claim_token = EXCLUDED.claim_token,
+                claims = d.claims + 1,
+                lost_claims = d.lost_claims + (d.status = 'claimed')::int,
+                task_id = EXCLUDED.task_id,
+                claimed_at = now(),
+                reason = NULL,
+                updated_at = now()
+            WHERE d.status NOT IN ('succeeded', 'skipped', 'failed')
+              AND (d.status = 'queued' OR d.lease_until < now())
+              AND NOT (d.status = 'claimed' AND d.lost_claims + 1 >= :max_lost)
+            RETURNING d.chat_id, d.day, d.claims, d.lost_claims, d.attempts, d.claim_token
+            ), a AS (
+                INSERT INTO attempts (chat_id, day, attempt_no, claim_token, started_at, task_id)
+                SELECT chat_id, day, attempts, claim_token, clock_timestamp(), :task_id FROM c
+                WHERE :begin = 1
+                RETURNING id, attempt_no
+            )
+            SELECT c.claims, c.lost_claims, a.id AS attempt_id, a.attempt_no
+            FROM c LEFT JOIN a ON true
+            """
+)
+
+_BEGIN_ATTEMPT_SQL = text(
+    """
+            WITH d AS (
+                UPDATE share_days SET attempts = attempts + 1, updated_at = now()
+                WHERE chat_id = :chat_id AND day = :day AND claim_token = :token
+                  AND status = 'claimed'
+                RETURNING chat_id, day, attempts, claim_token
+            )
+            INSERT INTO attempts (chat_id, day, attempt_no, claim_token, started_at, task_id)
+            SELECT chat_id, day, attempts, claim_token, clock_timestamp(), :task_id FROM d
+            RETURNING id, attempt_no
+            """
+)
+
+_FINISH_ATTEMPT_SQL = text(
+    """
+            UPDATE attempts SET finished_at = clock_timestamp(), outcome = :outcome,
+                http_status = :status, linq_code = :code, error = :error,
+                retry_after_s = :retry_after, trace_id = :trace
+            WHERE id = :id
+            """
+)
+
+_FINISH_SQL = text(
+    """
+            WITH a AS (
+                UPDATE attempts SET finished_at = clock_timestamp(), outcome = :outcome,
+                    http_status = :http_status, linq_code = :code, error = :error,
+                    retry_after_s = :retry_after, trace_id = :trace
+                WHERE id = :attempt_id
+            )
+            UPDATE share_days SET status = :status, reason = :reason,
+                lease_until = now() + make_interval(secs => :delay),
+                finished_at = CASE WHEN :final THEN now() END,
+                confirmed_by_rate_limit = confirmed_by_rate_limit OR :confirmed,
+                updated_at = now()
+            WHERE chat_id = :chat_id AND day = :day AND claim_token = :token AND status = 'claimed'
+            RETURNING 1
+            """
+)
+
+
+@contextmanager
+def autocommit(sessions: sessionmaker[Session]) -> Iterator[Connection]:
+    """A pooled connection in autocommit mode: each statement commits by itself."""
+    engine = sessions.kw["bind"]
+    try:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            yield conn
+    except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+        raise StoreUnavailable(f"database unavailable: {type(exc.orig or exc).__name__}") from exc
+    except sa_exc.DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise StoreUnavailable("database connection lost") from exc
+        raise
 
 
 @contextmanager
@@ -61,28 +175,12 @@ class ChatRow:
 
 
 def load_chat(
-    session: Session, chat_id: uuid.UUID, day: dt.date, *, unconfirmed_window_s: float = 300.0
+    session: Db, chat_id: uuid.UUID, day: dt.date, *, unconfirmed_window_s: float = 300.0
 ) -> ChatRow | None:
     """The chat's facts, today's status, and whether one of our shares for it ended unknown
     (or never ended) within `unconfirmed_window_s` (Linq's share window)."""
     row = session.execute(
-        text(
-            """
-            SELECT c.id, c.line_phone, c.service, c.is_group, c.first_outbound_at,
-                   c.last_outbound_at, c.opted_out, c.not_found_at IS NOT NULL AS not_found,
-                   l.card_active, d.status AS status_today,
-                   EXISTS (
-                       SELECT 1 FROM attempts a
-                       WHERE a.chat_id = c.id AND a.day = :day
-                         AND (a.outcome = 'unknown' OR a.outcome IS NULL)
-                         AND a.started_at > now() - make_interval(secs => :window)
-                   ) AS unconfirmed_recent
-            FROM chats c
-            JOIN lines l ON l.phone_number = c.line_phone
-            LEFT JOIN share_days d ON d.chat_id = c.id AND d.day = :day
-            WHERE c.id = :chat_id
-            """
-        ),
+        _LOAD_CHAT_SQL,
         {"chat_id": chat_id, "day": day, "window": unconfirmed_window_s},
     ).one_or_none()
     if row is None:
@@ -262,7 +360,7 @@ class Claim:
 
 
 def claim(
-    session: Session,
+    session: Db,
     chat_id: uuid.UUID,
     day: dt.date,
     *,
@@ -281,38 +379,7 @@ def claim(
     """
     token = uuid.uuid4()
     row = session.execute(
-        text(
-            """
-            WITH c AS (
-            INSERT INTO share_days AS d (chat_id, day, status, lease_until, claim_token, claims,
-                                         task_id, claimed_at, attempts)
-            VALUES (:chat_id, :day, 'claimed', now() + make_interval(secs => :lease),
-                    :token, 1, :task_id, now(), :begin)
-            ON CONFLICT (chat_id, day) DO UPDATE SET
-                status = 'claimed',
-                attempts = d.attempts + :begin,
-                lease_until = EXCLUDED.lease_until,
-                claim_token = EXCLUDED.claim_token,
-                claims = d.claims + 1,
-                lost_claims = d.lost_claims + (d.status = 'claimed')::int,
-                task_id = EXCLUDED.task_id,
-                claimed_at = now(),
-                reason = NULL,
-                updated_at = now()
-            WHERE d.status NOT IN ('succeeded', 'skipped', 'failed')
-              AND (d.status = 'queued' OR d.lease_until < now())
-              AND NOT (d.status = 'claimed' AND d.lost_claims + 1 >= :max_lost)
-            RETURNING d.chat_id, d.day, d.claims, d.lost_claims, d.attempts, d.claim_token
-            ), a AS (
-                INSERT INTO attempts (chat_id, day, attempt_no, claim_token, started_at, task_id)
-                SELECT chat_id, day, attempts, claim_token, clock_timestamp(), :task_id FROM c
-                WHERE :begin = 1
-                RETURNING id, attempt_no
-            )
-            SELECT c.claims, c.lost_claims, a.id AS attempt_id, a.attempt_no
-            FROM c LEFT JOIN a ON true
-            """
-        ),
+        _CLAIM_SQL,
         {
             "chat_id": chat_id,
             "day": day,
@@ -336,22 +403,10 @@ def claim(
     )
 
 
-def begin_attempt(session: Session, claim_: Claim, *, task_id: str | None) -> tuple[int, int] | None:
+def begin_attempt(session: Db, claim_: Claim, *, task_id: str | None) -> tuple[int, int] | None:
     """Write the attempt row before the call; None if the claim was taken over (do not call)."""
     row = session.execute(
-        text(
-            """
-            WITH d AS (
-                UPDATE share_days SET attempts = attempts + 1, updated_at = now()
-                WHERE chat_id = :chat_id AND day = :day AND claim_token = :token
-                  AND status = 'claimed'
-                RETURNING chat_id, day, attempts, claim_token
-            )
-            INSERT INTO attempts (chat_id, day, attempt_no, claim_token, started_at, task_id)
-            SELECT chat_id, day, attempts, claim_token, clock_timestamp(), :task_id FROM d
-            RETURNING id, attempt_no
-            """
-        ),
+        _BEGIN_ATTEMPT_SQL,
         {"chat_id": claim_.chat_id, "day": claim_.day, "token": claim_.token, "task_id": task_id},
     ).one_or_none()
     return None if row is None else (row.id, row.attempt_no)
@@ -367,7 +422,7 @@ class AttemptResult:
     trace_id: str | None = None
 
 
-def add_lost_claim(session: Session, claim_: Claim) -> int | None:
+def add_lost_claim(session: Db, claim_: Claim) -> int | None:
     """Charge one crash to this chat-day (fenced); the new count, or None if the claim is gone."""
     return session.execute(
         text(
@@ -379,16 +434,9 @@ def add_lost_claim(session: Session, claim_: Claim) -> int | None:
     ).scalar_one_or_none()
 
 
-def finish_attempt(session: Session, attempt_id: int, result: AttemptResult) -> None:
+def finish_attempt(session: Db, attempt_id: int, result: AttemptResult) -> None:
     session.execute(
-        text(
-            """
-            UPDATE attempts SET finished_at = clock_timestamp(), outcome = :outcome,
-                http_status = :status, linq_code = :code, error = :error,
-                retry_after_s = :retry_after, trace_id = :trace
-            WHERE id = :id
-            """
-        ),
+        _FINISH_ATTEMPT_SQL,
         {
             "id": attempt_id,
             "outcome": result.outcome.value,
@@ -402,7 +450,7 @@ def finish_attempt(session: Session, attempt_id: int, result: AttemptResult) -> 
 
 
 def finish_day(
-    session: Session,
+    session: Db,
     claim_: Claim,
     status: DayStatus,
     *,
@@ -441,7 +489,7 @@ def finish_day(
 
 
 def finish(
-    session: Session,
+    session: Db,
     claim_: Claim,
     attempt_id: int,
     result: AttemptResult,
@@ -454,23 +502,7 @@ def finish(
     """finish_attempt and finish_day in one statement (the common path of every share)."""
     final = status in (DayStatus.SUCCEEDED, DayStatus.SKIPPED, DayStatus.FAILED)
     row = session.execute(
-        text(
-            """
-            WITH a AS (
-                UPDATE attempts SET finished_at = clock_timestamp(), outcome = :outcome,
-                    http_status = :http_status, linq_code = :code, error = :error,
-                    retry_after_s = :retry_after, trace_id = :trace
-                WHERE id = :attempt_id
-            )
-            UPDATE share_days SET status = :status, reason = :reason,
-                lease_until = now() + make_interval(secs => :delay),
-                finished_at = CASE WHEN :final THEN now() END,
-                confirmed_by_rate_limit = confirmed_by_rate_limit OR :confirmed,
-                updated_at = now()
-            WHERE chat_id = :chat_id AND day = :day AND claim_token = :token AND status = 'claimed'
-            RETURNING 1
-            """
-        ),
+        _FINISH_SQL,
         {
             "attempt_id": attempt_id,
             "outcome": result.outcome.value,
@@ -492,9 +524,7 @@ def finish(
     return row is not None
 
 
-def close_unclaimed(
-    session: Session, chat_id: uuid.UUID, day: dt.date, status: DayStatus, reason: str
-) -> bool:
+def close_unclaimed(session: Db, chat_id: uuid.UUID, day: dt.date, status: DayStatus, reason: str) -> bool:
     """End a chat-day nobody holds (a not-due chat, a stale day) without a claim."""
     result = session.execute(
         text(

@@ -54,6 +54,15 @@ def _config(app: Starlette) -> uvicorn.Config:
     )
 
 
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when installed: the simulator shares the box with what it is measuring."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def _base_url(host: str, port: int) -> str:
     shown = f"[{host}]" if ":" in host else host
     return f"http://{shown}:{port}{API_PREFIX}"
@@ -115,7 +124,8 @@ class SimulatorServer:
         return self._base_url
 
     def _run(self, sock: socket.socket) -> None:
-        asyncio.run(self._serve(sock))
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(self._serve(sock))
 
     async def _serve(self, sock: socket.socket) -> None:
         assert self._server is not None
