@@ -14,6 +14,8 @@ SHARE_QUEUE = "cardshare"
 CONTROL_QUEUE = "cardshare.control"
 SHARE_TASK = "cardshare.share_chat"
 BATCH_SIZE = 1000
+# kombu's Redis transport keeps delivered-but-unacknowledged messages in this hash (its default).
+UNACKED_KEY = "unacked"
 
 
 class Publisher:
