@@ -24,8 +24,9 @@ REFRESH_S = 30
 _STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5rem; color: #222; }
 table { border-collapse: collapse; margin: 0.5rem 0 1.5rem; }
-th, td { border: 1px solid #ccc; padding: 0.25rem 0.6rem; text-align: right; }
-th:first-child, td:first-child, td.text { text-align: left; }
+th, td { border: 1px solid #ccc; padding: 0.25rem 0.6rem; text-align: right; white-space: nowrap; }
+th, td:first-child, td.text { text-align: left; }
+td.wrap { white-space: normal; min-width: 16rem; }
 tr.total td { font-weight: bold; }
 .bad { color: #a40000; } .ok { color: #1a7f37; } .muted { color: #777; }
 """
@@ -53,8 +54,11 @@ def _row(label: str, counts: Counts, *, css: str = "") -> str:
         _num("in_flight", counts.in_flight, label),
         _num("not_enqueued", counts.not_enqueued, label),
     ]
-    why = f"skipped: {_reasons(counts.skipped)}; failed: {_reasons(counts.failed)}"
-    return f'<tr class="{css}"><td>{_e(label)}</td>{"".join(cells)}<td class="text">{why}</td></tr>'
+    parts = [
+        f"{what}: {_reasons(c)}" for what, c in (("skipped", counts.skipped), ("failed", counts.failed)) if c
+    ]
+    why = "; ".join(parts) or "-"
+    return f'<tr class="{css}"><td>{_e(label)}</td>{"".join(cells)}<td class="text wrap">{why}</td></tr>'
 
 
 def _age(seconds: float | None) -> str:
@@ -110,7 +114,7 @@ def render(status: Status) -> str:
         f'<tr data-chat="{_e(f.chat_id)}"><td class="text">{_e(f.at.isoformat(timespec="seconds"))}</td>'
         f'<td class="text">{_e(f.chat_id)}</td><td class="text">{_e(f.day)}</td>'
         f'<td class="text">{_e(f.line_phone)}</td><td class="text">{_e(f.status)}</td>'
-        f'<td class="text">{_e(f.reason)}</td><td>{_e(f.http_status)}</td>'
+        f'<td class="text wrap">{_e(f.reason)}</td><td>{_e(f.http_status)}</td>'
         f'<td>{_e(f.linq_code)}</td><td class="text">{_e(f.trace_id)}</td></tr>'
         for f in status.failures
     )
