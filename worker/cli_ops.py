@@ -131,15 +131,16 @@ def _print_status(st: Status) -> None:
         console.print(f"failed by reason: {_reasons(t.failed)}")
     if t.in_flight:
         console.print(f"in flight: {t.queued} queued, {t.claimed} being shared, {t.retry} waiting to retry")
-    for label, run in (("last sweep", st.last_sweep), ("last recovery", st.last_recover)):
-        if run is None:
-            console.print(f"{label}: none yet")
-            continue
+    # Recovery passes leave no sweep_runs row (one a minute); beat's line below says when it last sent one.
+    run = st.last_sweep
+    if run is None:
+        console.print("last sweep: none yet")
+    else:
         took = "still running" if run.seconds is None else f"took {run.seconds:.1f}s"
         err = f", error: {run.error}" if run.error else ""
         ago = (st.at - run.started_at).total_seconds()
         console.print(
-            f"{label}: {run.started_at.isoformat(timespec='seconds')} ({_ago(ago)}), {took}, "
+            f"last sweep: {run.started_at.isoformat(timespec='seconds')} ({_ago(ago)}), {took}, "
             f"scanned {run.scanned}, enqueued {run.enqueued}{err}",
             highlight=False,
         )

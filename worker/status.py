@@ -148,7 +148,6 @@ class Status:
     lines: list[LineStatus]
     total: Counts
     last_sweep: Run | None
-    last_recover: Run | None
     queue_ready: int | None = None
     queue_unacked: int | None = None
     workers: list[WorkerSeen] = field(default_factory=list)
@@ -172,7 +171,6 @@ class Status:
                 {"line": ln.line, "card_active": ln.card_active, **ln.counts.as_dict()} for ln in self.lines
             ],
             "last_sweep": run(self.last_sweep),
-            "last_recover": run(self.last_recover),
             "queue": {"ready": self.queue_ready, "unacked": self.queue_unacked},
             "workers_live": self.live_workers,
             "workers": [asdict(w) for w in self.workers],
@@ -233,7 +231,6 @@ def collect(
         lines=lines,
         total=total,
         last_sweep=_run(runs.get("sweep")),
-        last_recover=_run(runs.get("recover")),
         failures=failures,
     )
     if redis_url is None:

@@ -1043,7 +1043,7 @@ class RunRow:
 
 
 def last_runs(session: Session) -> dict[str, RunRow]:
-    """The newest sweep and the newest recovery pass (by start time)."""
+    """The newest run of each kind that records runs (by start time)."""
     rows = session.execute(
         text(
             """

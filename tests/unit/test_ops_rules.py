@@ -94,7 +94,6 @@ def test_the_page_escapes_what_it_shows() -> None:
         lines=[],
         total=counts,
         last_sweep=None,
-        last_recover=None,
         broker_error=hostile,
         failures=[
             store.FailureRow(uuid.uuid4(), at.date(), "+12223334444", "failed", hostile, at, 400, 1002, "t1")
