@@ -6,9 +6,10 @@ import datetime as dt
 import uuid
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from worker.sweep import QueueDepth
+if TYPE_CHECKING:
+    from worker.sweep import QueueDepth
 
 SHARE_QUEUE = "cardshare"
 CONTROL_QUEUE = "cardshare.control"
@@ -66,6 +67,9 @@ class Publisher:
 
 def queue_depth(app: Any) -> QueueDepth:
     """Messages waiting in the share queue, and delivered-but-unacknowledged ones."""
+    # Imported here: the healthcheck reads the queue names without loading the sweep (and SQL).
+    from worker.sweep import QueueDepth
+
     with app.connection_for_write() as conn:
         channel = conn.default_channel
         client = channel.client

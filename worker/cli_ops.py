@@ -10,17 +10,14 @@ import datetime as dt
 import json
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NoReturn
 
 import click
 
 from worker import runtime
+from worker.cli_health import health
 from worker.config import Settings
 from worker.errors import InputError, UnknownChat
 from worker.status import Counts, History, Status
-
-if TYPE_CHECKING:
-    from worker.health import Verdict
 
 
 def register(cli: click.Group) -> None:
@@ -269,56 +266,6 @@ def history_lines(story: History) -> list[str]:
             for a in story.audit
         )
     return out
-
-
-# --------------------------------------------------------------------------- health
-
-
-@click.command()
-@click.option(
-    "--beat", "check_beat", is_flag=True, help="Check beat's heartbeat instead of this host's workers."
-)
-@click.option("--webhooks", "check_webhooks", is_flag=True, help="Check the webhook receiver on this host.")
-@click.option(
-    "--node", default=None, help="Check this worker node (default: every live worker of this host)."
-)
-def health(check_beat: bool, check_webhooks: bool, node: str | None) -> None:
-    """Exit 0 when healthy, 1 when not; one line either way (a container healthcheck).
-
-    A worker is unhealthy when messages wait and it finished no task for
-    CARDSHARE_HEALTH_STALL_MINUTES, even though its process is alive.
-    """
-    import redis
-
-    from worker import health as probes
-    from worker.cli import load_settings
-
-    if check_beat and check_webhooks:
-        raise InputError("--beat and --webhooks check different things: give one")
-    settings = load_settings()
-    if check_webhooks:
-        host = settings.webhook_host if settings.webhook_host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-        shown = f"[{host}]" if ":" in host else host
-        _verdict(probes.probe_http(f"http://{shown}:{settings.webhook_port}/healthz"))
-    url = settings.redis_url or probes.embedded_redis_url(settings.data_dir.resolve())
-    if url is None:
-        _verdict(
-            probes.Verdict(False, "REDIS_URL is not set and no embedded Redis runs under CARDSHARE_DATA_DIR")
-        )
-    try:
-        with probes.connected(url) as client:
-            if check_beat:
-                verdict = probes.probe_beat(client)
-            else:
-                verdict = probes.probe_workers(client, stall_s=settings.health_stall_minutes * 60, node=node)
-    except (redis.RedisError, OSError) as exc:
-        verdict = probes.Verdict(False, f"cannot reach Redis: {exc}")
-    _verdict(verdict)
-
-
-def _verdict(verdict: Verdict) -> NoReturn:
-    click.echo(f"{'healthy' if verdict.ok else 'unhealthy'}: {verdict.line}")
-    sys.exit(0 if verdict.ok else 1)
 
 
 # --------------------------------------------------------------------------- web

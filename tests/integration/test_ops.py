@@ -379,3 +379,27 @@ def test_beat_heartbeat_records_sends_and_goes_stale(rclient: redis.Redis) -> No
     verdict = health.probe_beat(rclient)
     assert not verdict.ok
     assert "limit 4s" in verdict.line
+
+
+def test_the_cardshare_executable_runs_health_without_loading_the_cli(redis_url: str) -> None:
+    """Healthchecks run every 30 s per container: `cardshare health` must stay a light process."""
+    code = (
+        "import atexit, sys\n"
+        "heavy = ('sqlalchemy', 'celery', 'linq', 'worker.cli')\n"
+        "atexit.register(lambda: print('loaded:', [m for m in heavy if m in sys.modules], file=sys.stderr))\n"
+        "sys.argv = ['cardshare', 'health', '--beat']\n"
+        "from worker.entry import main\n"
+        "main()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CARDSHARE_", "LINQ_"))}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "REDIS_URL": redis_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stdout.startswith("unhealthy: beat: no heartbeat")
+    assert "loaded: []" in done.stderr
