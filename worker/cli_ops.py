@@ -151,7 +151,8 @@ def _print_status(st: Status) -> None:
         for w in st.workers:
             console.print(
                 f"  {w.node} ({w.pool} x{w.concurrency}, pid {w.pid} on {w.host}): "
-                f"{'live' if w.live else 'NOT SEEN'}, heartbeat {_ago(w.heartbeat_age_s)}, "
+                f"{'live' if w.live else 'NOT SEEN'}{', STALLED' if w.stalled else ''}, "
+                f"heartbeat {_ago(w.heartbeat_age_s)}, "
                 f"last task {_ago(w.last_task_age_s)}, {w.completed} finished, holding {w.held}",
                 highlight=False,
             )

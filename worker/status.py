@@ -126,6 +126,7 @@ class WorkerSeen:
     pool: str
     concurrency: int
     live: bool
+    stalled: bool  # what `cardshare health` would say: work waits and it finished nothing for too long
     heartbeat_age_s: float
     last_task_age_s: float | None
     completed: int
@@ -261,6 +262,9 @@ def _broker_side(status: Status, client: redis.Redis, stall_s: float) -> None:
                 concurrency=r.concurrency,
                 # Missed three beats: gone, or too stuck to write (its record says when).
                 live=age <= 3 * r.interval_s + 1.0,
+                stalled=not health.assess_worker(
+                    r, ready=status.queue_ready, now=redis_now, stall_s=stall_s
+                ).ok,
                 heartbeat_age_s=round(age, 1),
                 last_task_age_s=None if r.last_task_at is None else round(redis_now - r.last_task_at, 1),
                 completed=r.completed,

@@ -94,8 +94,9 @@ def render(status: Status) -> str:
             f'<span data-field="workers_live">{status.live_workers}</span> worker(s) live'
         )
     workers = "".join(
-        f'<tr><td>{_e(w.node)}</td><td class="text {"ok" if w.live else "bad"}">'
-        f"{'live' if w.live else 'not seen'}</td><td>{_age(w.heartbeat_age_s)}</td>"
+        f'<tr><td>{_e(w.node)}</td><td class="text {"ok" if w.live and not w.stalled else "bad"}">'
+        f"{'live' if w.live else 'not seen'}{', stalled' if w.stalled else ''}</td>"
+        f"<td>{_age(w.heartbeat_age_s)}</td>"
         f"<td>{_age(w.last_task_age_s)}</td><td>{w.completed}</td><td>{w.held}</td></tr>"
         for w in status.workers
     )

@@ -145,6 +145,7 @@ def test_a_worker_reports_metrics_status_and_health_and_fails_the_probe_when_stu
     assert doc["queue"]["ready"] == 0
     seen = {w["node"]: w for w in doc["workers"]}
     assert seen[node]["live"] is True
+    assert seen[node]["stalled"] is False
     assert seen[node]["completed"] >= 12
     table = run_cli(procs, "status")
     assert table.returncode == 0, table.stderr
@@ -177,6 +178,11 @@ def test_a_worker_reports_metrics_status_and_health_and_fails_the_probe_when_stu
         host_wide = run_cli(procs, "health", **fast)
         assert host_wide.returncode == 1
         assert "stalled" in host_wide.stdout
+        frozen = {
+            w["node"]: w for w in json.loads(run_cli(procs, "status", "--json", **fast).stdout)["workers"]
+        }
+        assert frozen[node]["stalled"] is True
+        assert frozen[node]["live"] is False  # its heartbeat stopped too
         # The process is alive the whole time: a liveness check would not have noticed.
         assert worker.alive
     finally:

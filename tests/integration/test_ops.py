@@ -330,7 +330,9 @@ def _stuck_record(rclient: redis.Redis, *, node: str, pid: int, held: int = 0, i
     rclient.set(health.WORKER_PREFIX + node, record.dumps())
 
 
-def test_probe_fails_a_live_worker_that_stopped_progressing_while_messages_wait(rclient: redis.Redis) -> None:
+def test_probe_fails_a_live_worker_that_stopped_progressing_while_messages_wait(
+    rclient: redis.Redis, deps: Deps, redis_url: str
+) -> None:
     # Our own pid stands for a live worker process whose record says it finished nothing for 10 minutes.
     _stuck_record(rclient, node="stuck@test", pid=os.getpid())
     idle = health.probe_workers(rclient, stall_s=300, node="stuck@test")
@@ -340,8 +342,17 @@ def test_probe_fails_a_live_worker_that_stopped_progressing_while_messages_wait(
     assert not stuck.ok
     assert "stalled: no task finished for 10m" in stuck.line
     assert "2 messages wait" in stuck.line
-    # The same worker judged as "every live worker of this host".
+    # The same worker judged as "every live worker of this host", and as status shows it.
     assert not health.probe_workers(rclient, stall_s=300).ok
+    [seen] = status.collect(
+        deps.sessions,
+        day=None,
+        now=dt.datetime.now(dt.UTC),
+        policy=deps.policy,
+        redis_url=redis_url,
+        stall_s=300,
+    ).workers
+    assert (seen.node, seen.live, seen.stalled, seen.held) == ("stuck@test", True, True, 0)
     # Within the limit it is still healthy.
     assert health.probe_workers(rclient, stall_s=900, node="stuck@test").ok
 
