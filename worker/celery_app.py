@@ -97,7 +97,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 
 def configure(settings: Settings) -> Celery:
-    app.conf.update(celery_config(settings))
+    config = celery_config(settings)
+    if app.conf.broker_url != config["broker_url"] and app._pool is not None:
+        # Celery caches its connection and producer pools with the broker they were made for;
+        # without this, a process that switches brokers keeps publishing (and pinging) the old one.
+        app._pool.force_close_all()
+        app._pool = None
+        app.amqp._producer_pool = None
+    app.conf.update(config)
     return app
 
 
