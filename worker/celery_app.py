@@ -98,10 +98,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 def configure(settings: Settings) -> Celery:
     config = celery_config(settings)
-    if app.conf.broker_url != config["broker_url"] and app._pool is not None:
+    if app.conf.broker_url != config["broker_url"]:
         # Celery caches its connection and producer pools with the broker they were made for;
         # without this, a process that switches brokers keeps publishing (and pinging) the old one.
-        app._pool.force_close_all()
+        # The pools are kombu's, shared per broker URL: dropped here, not closed, since switching
+        # back must find them usable.
         app._pool = None
         app.amqp._producer_pool = None
     app.conf.update(config)

@@ -62,5 +62,9 @@ def test_configure_with_another_broker_drops_the_cached_pool() -> None:
             assert conn.as_uri().endswith("127.0.0.1:2222/0")
         with app.producer_or_acquire() as producer:
             assert producer.connection.as_uri().endswith("127.0.0.1:2222/0")
+        # Back to the first broker: its pool is still usable.
+        configure(Settings(redis_url="redis://127.0.0.1:1111/0"))
+        with app.connection_or_acquire() as conn:
+            assert conn.as_uri().endswith("127.0.0.1:1111/0")
     finally:
         configure(Settings())
