@@ -7,18 +7,21 @@ import sys
 import uuid
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery.utils.nodenames import anon_nodename
 from kombu.utils.uuid import uuid as kombu_uuid
 
-from worker.sweep import QueueDepth
+if TYPE_CHECKING:
+    from worker.sweep import QueueDepth
 
 SHARE_QUEUE = "cardshare"
 CONTROL_QUEUE = "cardshare.control"
 SHARE_TASK = "cardshare.share_chat"
 BATCH_SIZE = 1000
 PERSISTENT = 2  # AMQP delivery mode; Celery's default for task messages
+# kombu's Redis transport keeps delivered-but-unacknowledged messages in this hash (its default).
+UNACKED_KEY = "unacked"
 
 
 class Publisher:
@@ -123,6 +126,9 @@ def worker_command(**kw: Any) -> list[str]:
 
 def queue_depth(app: Any) -> QueueDepth:
     """Messages waiting in the share queue, and delivered-but-unacknowledged ones."""
+    # Imported here: the healthcheck reads the queue names without loading the sweep (and SQL).
+    from worker.sweep import QueueDepth
+
     with app.connection_for_write() as conn:
         channel = conn.default_channel
         client = channel.client

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 from typing import Any
 
 from celery import Celery, signals
 from kombu.entity import Queue
 
-from worker import runtime
+from worker import health, metrics, runtime
 from worker.broker import CONTROL_QUEUE, SHARE_QUEUE
 from worker.config import Settings
 from worker.errors import ConfigError
@@ -99,7 +100,15 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 
 def configure(settings: Settings) -> Celery:
-    app.conf.update(celery_config(settings))
+    config = celery_config(settings)
+    if app.conf.broker_url != config["broker_url"]:
+        # Celery caches its connection and producer pools with the broker they were made for;
+        # without this, a process that switches brokers keeps publishing (and pinging) the old one.
+        # The pools are kombu's, shared per broker URL: dropped here, not closed, since switching
+        # back must find them usable.
+        app._pool = None
+        app.amqp._producer_pool = None
+    app.conf.update(config)
     return app
 
 
@@ -161,3 +170,78 @@ def _unbind_task(task_id: str | None = None, **_: Any) -> None:
             unbind(token)
         except ValueError:
             logging.getLogger("cardshare").debug("log context reset from another context")
+
+
+# --------------------------------------------------------------------------- operations (issue #8)
+# The worker's main process serves /metrics and writes the progress heartbeat; beat writes its
+# own. Pool children (prefork) only record metrics, into PROMETHEUS_MULTIPROC_DIR when set.
+
+_ops: dict[str, Any] = {}
+
+
+@signals.worker_init.connect
+def _fresh_metrics(**_: Any) -> None:
+    # Before the pool forks: children of the previous run left counts that died with them.
+    metrics.reset_multiprocess_dir()
+
+
+def _worker_counters() -> tuple[int, int]:
+    """(tasks finished, messages held) as this main process sees them, whatever the pool."""
+    from celery.worker import state
+
+    return state.all_total_count[0] - len(state.active_requests), len(state.reserved_requests)
+
+
+@signals.worker_ready.connect
+def _start_operations(sender: Any = None, **_: Any) -> None:
+    settings = Settings.from_env()
+    controller = getattr(sender, "controller", None)
+    pool = getattr(controller, "pool", None)
+    pool_name = type(pool).__module__.rsplit(".", 1)[-1] if pool is not None else settings.worker_pool
+    if pool_name == "prefork" and metrics.multiprocess_dir() is None:
+        logging.getLogger("cardshare.metrics").warning(
+            "metrics of prefork children are not exported: set PROMETHEUS_MULTIPROC_DIR"
+        )
+    _ops["metrics"] = metrics.serve(settings.metrics_host, settings.metrics_port)
+    assert settings.redis_url
+    beat = health.WorkerHeartbeat(
+        health.redis_client(settings.redis_url),
+        node=str(getattr(sender, "hostname", None) or f"celery@{health.this_host()}"),
+        pool=pool_name,
+        concurrency=int(getattr(controller, "concurrency", 0) or settings.worker_concurrency),
+        stall_s=settings.health_stall_minutes * 60,
+        counters=_worker_counters,
+    )
+    beat.start()
+    _ops["heartbeat"] = beat
+
+
+@signals.worker_shutdown.connect
+def _stop_operations(**_: Any) -> None:
+    beat = _ops.pop("heartbeat", None)
+    if beat is not None:
+        beat.stop()
+    server = _ops.pop("metrics", None)
+    if server is not None:
+        server.shutdown()
+
+
+@signals.worker_process_shutdown.connect
+def _child_exited(pid: int | None = None, **_: Any) -> None:
+    metrics.process_exited(pid or os.getpid())
+
+
+@signals.beat_init.connect
+def _start_beat_heartbeat(**_: Any) -> None:
+    settings = Settings.from_env()
+    url = settings.redis_url or app.conf.broker_url
+    beat = health.BeatHeartbeat(health.redis_client(url))
+    beat.start()
+    _ops["beat"] = beat
+
+
+@signals.before_task_publish.connect
+def _note_beat_send(sender: str | None = None, **_: Any) -> None:
+    beat = _ops.get("beat")
+    if beat is not None and sender:
+        beat.note_sent(sender)

@@ -301,7 +301,8 @@ def main(argv: list[str] | None = None) -> None:
 
 # Command groups kept in their own modules register themselves here; they import this module,
 # so this comes last.
-from worker import cli_cards, cli_ingest  # noqa: E402
+from worker import cli_cards, cli_ingest, cli_ops  # noqa: E402
 
 cli_cards.register(cli)  # card list|create|update, contacts
 cli_ingest.register(cli)  # webhooks, sync, import
+cli_ops.register(cli)  # status, history, health, web

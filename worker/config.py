@@ -94,6 +94,10 @@ class Settings:
     webhook_port: int = 8080
     sync_interval_s: float = 86400.0
     sync_message_lookups: int = 1000
+    # --- operations (metrics, health)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9808
+    health_stall_minutes: float = 5.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -200,6 +204,10 @@ class Settings:
         take("CARDSHARE_WEBHOOK_PORT", "webhook_port", _port)
         take("CARDSHARE_SYNC_INTERVAL", "sync_interval_s", _positive_float)
         take("CARDSHARE_SYNC_MESSAGE_LOOKUPS", "sync_message_lookups", _non_negative_int)
+        # --- operations (metrics, health)
+        take("CARDSHARE_METRICS_HOST", "metrics_host", str)
+        take("CARDSHARE_METRICS_PORT", "metrics_port", _port)
+        take("CARDSHARE_HEALTH_STALL_MINUTES", "health_stall_minutes", _positive_float)
         return cls(**kw)
 
     def to_env(self) -> dict[str, str]:
@@ -266,6 +274,9 @@ ENV_NAMES: dict[str, str] = {
     "CARDSHARE_WEBHOOK_PORT": "webhook_port",
     "CARDSHARE_SYNC_INTERVAL": "sync_interval_s",
     "CARDSHARE_SYNC_MESSAGE_LOOKUPS": "sync_message_lookups",
+    "CARDSHARE_METRICS_HOST": "metrics_host",
+    "CARDSHARE_METRICS_PORT": "metrics_port",
+    "CARDSHARE_HEALTH_STALL_MINUTES": "health_stall_minutes",
 }
 
 

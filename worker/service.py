@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker import drill_hooks, store
+from worker import drill_hooks, metrics, store
 from worker.cadence import EXPLANATIONS, NotDue, Policy, share_day, why_not_due
-from worker.classify import Action, CallResult, Verdict, classify
+from worker.classify import Action, CallResult, Transport, Verdict, classify
 from worker.config import LINQ_SHARE_WINDOW_S, Settings
 from worker.errors import StoreUnavailable
 from worker.linq import LinqCallError, LinqGateway
@@ -111,6 +111,7 @@ class _Run:
     prior_unknown: bool
     unknown_in_run: bool = False
     http_attempts: int = 0
+    last_attempt_no: int | None = None  # attempt_no of the newest attempts row, for the log
     trace_ids: list[str] = field(default_factory=list)
 
 
@@ -120,6 +121,15 @@ def explain(reason: NotDue) -> str:
 
 def share_chat(chat_id: uuid.UUID, day: dt.date, deps: Deps, *, task_id: str | None = None) -> ShareResult:
     """Share `chat_id`'s card for `day`, at most once. Raises StoreUnavailable if the DB is down."""
+    started = time.monotonic()
+    result = _share_chat(chat_id, day, deps, task_id)
+    metrics.share_finished(result.outcome.value, time.monotonic() - started)
+    if result.outcome in (Outcome.BUSY, Outcome.LOST):
+        metrics.claim_conflict(result.outcome.value)
+    return result
+
+
+def _share_chat(chat_id: uuid.UUID, day: dt.date, deps: Deps, task_id: str | None) -> ShareResult:
     now = deps.clock()
     today = share_day(now, deps.settings.zone)
     if day != today:
@@ -185,7 +195,9 @@ def _attempt(run: _Run, line_phone: str, deps: Deps, task_id: str | None) -> Sha
         # The lease ran out and another worker took over: calling now could double-share.
         return ShareResult(Outcome.LOST, claim.chat_id, claim.day, reason="claim taken over; not calling")
     attempt_id, attempt_no = run.attempt
+    run.last_attempt_no = attempt_no
     run.http_attempts += 1
+    called = time.monotonic()
     try:
         if claim.lost_claims >= 1 and deps.sandbox is not None:
             response = deps.sandbox.share(claim.chat_id)
@@ -204,7 +216,13 @@ def _attempt(run: _Run, line_phone: str, deps: Deps, task_id: str | None) -> Sha
         verdict = classify(exc.result)
         trace = exc.trace_id
     except SandboxCrashed as crash:
+        metrics.http_attempt(None, "crash", time.monotonic() - called)
         return _crashed(run, attempt_id, crash, deps)
+    metrics.http_attempt(
+        err.status if err else response.status,
+        "timeout" if err and err.transport is Transport.MAYBE_SENT else "connection",
+        time.monotonic() - called,
+    )
     if trace:
         run.trace_ids.append(trace)
     record = store.AttemptResult(
@@ -394,9 +412,12 @@ def _finish(
         "share.finished",
         chat_id=str(run.claim.chat_id),
         day=str(run.claim.day),
+        attempt=run.last_attempt_no,
+        http_attempts=run.http_attempts,
         outcome=outcome.value,
         status=status.value,
         reason=reason,
+        trace_id=trace,
     )
     return ShareResult(
         outcome,
@@ -476,9 +497,13 @@ def _reschedule(run: _Run, exhausted: Exhausted, deps: Deps) -> ShareResult:
         "share.rescheduled",
         chat_id=str(run.claim.chat_id),
         day=str(run.claim.day),
+        attempt=run.last_attempt_no,
+        http_attempts=run.http_attempts,
+        outcome=outcome.value,
         status=status.value,
         retry_in_s=round(wait, 1),
         reason=reason,
+        trace_id=run.trace_ids[-1] if run.trace_ids else None,
     )
     return ShareResult(
         outcome,
@@ -507,7 +532,8 @@ def _wrong_day(chat_id: uuid.UUID, day: dt.date, today: dt.date, deps: Deps) -> 
 
 def _log_sleep(chat_id: uuid.UUID, day: dt.date) -> Callable[..., None]:
     def before_sleep(state: object) -> None:
-        sleep_s = getattr(state, "upcoming_sleep", 0.0)
-        event(log, "share.retry_sleep", chat_id=str(chat_id), day=str(day), sleep_s=round(float(sleep_s), 3))
+        sleep_s = float(getattr(state, "upcoming_sleep", 0.0))
+        metrics.retry_sleep(sleep_s)
+        event(log, "share.retry_sleep", chat_id=str(chat_id), day=str(day), sleep_s=round(sleep_s, 3))
 
     return before_sleep

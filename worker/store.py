@@ -1059,3 +1059,238 @@ def save_lookup(session: Session, chat_id: uuid.UUID, *, cursor: str | None, pag
         ),
         {"c": chat_id, "cursor": cursor, "pages": pages, "found": found},
     )
+
+
+# =========================================================================== operations (issue #8)
+# Read-only queries behind `cardshare status`, `cardshare history` and the status page.
+
+
+@contextmanager
+def read_only(sessions: sessionmaker[Session]) -> Iterator[Session]:
+    """A transaction that cannot write: status readers must never change what they report."""
+    with transaction(sessions) as session:
+        session.execute(text("SET TRANSACTION READ ONLY"))
+        yield session
+
+
+@dataclass(frozen=True)
+class DayCount:
+    """Chat-days of one line in one status, grouped by the first word of their reason."""
+
+    line_phone: str
+    status: str
+    kind: str | None
+    count: int
+    confirmed: int
+
+
+def day_status_counts(session: Session, day: dt.date) -> list[DayCount]:
+    """Every chat-day of `day`, counted per line, status and reason kind ("card_inactive", ...)."""
+    rows = session.execute(
+        text(
+            """
+            SELECT c.line_phone, d.status, substring(d.reason FROM '^[a-z_]+') AS kind,
+                   count(*) AS n, count(*) FILTER (WHERE d.confirmed_by_rate_limit) AS confirmed
+            FROM share_days d JOIN chats c ON c.id = d.chat_id
+            WHERE d.day = :day
+            GROUP BY 1, 2, 3
+            """
+        ),
+        {"day": day},
+    ).all()
+    return [DayCount(r.line_phone, r.status, r.kind, int(r.n), int(r.confirmed)) for r in rows]
+
+
+def unmarked_due_by_line(
+    session: Session, *, day: dt.date, now: dt.datetime, policy: Policy
+) -> dict[str, int]:
+    """Per line: chats due now that no sweep has marked for `day` yet (the sweep's own rules)."""
+    rows = session.execute(
+        text(
+            """
+            SELECT c.line_phone, count(*) FROM chats c
+            JOIN lines l ON l.phone_number = c.line_phone
+            WHERE c.service = 'iMessage' AND NOT c.opted_out AND c.not_found_at IS NULL
+              AND (:groups OR NOT c.is_group)
+              AND c.first_outbound_at <= :now
+              AND coalesce(c.last_outbound_at, c.first_outbound_at) >= :active_since
+              AND l.card_active
+              AND NOT EXISTS (SELECT 1 FROM share_days d WHERE d.chat_id = c.id AND d.day = :day)
+            GROUP BY c.line_phone
+            """
+        ),
+        {"day": day, "groups": policy.share_groups, "now": now, "active_since": active_since(now, policy)},
+    ).all()
+    return {str(p): int(n) for p, n in rows}
+
+
+def line_cards(session: Session) -> dict[str, bool]:
+    return {str(p): bool(a) for p, a in session.execute(text("SELECT phone_number, card_active FROM lines"))}
+
+
+@dataclass(frozen=True)
+class RunRow:
+    kind: str
+    day: dt.date
+    started_at: dt.datetime
+    finished_at: dt.datetime | None
+    scanned: int
+    enqueued: int
+    error: str | None
+
+
+def last_runs(session: Session) -> dict[str, RunRow]:
+    """The newest run of each kind that records runs (by start time)."""
+    rows = session.execute(
+        text(
+            """
+            SELECT DISTINCT ON (kind) kind, day, started_at, finished_at, scanned, enqueued, error
+            FROM sweep_runs ORDER BY kind, started_at DESC
+            """
+        )
+    ).all()
+    return {r.kind: RunRow(*r) for r in rows}
+
+
+@dataclass(frozen=True)
+class FailureRow:
+    chat_id: uuid.UUID
+    day: dt.date
+    line_phone: str
+    status: str
+    reason: str | None
+    at: dt.datetime
+    http_status: int | None
+    linq_code: int | None
+    trace_id: str | None
+
+
+def recent_failures(session: Session, *, since: dt.date, limit: int) -> list[FailureRow]:
+    """Failed and unknown-outcome chat-days since `since`, newest first, with their last attempt."""
+    rows = session.execute(
+        text(
+            """
+            SELECT d.chat_id, d.day, c.line_phone, d.status, d.reason,
+                   coalesce(d.finished_at, d.updated_at) AS at, a.http_status, a.linq_code, a.trace_id
+            FROM share_days d
+            JOIN chats c ON c.id = d.chat_id
+            LEFT JOIN LATERAL (
+                SELECT http_status, linq_code, trace_id FROM attempts
+                WHERE chat_id = d.chat_id AND day = d.day ORDER BY attempt_no DESC LIMIT 1
+            ) a ON true
+            WHERE d.day >= :since AND d.status IN ('failed', 'unknown')
+            ORDER BY at DESC, d.chat_id
+            LIMIT :limit
+            """
+        ),
+        {"since": since, "limit": limit},
+    ).all()
+    return [FailureRow(*r) for r in rows]
+
+
+@dataclass(frozen=True)
+class ChatInfo:
+    chat_id: uuid.UUID
+    line_phone: str
+    service: str | None
+    is_group: bool
+    first_outbound_at: dt.datetime | None
+    last_outbound_at: dt.datetime | None
+    opted_out: bool
+    opted_out_at: dt.datetime | None
+    not_found_at: dt.datetime | None
+    card_active: bool
+    created_at: dt.datetime
+
+
+def chat_info(session: Session, chat_id: uuid.UUID) -> ChatInfo | None:
+    row = session.execute(
+        text(
+            """
+            SELECT c.id, c.line_phone, c.service, c.is_group, c.first_outbound_at, c.last_outbound_at,
+                   c.opted_out, c.opted_out_at, c.not_found_at, l.card_active, c.created_at
+            FROM chats c JOIN lines l ON l.phone_number = c.line_phone WHERE c.id = :c
+            """
+        ),
+        {"c": chat_id},
+    ).one_or_none()
+    return None if row is None else ChatInfo(*row)
+
+
+@dataclass(frozen=True)
+class DayRow:
+    day: dt.date
+    status: str
+    reason: str | None
+    attempts: int
+    claims: int
+    lost_claims: int
+    enqueues: int
+    confirmed_by_rate_limit: bool
+    created_at: dt.datetime
+    finished_at: dt.datetime | None
+
+
+def chat_days(session: Session, chat_id: uuid.UUID, *, since: dt.date | None) -> list[DayRow]:
+    rows = session.execute(
+        text(
+            """
+            SELECT day, status, reason, attempts, claims, lost_claims, enqueues,
+                   confirmed_by_rate_limit, created_at, finished_at
+            FROM share_days WHERE chat_id = :c AND (CAST(:since AS date) IS NULL OR day >= :since)
+            ORDER BY day DESC
+            """
+        ),
+        {"c": chat_id, "since": since},
+    ).all()
+    return [DayRow(*r) for r in rows]
+
+
+@dataclass(frozen=True)
+class AttemptRow:
+    day: dt.date
+    attempt_no: int
+    started_at: dt.datetime
+    finished_at: dt.datetime | None
+    outcome: str | None
+    http_status: int | None
+    linq_code: int | None
+    trace_id: str | None
+    error: str | None
+    retry_after_s: float | None
+    task_id: str | None
+
+
+def chat_attempts(session: Session, chat_id: uuid.UUID, *, since: dt.date | None) -> list[AttemptRow]:
+    rows = session.execute(
+        text(
+            """
+            SELECT day, attempt_no, started_at, finished_at, outcome, http_status, linq_code, trace_id,
+                   error, retry_after_s, task_id
+            FROM attempts WHERE chat_id = :c AND (CAST(:since AS date) IS NULL OR day >= :since)
+            ORDER BY day DESC, attempt_no
+            """
+        ),
+        {"c": chat_id, "since": since},
+    ).all()
+    return [AttemptRow(*r) for r in rows]
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    at: dt.datetime
+    actor: str
+    action: str
+    outcome: str
+    detail: str | None
+
+
+def chat_audit(session: Session, chat_ref: str, *, limit: int = 50) -> list[AuditRow]:
+    rows = session.execute(
+        text(
+            "SELECT at, actor, action, outcome, detail FROM audit_events WHERE chat_ref = :c "
+            "ORDER BY at DESC, id DESC LIMIT :limit"
+        ),
+        {"c": chat_ref, "limit": limit},
+    ).all()
+    return [AuditRow(*r) for r in rows]

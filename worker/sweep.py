@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, text
 
-from worker import store
+from worker import metrics, store
 from worker.cadence import share_day
 from worker.errors import StoreUnavailable
 from worker.linq import LinqCallError
@@ -126,6 +126,7 @@ def run_sweep(
     with advisory_lock(engine, SWEEP_LOCK) as got:
         if not got:
             report.ran = False
+            metrics.sweep_finished("sweep", result="locked", seconds=0.0)
             return report
         with store.transaction(deps.sessions) as s:
             run_id = store.start_run(s, "sweep", day)
@@ -169,6 +170,13 @@ def run_sweep(
             raise
         finally:
             report.seconds = time.monotonic() - started
+            metrics.sweep_finished(
+                "sweep",
+                result="error" if error else "ok",
+                seconds=report.seconds,
+                scanned=report.scanned,
+                enqueued=report.enqueued + report.requeued,
+            )
             try:
                 with store.transaction(deps.sessions) as s:
                     store.finish_run(
@@ -208,11 +216,19 @@ def run_recover(
     with advisory_lock(engine, RECOVER_LOCK) as got:
         if not got:
             report.ran = False
+            metrics.sweep_finished("recover", result="locked", seconds=0.0)
             return report
-        with store.transaction(deps.sessions) as s:
-            report.poisoned = store.fail_poisoned(s, day=day, max_lost_claims=deps.settings.max_lost_claims)
-        report.requeued = _requeue(deps, day, publish, queue_depth, queue_lease_s)
+        try:
+            with store.transaction(deps.sessions) as s:
+                report.poisoned = store.fail_poisoned(
+                    s, day=day, max_lost_claims=deps.settings.max_lost_claims
+                )
+            report.requeued = _requeue(deps, day, publish, queue_depth, queue_lease_s)
+        except Exception:
+            metrics.sweep_finished("recover", result="error", seconds=time.monotonic() - started)
+            raise
     report.seconds = time.monotonic() - started
+    metrics.sweep_finished("recover", result="ok", seconds=report.seconds, enqueued=report.requeued)
     if report.requeued or report.poisoned:
         event(
             log,

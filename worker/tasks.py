@@ -12,7 +12,7 @@ from worker.broker import Publisher, queue_depth
 from worker.celery_app import app
 from worker.config import Settings
 from worker.errors import StoreUnavailable
-from worker.logs import event
+from worker.logs import bound, event
 
 log = logging.getLogger("cardshare.tasks")
 
@@ -31,7 +31,9 @@ def share_chat(self: Any, chat_id: str, day: str) -> str:
         event(log, "task.bad_arguments", logging.ERROR, chat_id=repr(chat_id)[:80], day=repr(day)[:40])
         return "rejected"
     try:
-        result = service.share_chat(cid, the_day, runtime.get().deps, task_id=self.request.id)
+        # Every line this task writes (retries, outages) names its chat-day.
+        with bound(chat_id=str(cid), day=day):
+            result = service.share_chat(cid, the_day, runtime.get().deps, task_id=self.request.id)
     except StoreUnavailable as exc:
         # No claim, no call: back off and try again; the lease or the next sweep covers the rest.
         if self.request.retries >= self.max_retries:

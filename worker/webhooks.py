@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from worker import payloads, store
+from worker import metrics, payloads, store
 from worker.config import Settings
 from worker.errors import ConfigError, StoreUnavailable
 from worker.logs import event, register_secret
@@ -189,7 +189,7 @@ def record(
 def create_app(
     settings: Settings, sessions: sessionmaker[Session], *, clock: Callable[[], float] = time.time
 ) -> Starlette:
-    """The receiver's ASGI app: POST /webhooks/linq, GET /healthz."""
+    """The receiver's ASGI app: POST /webhooks/linq, GET /healthz, GET /metrics (Prometheus)."""
     verifier = verifier_for(settings)
 
     async def receive(request: Request) -> Response:
@@ -197,31 +197,37 @@ def create_app(
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
             event(log, "webhook.rejected", logging.WARNING, reason=f"body of {declared} bytes is too large")
+            metrics.webhook_delivery("too_large")
             return JSONResponse({"error": "body too large"}, 413)
         body = await request.body()
         if len(body) > MAX_BODY_BYTES:
             event(log, "webhook.rejected", logging.WARNING, reason=f"body of {len(body)} bytes is too large")
+            metrics.webhook_delivery("too_large")
             return JSONResponse({"error": "body too large"}, 413)
         webhook_id = request.headers.get("webhook-id", "")[:128] or None
         try:
             verified = verifier.verify(body, request.headers, now=clock())
         except Rejected as exc:
             event(log, "webhook.rejected", logging.WARNING, reason=exc.reason, webhook_id=webhook_id)
+            metrics.webhook_delivery("rejected")
             return JSONResponse({"error": "signature rejected"}, 401)
         try:
             parsed = payloads.parse_event(body, webhook_id=verified.webhook_id)
         except payloads.MalformedPayload as exc:
             event(log, "webhook.malformed", logging.WARNING, reason=str(exc), webhook_id=webhook_id)
+            metrics.webhook_delivery("malformed")
             return JSONResponse({"error": f"malformed payload: {exc}"}, 400)
         if parsed.activity is None:
             event(
                 log, "webhook.ignored", logging.DEBUG, event_id=parsed.event_id, event_type=parsed.event_type
             )
+            metrics.webhook_delivery("ignored")
             return JSONResponse({"status": "ignored"})
         try:
             outcome = await run_in_threadpool(record, sessions, parsed, verified)
         except StoreUnavailable as exc:
             event(log, "webhook.db_unavailable", logging.ERROR, event_id=parsed.event_id, error=str(exc))
+            metrics.webhook_delivery("db_unavailable")
             return JSONResponse({"error": "database unavailable; retry later"}, 503)
         if outcome is store.Delivery.REPLAYED:
             event(
@@ -232,6 +238,7 @@ def create_app(
                 event_id=parsed.event_id,
                 webhook_id=webhook_id,
             )
+            metrics.webhook_delivery("replayed")
             return JSONResponse({"error": "signature rejected"}, 401)
         event(
             log,
@@ -243,13 +250,23 @@ def create_app(
             scheme=verified.scheme,
             ms=round((time.monotonic() - started) * 1000, 1),
         )
-        return JSONResponse({"status": "recorded" if outcome is store.Delivery.NEW else "duplicate"})
+        result = "recorded" if outcome is store.Delivery.NEW else "duplicate"
+        metrics.webhook_delivery(result)
+        return JSONResponse({"status": result})
 
     async def health(request: Request) -> Response:
         return JSONResponse({"ok": True})
 
+    async def metrics_page(request: Request) -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
+
     return Starlette(
-        routes=[Route(PATH, receive, methods=["POST"]), Route("/healthz", health, methods=["GET"])]
+        routes=[
+            Route(PATH, receive, methods=["POST"]),
+            Route("/healthz", health, methods=["GET"]),
+            Route("/metrics", metrics_page, methods=["GET"]),
+        ]
     )
 
 

@@ -47,3 +47,24 @@ def test_stable_task_names_are_registered() -> None:
     assert schedule["sweep"]["task"] == "cardshare.sweep"
     assert schedule["sweep"]["schedule"].total_seconds() == 900
     assert schedule["recover"]["schedule"].total_seconds() == 60
+
+
+def test_configure_with_another_broker_drops_the_cached_pool() -> None:
+    """Publishing (and pinging) must follow the broker the process was configured with last."""
+    from worker.celery_app import app, configure
+    from worker.config import Settings
+
+    try:
+        configure(Settings(redis_url="redis://127.0.0.1:1111/0"))
+        assert app.pool.connection.as_uri().endswith("127.0.0.1:1111/0")
+        configure(Settings(redis_url="redis://127.0.0.1:2222/0"))
+        with app.connection_or_acquire() as conn:
+            assert conn.as_uri().endswith("127.0.0.1:2222/0")
+        with app.producer_or_acquire() as producer:
+            assert producer.connection.as_uri().endswith("127.0.0.1:2222/0")
+        # Back to the first broker: its pool is still usable.
+        configure(Settings(redis_url="redis://127.0.0.1:1111/0"))
+        with app.connection_or_acquire() as conn:
+            assert conn.as_uri().endswith("127.0.0.1:1111/0")
+    finally:
+        configure(Settings())

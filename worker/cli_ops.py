@@ -1,0 +1,295 @@
+"""Operations commands: `cardshare status`, `history`, `health`, `web`.
+
+Registered on the main group by `register(cli)`; the work happens in `status`, `health` and
+`web`. `worker.cli` is imported inside the commands, because it imports this module.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from collections.abc import Sequence
+
+import click
+
+from worker import runtime
+from worker.cli_health import health
+from worker.config import Settings
+from worker.errors import InputError, UnknownChat
+from worker.status import Counts, History, Status
+
+
+def register(cli: click.Group) -> None:
+    """Add the operations commands to the `cardshare` group."""
+    cli.add_command(status)
+    cli.add_command(history)
+    cli.add_command(health)
+    cli.add_command(web)
+
+
+def collect_status(settings: Settings, day: dt.date | None) -> Status:
+    from worker import status as status_mod
+
+    deps = runtime.get().deps
+    return status_mod.collect(
+        deps.sessions,
+        day=day,
+        now=deps.clock(),
+        policy=deps.policy,
+        redis_url=settings.redis_url,
+        stall_s=settings.health_stall_minutes * 60,
+    )
+
+
+def _parse_day(raw: str | None) -> dt.date | None:
+    if raw is None:
+        return None
+    try:
+        return dt.date.fromisoformat(raw)
+    except ValueError:
+        raise InputError(f"--day {raw!r} is not a date (YYYY-MM-DD)") from None
+
+
+# --------------------------------------------------------------------------- status
+
+
+@click.command()
+@click.option("--day", "day_text", default=None, help="YYYY-MM-DD in CARDSHARE_TIMEZONE (default today).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(day_text: str | None, as_json: bool) -> None:
+    """How the day is going: per line and in total, last sweep, queue, workers, beat."""
+    from worker.cli import boot
+
+    day = _parse_day(day_text)
+    with boot() as b:
+        st = collect_status(b.settings, day)
+    if as_json:
+        click.echo(json.dumps(st.as_dict(), indent=2))
+        return
+    _print_status(st)
+
+
+def _ago(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.1f}h ago"
+
+
+def _reasons(counter: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counter.items()))
+
+
+def _print_status(st: Status) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    # A pipe gets no colour and a fixed width, so the table does not wrap at 80 columns.
+    console = Console(width=None if sys.stdout.isatty() else 140)
+    table = Table(title=f"cardshare {st.day}", title_justify="left")
+    for name in (
+        "line",
+        "card",
+        "due",
+        "shared",
+        "skipped",
+        "failed",
+        "unknown",
+        "in flight",
+        "not enqueued",
+    ):
+        table.add_column(name, justify="left" if name in ("line", "card") else "right")
+
+    def add(label: str, card: str, c: Counts, style: str | None = None) -> None:
+        table.add_row(
+            label,
+            card,
+            *(str(v) for v in (c.due, c.shared, c.skipped_total, c.failed_total, c.unknown, c.in_flight)),
+            str(c.not_enqueued),
+            style=style,
+        )
+
+    for ln in st.lines:
+        add(ln.line, {True: "active", False: "inactive", None: "-"}[ln.card_active], ln.counts)
+    add("total", "", st.total, style="bold")
+    console.print(table)
+    t = st.total
+    if t.confirmed_by_rate_limit:
+        console.print(
+            f"shared includes {t.confirmed_by_rate_limit} confirmed by Linq's 429 after an unknown outcome"
+        )
+    if t.skipped:
+        console.print(f"skipped by reason: {_reasons(t.skipped)}")
+    if t.failed:
+        console.print(f"failed by reason: {_reasons(t.failed)}")
+    if t.in_flight:
+        console.print(f"in flight: {t.queued} queued, {t.claimed} being shared, {t.retry} waiting to retry")
+    # Recovery passes leave no sweep_runs row (one a minute); beat's line below says when it last sent one.
+    run = st.last_sweep
+    if run is None:
+        console.print("last sweep: none yet")
+    else:
+        took = "still running" if run.seconds is None else f"took {run.seconds:.1f}s"
+        err = f", error: {run.error}" if run.error else ""
+        ago = (st.at - run.started_at).total_seconds()
+        console.print(
+            f"last sweep: {run.started_at.isoformat(timespec='seconds')} ({_ago(ago)}), {took}, "
+            f"scanned {run.scanned}, enqueued {run.enqueued}{err}",
+            highlight=False,
+        )
+    if st.broker_error:
+        console.print(f"queue and workers: {st.broker_error}", style="red")
+    else:
+        console.print(
+            f"queue: {st.queue_ready} waiting, {st.queue_unacked} delivered and unacknowledged; "
+            f"workers live: {st.live_workers}"
+        )
+        for w in st.workers:
+            console.print(
+                f"  {w.node} ({w.pool} x{w.concurrency}, pid {w.pid} on {w.host}): "
+                f"{'live' if w.live else 'NOT SEEN'}{', STALLED' if w.stalled else ''}, "
+                f"heartbeat {_ago(w.heartbeat_age_s)}, "
+                f"last task {_ago(w.last_task_age_s)}, {w.completed} finished, holding {w.held}",
+                highlight=False,
+            )
+        if st.beat is None:
+            console.print("beat: no heartbeat (is `cardshare beat` running?)", style="red")
+        else:
+            b = st.beat
+            sent = "; ".join(
+                f"{k.removeprefix('cardshare.')} sent {_ago(v)}" for k, v in b.sent_age_s.items()
+            )
+            console.print(
+                f"beat: {'alive' if b.live else 'SILENT'}, heartbeat {_ago(b.heartbeat_age_s)} "
+                f"(pid {b.pid} on {b.host}){'; ' + sent if sent else ''}",
+                highlight=False,
+            )
+    if st.failures:
+        console.print(f"last failures ({len(st.failures)}; `cardshare history CHAT_ID` tells each story):")
+        for f in st.failures[:5]:
+            console.print(
+                f"  {f.at.isoformat(timespec='seconds')} {f.chat_id} {f.day} {f.status}: {f.reason} "
+                f"(HTTP {f.http_status or '-'}, code {f.linq_code or '-'}, trace {f.trace_id or '-'})",
+                highlight=False,
+            )
+
+
+# --------------------------------------------------------------------------- history
+
+
+@click.command()
+@click.argument("chat_id")
+@click.option("--days", type=click.IntRange(min=1), default=None, help="Only the last N days (default all).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def history(chat_id: str, days: int | None, as_json: bool) -> None:
+    """Every day and HTTP attempt of CHAT_ID, and why it is not due today."""
+    from worker import status as status_mod
+    from worker.cli import boot, parse_chat_id
+
+    cid = parse_chat_id(chat_id)  # a malformed id fails before anything starts
+    with boot():
+        deps = runtime.get().deps
+        story = status_mod.history(deps.sessions, cid, now=deps.clock(), policy=deps.policy, days=days)
+    if story is None:
+        raise UnknownChat(f"chat {cid} is unknown to cardshare (no webhook, sync or import has recorded it)")
+    if as_json:
+        click.echo(json.dumps(story.as_dict(), indent=2))
+        return
+    for line in history_lines(story):
+        click.echo(line)
+
+
+def _ts(value: dt.datetime | None) -> str:
+    return "-" if value is None else value.astimezone(dt.UTC).isoformat(timespec="seconds")
+
+
+def history_lines(story: History) -> list[str]:
+    """The plain-text history: stable for pipes and greps."""
+    from worker.cli_cards import render_table
+
+    c = story.chat
+    out = [
+        f"chat {c.chat_id}: line {c.line_phone}, {c.service or 'unknown service'}"
+        f"{', group' if c.is_group else ''}, card {'active' if c.card_active else 'inactive'}",
+        f"  outbound: first {_ts(c.first_outbound_at)}, last {_ts(c.last_outbound_at)}"
+        f"{'; opted out ' + _ts(c.opted_out_at) if c.opted_out else ''}"
+        f"{'; gone at Linq since ' + _ts(c.not_found_at) if c.not_found_at else ''}",
+    ]
+    if story.today_status == "succeeded":
+        out.append(f"today ({story.today}): shared")
+    elif story.due_today:
+        state = story.today_status or "not enqueued yet; the next sweep will"
+        out.append(f"today ({story.today}): due ({state})")
+    else:
+        out.append(f"today ({story.today}): not due: {story.why_not_today}")
+    if not story.days:
+        out.append("no share days recorded")
+    for d in story.days:
+        extra = []
+        if d.confirmed_by_rate_limit:
+            extra.append("confirmed by 429")
+        if d.lost_claims:
+            extra.append(f"{d.lost_claims} lost claim(s)")
+        out.append("")
+        out.append(
+            f"{d.day}: {d.status}{': ' + d.reason if d.reason else ''} "
+            f"({d.attempts} attempt(s), {d.claims} claim(s), {d.enqueues} enqueue(s)"
+            f"{', ' + ', '.join(extra) if extra else ''}; finished {_ts(d.finished_at)})"
+        )
+        attempts = story.attempts_of(d.day)
+        if attempts:
+            rows: list[Sequence[object]] = [
+                (
+                    f"#{a.attempt_no}",
+                    _ts(a.started_at),
+                    a.outcome or "in flight/lost",
+                    a.http_status,
+                    a.linq_code,
+                    a.trace_id,
+                    a.task_id,
+                    (a.error or "")[:80] or None,
+                )
+                for a in attempts
+            ]
+            table = render_table(
+                ["ATTEMPT", "STARTED", "OUTCOME", "HTTP", "CODE", "TRACE", "TASK", "ERROR"], rows
+            )
+            out.extend("  " + line for line in table.splitlines())
+    if story.audit:
+        out.append("")
+        out.append("operator actions:")
+        out.extend(
+            f"  {_ts(a.at)} {a.actor} {a.action}: {a.outcome}{': ' + a.detail if a.detail else ''}"
+            for a in story.audit
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- web
+
+
+@click.command()
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to listen on (keep it loopback)."
+)
+@click.option("--port", default=8090, show_default=True, type=int, help="Port (0 picks a free one).")
+def web(host: str, port: int) -> None:
+    """Serve the read-only status page (today's numbers and the last failures) until stopped."""
+    from worker import web as page
+    from worker.cli import boot
+    from worker.webhooks import bind, serve
+
+    with boot() as b:
+        app = page.create_app(lambda day: collect_status(b.settings, day))
+        try:
+            sock = bind(host, port)
+        except OSError as exc:
+            raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        bound_host, bound_port = sock.getsockname()[:2]
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        click.echo(f"status page at http://{shown}:{bound_port}/")
+        serve(app, sock)
