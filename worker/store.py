@@ -18,8 +18,10 @@ from sqlalchemy import Connection, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
+from worker import hotdb
 from worker.cadence import ChatFacts, Policy, active_since
 from worker.errors import StoreUnavailable
+from worker.hotdb import HotConnection
 from worker.models import AttemptOutcome, DayStatus
 
 OPEN_STATUSES = ("queued", "claimed", "retry", "unknown")
@@ -27,8 +29,8 @@ NIL_UUID = uuid.UUID(int=0)  # keyset start: every chat id sorts after it
 
 
 # The hot-path functions below run one statement each, atomic on its own, so they accept a
-# Connection in autocommit mode as well as a Session (saves BEGIN/COMMIT round trips).
-Db = Session | Connection
+# connection in autocommit mode as well as a Session (saves BEGIN/COMMIT round trips).
+Db = Session | Connection | HotConnection
 
 
 # Hot-path statements, built once: text() re-parses its bind parameters on every call.
@@ -126,18 +128,11 @@ _FINISH_SQL = text(
 
 
 @contextmanager
-def autocommit(sessions: sessionmaker[Session]) -> Iterator[Connection]:
-    """A pooled connection in autocommit mode: each statement commits by itself."""
-    engine = sessions.kw["bind"]
-    try:
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            yield conn
-    except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
-        raise StoreUnavailable(f"database unavailable: {type(exc.orig or exc).__name__}") from exc
-    except sa_exc.DBAPIError as exc:
-        if exc.connection_invalidated:
-            raise StoreUnavailable("database connection lost") from exc
-        raise
+def autocommit(sessions: sessionmaker[Session]) -> Iterator[HotConnection]:
+    """A pooled connection in autocommit mode: each statement commits by itself (raw psycopg,
+    see `hotdb`)."""
+    with hotdb.connect(sessions.kw["bind"]) as conn:
+        yield conn
 
 
 @contextmanager
