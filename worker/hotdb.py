@@ -87,9 +87,12 @@ def connect(engine: Engine) -> Iterator[HotConnection]:
     unreachable. A connection found broken is thrown away, and so is the rest of the pool: after
     a restart of PostgreSQL every idle connection is dead, and each would otherwise fail a task."""
     try:
+        # The pool raises the driver's own errors here (only a Connection wraps them).
         pooled = engine.raw_connection()
-    except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
-        raise StoreUnavailable(f"database unavailable: {type(exc.orig or exc).__name__}") from exc
+    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        raise StoreUnavailable(f"database unavailable: {type(exc).__name__}") from exc
+    except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as exc:
+        raise StoreUnavailable(f"database unavailable: {type(exc).__name__}") from exc
     conn: psycopg.Connection[Any] = pooled.driver_connection  # type: ignore[assignment]
     try:
         conn.autocommit = True
