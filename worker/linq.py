@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -233,22 +234,23 @@ class ClientPool:
     settings: Settings
     _local: threading.local = field(default_factory=threading.local)
     _all: list[LinqGateway] = field(default_factory=list)
-    _free: list[LinqGateway] = field(default_factory=list)
+    _free: deque[LinqGateway] = field(default_factory=deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @contextmanager
     def lease(self) -> Iterator[LinqGateway]:
-        with self._lock:
-            gw = self._free.pop() if self._free else None
-        if gw is None:
+        # deque.pop/append are atomic: no lock on the path every share takes (a contended lock
+        # here showed up as ~3 % of a worker's CPU).
+        try:
+            gw = self._free.pop()
+        except IndexError:
             gw = LinqGateway.create(self.settings)
             with self._lock:
                 self._all.append(gw)
         try:
             yield gw
         finally:
-            with self._lock:
-                self._free.append(gw)
+            self._free.append(gw)
 
     def get(self) -> LinqGateway:
         gw: LinqGateway | None = getattr(self._local, "gateway", None)
