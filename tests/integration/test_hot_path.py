@@ -3,14 +3,17 @@ per kombu pool, no cookie jar in the Linq client."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import psycopg
 import pytest
 import respx
-from kombu import Connection
+import redis
+from kombu import Connection, Consumer, Producer, Queue
 from sqlalchemy import Engine, text
 
 from worker import hotdb, store
@@ -121,6 +124,110 @@ def test_the_transport_reuses_one_sync_client_per_pool(redis_url: str) -> None:
         assert second is not first
         assert second.connection_pool is channel.pool
         assert channel._create_client(asynchronous=True) is not second
+
+
+def _consume_once(redis_url: str, queue: Queue, prefetch: int) -> tuple[list[Any], Connection]:
+    conn = Connection(redis_url, transport="worker.redis_transport:Transport")
+    got: list[Any] = []
+    consumer = Consumer(conn.default_channel, [queue], callbacks=[lambda body, msg: got.append(msg)])
+    consumer.qos(prefetch_count=prefetch)
+    consumer.consume()
+    conn.drain_events(timeout=5)
+    return got, conn
+
+
+def _unacked(raw: redis.Redis, channel: Any, queue: Queue) -> dict[str, list[Any]]:
+    """This queue's entries in the unacked hash (other tests share the server)."""
+    entries = {k.decode(): json.loads(v) for k, v in raw.hgetall(channel.unacked_key).items()}
+    return {tag: e for tag, e in entries.items() if e[2] == queue.name}
+
+
+def _indexed(raw: redis.Redis, channel: Any, tags: list[str]) -> list[str]:
+    return [t for t in tags if raw.zscore(channel.unacked_index_key, t) is not None]
+
+
+def _publish(redis_url: str, queue: Queue, *payloads: dict[str, int]) -> None:
+    with Connection(redis_url, transport="worker.redis_transport:Transport") as pub:
+        producer = Producer(pub.default_channel)
+        for payload in payloads:
+            producer.publish(payload, routing_key=queue.name, declare=[queue])
+
+
+def test_one_wake_up_takes_the_waiting_messages_within_the_prefetch_window(redis_url: str) -> None:
+    queue = Queue(f"take-more-{uuid.uuid4().hex[:8]}")
+    _publish(redis_url, queue, *({"i": i} for i in range(12)))
+    raw = redis.Redis.from_url(redis_url)
+    got, conn = _consume_once(redis_url, queue, prefetch=5)
+    try:
+        channel = conn.default_channel
+        # One BRPOP and one script call: the prefetch window, in publish order.
+        assert [m.payload["i"] for m in got] == [0, 1, 2, 3, 4]
+        assert raw.llen(queue.name) == 7
+        tags = sorted(m.delivery_tag for m in got)
+        unacked = _unacked(raw, channel, queue)
+        assert sorted(unacked) == tags
+        assert _indexed(raw, channel, tags) == tags
+        # Each entry is what kombu's own QoS.append writes: [message, exchange, routing key].
+        for m in got:
+            entry = unacked[m.delivery_tag]
+            assert entry[0]["properties"]["delivery_tag"] == m.delivery_tag
+            assert entry[1:] == [m.delivery_info["exchange"], m.delivery_info["routing_key"]]
+        got[0].ack()
+        got[1].ack()
+        assert len(_unacked(raw, channel, queue)) == 3
+        assert _indexed(raw, channel, tags[:]) == sorted(m.delivery_tag for m in got[2:])
+        # A worker that stops without acking puts the rest back, intact.
+        channel.qos.restore_unacked()
+        assert _unacked(raw, channel, queue) == {}
+        assert _indexed(raw, channel, tags) == []
+        assert raw.llen(queue.name) == 10
+    finally:
+        conn.release()
+    again, conn = _consume_once(redis_url, queue, prefetch=20)
+    try:
+        assert sorted(m.payload["i"] for m in again) == list(range(2, 12))
+        assert sum(bool(m.delivery_info.get("redelivered")) for m in again) == 3
+        for m in again:
+            m.ack()
+        assert _unacked(raw, conn.default_channel, queue) == {}
+    finally:
+        conn.release()
+        raw.close()
+
+
+def test_an_unreadable_message_in_a_batch_is_dropped_and_forgotten(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue = Queue(f"take-more-{uuid.uuid4().hex[:8]}")
+    _publish(redis_url, queue, {"i": 0})
+    raw = redis.Redis.from_url(redis_url)
+    # Queued behind the good one (LPUSH, consumed from the right): garbage, then a JSON
+    # envelope kombu cannot turn into a message (the script records it), then a good one.
+    raw.lpush(queue.name, b"\xff not json")
+    tag = f"bad-{uuid.uuid4()}"
+    info = {"exchange": "", "routing_key": queue.name}
+    envelope = {
+        "body": "%%% not base64",
+        "properties": {"delivery_tag": tag, "delivery_info": info, "body_encoding": "base64"},
+    }
+    raw.lpush(queue.name, json.dumps(envelope))
+    _publish(redis_url, queue, {"i": 1})
+    with caplog.at_level("ERROR", logger="cardshare.broker"):
+        got, conn = _consume_once(redis_url, queue, prefetch=10)
+    try:
+        channel = conn.default_channel
+        assert [m.payload["i"] for m in got] == [0, 1]
+        assert caplog.text.count("broker.malformed_message_dropped") == 2
+        assert raw.llen(queue.name) == 0
+        # The unreadable envelope was recorded by the script, then forgotten: nothing to restore.
+        assert sorted(_unacked(raw, channel, queue)) == sorted(m.delivery_tag for m in got)
+        assert _indexed(raw, channel, [tag]) == []
+        for m in got:
+            m.ack()
+        assert _unacked(raw, channel, queue) == {}
+    finally:
+        conn.release()
+        raw.close()
 
 
 @respx.mock
