@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-import respx
 import redis
+import respx
 from kombu import Connection, Consumer, Producer, Queue
 from sqlalchemy import Engine, text
 
