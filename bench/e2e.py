@@ -61,9 +61,21 @@ def stop(procs: list[subprocess.Popen[bytes]]) -> None:
             os.killpg(p.pid, signal.SIGKILL)
 
 
-def succeeded(dsn: str) -> int:
+def succeeded(dsn: str | psycopg.Connection[Any]) -> int:
+    """Shares done so far; pass a connection when polling (a new one per poll is a backend fork)."""
+    if isinstance(dsn, str):
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            return succeeded(conn)
+    return int(dsn.execute("SELECT count(*) FROM share_days WHERE status = 'succeeded'").fetchone()[0])  # type: ignore[index]
+
+
+def sessions_opened(dsn: str) -> int:
+    """Connections PostgreSQL has accepted so far (each one forks a backend)."""
     with psycopg.connect(dsn) as conn:
-        return int(conn.execute("SELECT count(*) FROM share_days WHERE status = 'succeeded'").fetchone()[0])  # type: ignore[index]
+        query = "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
+        row = conn.execute(query).fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def reset_stats(dsn: str) -> None:
@@ -171,18 +183,24 @@ def run_cardshare(srv: Any, sim: Any, args: argparse.Namespace) -> dict[str, Any
         deps = Deps(settings, session_factory(engine), clients.get)
         # This process hosts the simulator (and runs the sweep): its CPU is mostly Linq's side.
         groups = {"workers": [w.pid for w in workers], "simulator+sweep": [os.getpid()], **server_pids(srv)}
+        probe = psycopg.connect(srv.dsn, autocommit=True)
+        opened_before = sessions_opened(srv.dsn)
         cpu_before = cpu_seconds(groups)
         start = time.monotonic()
         with Publisher(app) as publish:
             report = run_sweep(deps, engine, publish, lambda: queue_depth(app), queue_lease_s=1800)
         samples = []
-        while (n := succeeded(srv.dsn)) < args.chats:
+        while (n := succeeded(probe)) < args.chats:
             samples.append((time.monotonic() - start, n))
             assert time.monotonic() - start < 1800, f"only {n} shared"
             time.sleep(0.25)
         samples.append((time.monotonic() - start, n))
         elapsed = time.monotonic() - start
         cpu_after = cpu_seconds(groups)
+        probe.close()
+        # CPU of backends that came and went is not in cpu_ms_per_share (they are gone before
+        # it is read): a pool that churns connections shows here instead.
+        opened = sessions_opened(srv.dsn) - opened_before
         calls, ms = db_stats(srv.dsn)
         clients.close()
         engine.dispose()
@@ -197,6 +215,7 @@ def run_cardshare(srv: Any, sim: Any, args: argparse.Namespace) -> dict[str, Any
         "overall_per_s": round(n / elapsed, 1),
         "db_statements_per_share": round(calls / n, 2),
         "db_ms_per_share": round(ms / n, 3),
+        "db_connections_opened": opened,
         "simulator_accepted": shares["total_accepted"],
         **latencies(srv.dsn),
         "cpu_ms_per_share": {g: round(1000 * (cpu_after[g] - cpu_before[g]) / n, 2) for g in groups},
@@ -267,7 +286,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--pool", choices=["threads", "gevent"], default="threads")
-    parser.add_argument("--db-pool", type=int, default=20)
+    parser.add_argument("--db-pool", type=int, default=None, help="default: --concurrency")
     parser.add_argument("--baseline-seconds", type=float, default=60)
     args = parser.parse_args()
     from worker.simulator import SimulatorServer

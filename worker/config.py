@@ -83,7 +83,8 @@ class Settings:
     worker_pool: str = "threads"
     worker_concurrency: int = 64
     prefetch_multiplier: int = 1
-    db_pool_size: int = 20
+    # None: one connection per worker thread (see `db_pool`).
+    db_pool_size: int | None = None
     data_dir: Path = field(default_factory=lambda: Path(".cardshare"))
     log_level: str = "INFO"
     log_format: str = "auto"
@@ -231,6 +232,13 @@ class Settings:
                 text = str(value)
             env[name] = text
         return env
+
+    @property
+    def db_pool(self) -> int:
+        """Connections a process keeps. A pool smaller than the threads that use it churns:
+        each burst past it opens an overflow connection (a PostgreSQL backend fork) and closes
+        it on return; at 20 for 100 threads that was one new connection per 7 shares."""
+        return self.db_pool_size or self.worker_concurrency
 
     def require_api_key(self) -> str:
         if not self.linq_api_key:

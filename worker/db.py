@@ -36,7 +36,7 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10, **kw: 
 def engine_for(settings: Settings, **kw: Any) -> Engine:
     if settings.database_url is None:
         raise RuntimeError("database_url is not resolved; start the embedded services first")
-    return make_engine(settings.database_url, pool_size=settings.db_pool_size, **kw)
+    return make_engine(settings.database_url, pool_size=settings.db_pool, **kw)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -77,6 +77,14 @@ def test_blank_values_mean_default() -> None:
     assert Settings.from_env({"CARDSHARE_TIMEZONE": "  "}).timezone == "UTC"
 
 
+def test_the_db_pool_follows_the_concurrency_unless_set() -> None:
+    # One connection per thread: a smaller pool churns connections under load.
+    assert Settings.from_env({"CARDSHARE_WORKER_CONCURRENCY": "100"}).db_pool == 100
+    assert Settings.from_env({}).db_pool == Settings().worker_concurrency
+    pinned = Settings.from_env({"CARDSHARE_WORKER_CONCURRENCY": "100", "CARDSHARE_DB_POOL_SIZE": "30"})
+    assert pinned.db_pool == 30
+
+
 def test_mask_url() -> None:
     assert mask_url("postgresql+psycopg://u:pw@db/x") == "postgresql+psycopg://u:****@db/x"
     assert mask_url("redis://db:6379/0") == "redis://db:6379/0"
