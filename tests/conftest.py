@@ -26,6 +26,7 @@ from worker.config import Secret, Settings
 from worker.db import make_engine, session_factory
 from worker.embedded import EmbeddedPostgres, EmbeddedRedis
 from worker.linq import ClientPool
+from worker.rules.facts import ChatActivity
 from worker.service import Deps
 from worker.simulator import SimulatorAdmin, SimulatorServer
 
@@ -206,7 +207,7 @@ class World:
             )
         with store.transaction(self.deps.sessions) as s:
             store.record_activity(
-                s, [store.ChatActivity(chat_id, line, service=service, is_group=is_group, outbound_at=when)]
+                s, [ChatActivity(chat_id, line, service=service, is_group=is_group, outbound_at=when)]
             )
         return chat_id
 
@@ -235,6 +236,6 @@ def world(deps: Deps, sim: SimulatorAdmin) -> World:
 
 @pytest.fixture
 def today(settings: Settings) -> dt.date:
-    from worker.cadence import share_day
+    from worker.rules.cadence import share_day
 
     return share_day(dt.datetime.now(dt.UTC), settings.zone)

@@ -23,11 +23,11 @@ from linq.types import SetContactCard
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker import store
-from worker.cadence import Policy, share_day
-from worker.classify import Transport
 from worker.errors import CardshareError, InputError
 from worker.linq import Card, LinqCallError, LinqGateway, error_from_sdk
 from worker.logs import event
+from worker.rules.cadence import Policy, share_day
+from worker.rules.classify import Transport
 
 log = logging.getLogger("cardshare.cards")
 

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from worker.cadence import Policy, active_since, day_bounds
+from worker.rules.cadence import Policy, active_since, day_bounds
 
 OPEN = ("queued", "claimed", "retry")
 
@@ -132,7 +132,7 @@ def run_check(
             report.unknown += 1
         elif r.status in OPEN:
             report.missed.append(r.chat_id)
-    from worker.cadence import share_day
+    from worker.rules.cadence import share_day
 
     if share_day(now, policy.zone) == day:
         report.unseen_due = _unseen_due(session, day, policy, now)

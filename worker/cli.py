@@ -90,7 +90,7 @@ def db_check() -> None:
 def share(chat_id: str, wait: bool) -> None:
     """Share the card into CHAT_ID today (same once-a-day rules as the sweep)."""
     from worker import runtime, service
-    from worker.cadence import share_day, why_not_due
+    from worker.rules.cadence import share_day, why_not_due
 
     with boot() as b:
         deps = runtime.get().deps
@@ -277,7 +277,7 @@ def demo(chats: int, keep: bool) -> None:
 
 
 def _today(settings: Settings) -> dt.date:
-    from worker.cadence import share_day
+    from worker.rules.cadence import share_day
 
     return share_day(dt.datetime.now(dt.UTC), settings.zone)
 

@@ -27,9 +27,10 @@ from sqlalchemy import text
 from worker import runtime, store
 from worker.bootstrap import resolve
 from worker.broker import Publisher, queue_depth, worker_command
-from worker.cadence import share_day, why_not_due
 from worker.config import Secret, Settings
 from worker.errors import CardshareError
+from worker.rules.cadence import share_day, why_not_due
+from worker.rules.facts import ChatActivity
 from worker.simulator import SimulatorServer
 from worker.simulator.client import ChatSpec
 from worker.sweep import SweepReport, run_sweep
@@ -55,7 +56,7 @@ def seed(sim: SimulatorServer, settings: Settings, n_chats: int, rng: random.Ran
     )
     now = dt.datetime.now(dt.UTC)
     chats: list[ChatSpec] = []
-    facts: list[store.ChatActivity] = []
+    facts: list[ChatActivity] = []
     flaky: set[uuid.UUID] = set()
     for i in range(n_chats):
         chat_id = uuid.UUID(int=rng.getrandbits(128), version=4)
@@ -72,7 +73,7 @@ def seed(sim: SimulatorServer, settings: Settings, n_chats: int, rng: random.Ran
                 else [{"is_from_me": True, "sent_at": outbound.isoformat()}],
             }
         )
-        facts.append(store.ChatActivity(chat_id, line, service=service, is_group=False, outbound_at=outbound))
+        facts.append(ChatActivity(chat_id, line, service=service, is_group=False, outbound_at=outbound))
         if i % 20 == 0 and service == "iMessage" and outbound is not None and line != LINES[2][0]:
             flaky.add(chat_id)
     admin.add_chats(chats)

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from worker import store
 from worker.errors import InputError, StoreUnavailable
 from worker.payloads import E164, SERVICES
+from worker.rules.facts import ChatActivity
 
 Format = Literal["csv", "jsonl"]
 REQUIRED = ("chat_id", "line", "service", "last_outbound_at")
@@ -45,14 +46,14 @@ class RowError:
 @dataclass(frozen=True)
 class Row:
     line: int
-    activity: store.ChatActivity
+    activity: ChatActivity
 
 
 class _Refused(ValueError):
     """One field's problem, in words for the operator."""
 
 
-def parse_row(fields: Mapping[str | None, object], *, now: dt.datetime) -> store.ChatActivity | str:
+def parse_row(fields: Mapping[str | None, object], *, now: dt.datetime) -> ChatActivity | str:
     """One row's facts, or the reason it is refused (naming the column and the value)."""
     try:
         return _parse(fields, now)
@@ -60,13 +61,13 @@ def parse_row(fields: Mapping[str | None, object], *, now: dt.datetime) -> store
         return str(exc)
 
 
-def _parse(fields: Mapping[str | None, object], now: dt.datetime) -> store.ChatActivity:
+def _parse(fields: Mapping[str | None, object], now: dt.datetime) -> ChatActivity:
     if None in fields:  # csv.DictReader files surplus values under the key None
         raise _Refused("has more values than the header has columns")
     for name, value in fields.items():
         if isinstance(value, str) and "\ufffd" in value:
             raise _Refused(f"{name} is not valid UTF-8 text")
-    return store.ChatActivity(
+    return ChatActivity(
         _chat_id(_text(fields.get("chat_id"))),
         _phone(_text(fields.get("line"))),
         service=_service(_text(fields.get("service"))),
@@ -239,7 +240,7 @@ def import_file(
     with stream:
         head = stream.read(4096)
         stream.seek(0)
-        batch: list[store.ChatActivity] = []
+        batch: list[ChatActivity] = []
         for item in read_rows(stream, fmt or detect_format(path, head), now=now):
             if isinstance(item, RowError):
                 report.bad.append(item)
@@ -252,7 +253,7 @@ def import_file(
     return report
 
 
-def _flush(sessions: sessionmaker[Session], batch: list[store.ChatActivity], report: ImportReport) -> None:
+def _flush(sessions: sessionmaker[Session], batch: list[ChatActivity], report: ImportReport) -> None:
     if not batch:
         return
     try:

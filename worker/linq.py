@@ -19,9 +19,9 @@ import httpx
 import linq
 from linq import LinqAPIV3
 
-from worker.classify import CallResult, Transport
 from worker.config import Settings
-from worker.retrying import parse_retry_after
+from worker.rules.classify import CallResult, Transport
+from worker.rules.retrying import parse_retry_after
 
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 

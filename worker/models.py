@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import enum
 import uuid
 
 from sqlalchemy import (
@@ -27,6 +26,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from worker.rules.facts import E164_PATTERN
+from worker.rules.states import ALL_STATUSES, AttemptOutcome
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -35,39 +37,9 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
-
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
-
-
-class DayStatus(enum.StrEnum):
-    """Where a chat-day stands.
-
-    queued: a sweep enqueued it; claimed: a worker holds the lease and may be calling Linq;
-    retry: waiting until lease_until after a transient failure or a long Retry-After;
-    unknown: the last call's outcome is unknown (read timeout); retried inside Linq's 5-minute
-    window so a 429 can confirm it. succeeded/skipped/failed end the day.
-    """
-
-    QUEUED = "queued"
-    CLAIMED = "claimed"
-    RETRY = "retry"
-    UNKNOWN = "unknown"
-    SUCCEEDED = "succeeded"
-    SKIPPED = "skipped"
-    FAILED = "failed"
-
-
-FINAL_STATUSES = (DayStatus.SUCCEEDED, DayStatus.SKIPPED, DayStatus.FAILED)
-
-
-class AttemptOutcome(enum.StrEnum):
-    OK = "ok"
-    RETRYABLE = "retryable"
-    FATAL = "fatal"
-    UNKNOWN = "unknown"
 
 
 def _now() -> Mapped[dt.datetime]:
@@ -123,7 +95,7 @@ class ShareDay(Base):
     __tablename__ = "share_days"
     __table_args__ = (
         CheckConstraint(
-            "status IN ('queued', 'claimed', 'retry', 'unknown', 'succeeded', 'skipped', 'failed')",
+            f"status IN ({', '.join(repr(str(s)) for s in ALL_STATUSES)})",
             name="status",
         ),
         Index("ix_share_days_day_status", "day", "status", "lease_until"),
@@ -163,7 +135,7 @@ class Attempt(Base):
             ondelete="CASCADE",
             name="fk_attempts_share_days",
         ),
-        CheckConstraint("outcome IN ('ok', 'retryable', 'fatal', 'unknown')", name="outcome"),
+        CheckConstraint(f"outcome IN ({', '.join(repr(str(o)) for o in AttemptOutcome)})", name="outcome"),
         Index("ix_attempts_chat_started", "chat_id", "started_at"),
     )
 

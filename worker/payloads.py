@@ -14,8 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from worker.models import E164_PATTERN
-from worker.store import ChatActivity
+from worker.rules.facts import E164_PATTERN, ChatActivity
 
 SERVICES = ("iMessage", "SMS", "RCS")
 HANDLED_EVENTS = ("message.sent", "message.received", "chat.created")

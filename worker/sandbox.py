@@ -23,8 +23,8 @@ import threading
 import uuid
 from typing import IO, Any
 
-from worker.classify import Transport
 from worker.linq import LinqCallError, LinqResponse
+from worker.rules.classify import Transport
 
 
 class SandboxCrashed(Exception):

@@ -20,14 +20,14 @@ from dataclasses import dataclass, field
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker import drill_hooks, metrics, store
-from worker.cadence import EXPLANATIONS, NotDue, Policy, share_day, why_not_due
-from worker.classify import Action, CallResult, Transport, Verdict, classify
 from worker.config import LINQ_SHARE_WINDOW_S, Settings
 from worker.errors import StoreUnavailable
 from worker.linq import LinqCallError, LinqGateway
 from worker.logs import event
-from worker.models import AttemptOutcome, DayStatus
-from worker.retrying import Exhausted, Retryable, RetryPolicy, build
+from worker.rules.cadence import EXPLANATIONS, NotDue, Policy, share_day, why_not_due
+from worker.rules.classify import Action, CallResult, Transport, Verdict, classify
+from worker.rules.retrying import Exhausted, Retryable, RetryPolicy, build
+from worker.rules.states import AttemptOutcome, DayStatus
 from worker.sandbox import Sandbox, SandboxCrashed
 
 log = logging.getLogger("cardshare.share")

@@ -16,7 +16,8 @@ import redis
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker import health, store
-from worker.cadence import EXPLANATIONS, ChatFacts, NotDue, Policy, share_day, why_not_due
+from worker.rules.cadence import EXPLANATIONS, NotDue, Policy, share_day, why_not_due
+from worker.rules.facts import ChatFacts
 
 FAILURES_SHOWN = 20
 FAILURE_DAYS = 7  # how far back "last failures" looks

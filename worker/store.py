@@ -19,10 +19,11 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker import hotdb
-from worker.cadence import ChatFacts, Policy, active_since
 from worker.errors import StoreUnavailable
 from worker.hotdb import HotConnection
-from worker.models import AttemptOutcome, DayStatus
+from worker.rules.cadence import Policy, active_since
+from worker.rules.facts import ChatActivity, ChatFacts
+from worker.rules.states import AttemptOutcome, DayStatus
 
 OPEN_STATUSES = ("queued", "claimed", "retry", "unknown")
 NIL_UUID = uuid.UUID(int=0)  # keyset start: every chat id sorts after it
@@ -195,22 +196,6 @@ def load_chat(
         status_today=row.status_today,
         unconfirmed_recent=row.unconfirmed_recent,
     )
-
-
-@dataclass(frozen=True)
-class ChatActivity:
-    """One fact about a chat, from a webhook, a sync or an import."""
-
-    chat_id: uuid.UUID
-    line_phone: str
-    service: str | None = None
-    is_group: bool | None = None
-    outbound_at: dt.datetime | None = None
-    opted_out: bool | None = None
-    health_status: str | None = None
-    # When the message behind `opted_out=False` arrived: an inbound message older than the
-    # opt-out does not clear it (decisions.md 6). None clears unconditionally.
-    inbound_at: dt.datetime | None = None
 
 
 def ensure_lines(session: Session, phones: Sequence[str]) -> None:

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine, text
 
 from worker import metrics, store
-from worker.cadence import share_day
 from worker.errors import StoreUnavailable
 from worker.linq import LinqCallError
 from worker.logs import event
+from worker.rules.cadence import share_day
 from worker.service import Deps
 
 log = logging.getLogger("cardshare.sweep")

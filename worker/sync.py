@@ -20,10 +20,11 @@ import linq
 from sqlalchemy import Engine
 
 from worker import payloads, store
-from worker.classify import classify
 from worker.linq import LinqCallError, LinqGateway, error_from_sdk
 from worker.logs import event
-from worker.retrying import Exhausted, Retryable, build
+from worker.rules.classify import classify
+from worker.rules.facts import ChatActivity
+from worker.rules.retrying import Exhausted, Retryable, build
 from worker.service import Deps
 from worker.sweep import advisory_lock
 
@@ -183,7 +184,7 @@ def _sync_line(
             report.errors.append(f"line {line}: {exc.one_line()}")
             event(log, "sync.line_failed", logging.WARNING, line=line, error=exc.one_line())
             return
-        activities: list[store.ChatActivity] = []
+        activities: list[ChatActivity] = []
         for chat in page.chats:
             try:
                 activity = payloads.activity_from_chat(chat.to_dict(mode="json"), line=line)
@@ -270,7 +271,7 @@ def _look_up_chat(
     with store.transaction(deps.sessions) as session:
         if found is not None:
             store.record_activity(
-                session, [store.ChatActivity(candidate.chat_id, candidate.line_phone, outbound_at=found)]
+                session, [ChatActivity(candidate.chat_id, candidate.line_phone, outbound_at=found)]
             )
             report.outbound_found += 1
         # A cursor left here means the budget ran out inside this chat: the next run resumes it.

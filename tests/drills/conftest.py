@@ -49,6 +49,6 @@ def procs(dsettings: Settings, tmp_path: Path) -> Iterator[Procs]:
 
 @pytest.fixture
 def dtoday(dsettings: Settings) -> dt.date:
-    from worker.cadence import share_day
+    from worker.rules.cadence import share_day
 
     return share_day(dt.datetime.now(dt.UTC), dsettings.zone)

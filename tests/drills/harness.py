@@ -25,6 +25,7 @@ from worker import store
 from worker.broker import worker_command
 from worker.check import CheckReport, run_check
 from worker.config import Settings
+from worker.rules.facts import ChatActivity
 from worker.service import Deps
 from worker.simulator import SimulatorAdmin
 
@@ -195,7 +196,7 @@ def seed_chats(deps: Deps, sim: SimulatorAdmin, line: str, n: int) -> list[uuid.
     with store.transaction(deps.sessions) as s:
         store.record_activity(
             s,
-            [store.ChatActivity(c, line, service="iMessage", is_group=False, outbound_at=when) for c in ids],
+            [ChatActivity(c, line, service="iMessage", is_group=False, outbound_at=when) for c in ids],
         )
     return ids
 

@@ -5,7 +5,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from worker.cadence import ChatFacts, NotDue, Policy, day_bounds, share_day, why_not_due
+from worker.rules.cadence import NotDue, Policy, day_bounds, share_day, why_not_due
+from worker.rules.facts import ChatFacts
 
 UTC = dt.UTC
 NY = ZoneInfo("America/New_York")

@@ -17,10 +17,10 @@ from worker.cards import (
     normalize_phone,
     share_verdict,
 )
-from worker.classify import Transport
 from worker.cli_cards import render_table
 from worker.errors import InputError
 from worker.linq import Card, LinqCallError
+from worker.rules.classify import Transport
 from worker.store import CachedLine
 
 PHONE = "+14155550123"

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from worker.classify import Action, CallResult, Transport, classify
-from worker.models import AttemptOutcome as O
+from worker.rules.classify import Action, CallResult, Transport, classify
+from worker.rules.states import AttemptOutcome as O
 
 T = Transport
 

@@ -12,7 +12,7 @@ import pytest
 
 from worker.errors import InputError
 from worker.importer import Row, RowError, detect_format, parse_row, read_rows
-from worker.store import ChatActivity
+from worker.rules.facts import ChatActivity
 
 NOW = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.UTC)
 CHAT = "3c9a1f2e-7b44-4d0a-8e6f-91a2b3c4d5e6"

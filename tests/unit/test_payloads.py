@@ -20,8 +20,8 @@ from worker.payloads import (
     newest_outbound,
     parse_event,
 )
+from worker.rules.facts import ChatActivity
 from worker.simulator.webhooks import EventSpec, build_event
-from worker.store import ChatActivity
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "linq"
 CHAT = uuid.UUID("3c9a1f2e-7b44-4d0a-8e6f-91a2b3c4d5e6")

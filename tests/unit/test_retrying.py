@@ -4,9 +4,9 @@ import datetime as dt
 
 import pytest
 
-from worker.classify import Action, Verdict
-from worker.models import AttemptOutcome
-from worker.retrying import Exhausted, Retryable, RetryPolicy, build, full_jitter, parse_retry_after
+from worker.rules.classify import Action, Verdict
+from worker.rules.retrying import Exhausted, Retryable, RetryPolicy, build, full_jitter, parse_retry_after
+from worker.rules.states import AttemptOutcome
 
 NOW = dt.datetime(2026, 3, 2, 15, 4, 5, tzinfo=dt.UTC)
 

@@ -1,7 +1,8 @@
 """One pure function decides what a Linq answer to a share means. Tested as a table.
 
 Linq's rule of thumb (1xxx/2xxx don't retry, 3xxx retry) has exceptions, so this classifies
-by (HTTP status, Linq code) and never by message: see linq-api.md §3 and decisions.md.
+by (HTTP status, Linq code) and never by message: docs/linq-contract.md §3 is the table, and
+docs/decisions.md §3-§6 say what cardshare does with each answer.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from worker.models import AttemptOutcome
+from worker.rules.states import AttemptOutcome
 
 
 class Transport(enum.StrEnum):

@@ -1,4 +1,8 @@
-"""Pure rules: what day it is, and whether a chat is due on it. No I/O, no clock reads."""
+"""Pure rules: what day it is, and whether a chat is due on it. No I/O, no clock reads.
+
+`why_not_due` is the due rule in Python (docs/decisions.md §2). Its SQL twin is
+`worker.store.due`; a table test runs one chat per `NotDue` reason through both.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import datetime as dt
 import enum
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
+
+from worker.rules.facts import ChatFacts
 
 
 class NotDue(enum.StrEnum):
@@ -35,19 +41,6 @@ EXPLANATIONS: dict[NotDue, str] = {
     NotDue.ALREADY_SHARED: "the card was already shared into this chat today",
     NotDue.DAY_CLOSED: "today's share already ended as skipped or failed, for a stated reason",
 }
-
-
-@dataclass(frozen=True)
-class ChatFacts:
-    """What the rules need to know about one chat."""
-
-    service: str | None
-    is_group: bool
-    first_outbound_at: dt.datetime | None
-    last_outbound_at: dt.datetime | None
-    opted_out: bool
-    card_active: bool
-    not_found: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,12 +92,6 @@ def why_not_due(
     if day_closed:
         return NotDue.DAY_CLOSED
     return None
-
-
-def is_due(
-    chat: ChatFacts, *, now: dt.datetime, policy: Policy, shared_today: bool, day_closed: bool = False
-) -> bool:
-    return why_not_due(chat, now=now, policy=policy, shared_today=shared_today, day_closed=day_closed) is None
 
 
 def active_since(now: dt.datetime, policy: Policy) -> dt.datetime:

@@ -1,7 +1,7 @@
 """Retry policy: Retry-After parsing, a wait that never undercuts it, and the tenacity policy.
 
 Retries live only here. The SDK runs with max_retries=0 because it retries 409 and 503/4004
-(wrong for us) and ignores a Retry-After over 60 s (linq-api.md §10).
+(wrong for us) and ignores a Retry-After over 60 s (docs/linq-contract.md §9.1).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import tenacity
 from tenacity import RetryCallState
 
-from worker.classify import Verdict
+from worker.rules.classify import Verdict
 
 
 @dataclass(frozen=True)
