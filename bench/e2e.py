@@ -154,9 +154,9 @@ def run_cardshare(srv: Any, sim: Any, args: argparse.Namespace) -> dict[str, Any
     from worker.broker import Publisher, queue_depth, worker_command
     from worker.celery_app import app, configure
     from worker.config import Secret, Settings
-    from worker.db import make_engine, session_factory
     from worker.linq import ClientPool
     from worker.service import Deps
+    from worker.store.engine import make_engine, session_factory
     from worker.sweep import run_sweep
 
     settings = Settings(

@@ -40,10 +40,10 @@ def run_cardshare(n: int) -> float:
     from worker.broker import Publisher, queue_depth
     from worker.celery_app import app, configure
     from worker.config import Secret, Settings
-    from worker.db import make_engine, session_factory
     from worker.linq import ClientPool
     from worker.service import Deps
     from worker.simulator import SimulatorServer
+    from worker.store.engine import make_engine, session_factory
     from worker.sweep import run_sweep
 
     sim = SimulatorServer(api_key="bench-key")
@@ -71,7 +71,7 @@ def run_naive(n: int) -> float:
     """The obvious loop: stream the due rows, one apply_async per chat."""
     from worker.celery_app import configure
     from worker.config import Settings
-    from worker.db import make_engine
+    from worker.store.engine import make_engine
     from worker.tasks import share_chat
 
     settings = Settings.from_env()

@@ -1,4 +1,4 @@
-"""Alembic environment: URL from cardshare's config, metadata from worker.models."""
+"""Alembic environment: URL from cardshare's config, metadata from worker.store.models."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from alembic import context
 from sqlalchemy import create_engine, pool, text
 
 from worker.config import Settings
-from worker.models import Base
+from worker.store.models import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -21,14 +21,17 @@ import psycopg
 import redis
 from sqlalchemy.engine import make_url
 
-from worker import migrate, store
+from worker import migrate
 from worker.config import Secret, Settings
-from worker.db import make_engine, session_factory
 from worker.embedded import EmbeddedPostgres, EmbeddedRedis
 from worker.linq import ClientPool
 from worker.rules.facts import ChatActivity
 from worker.service import Deps
 from worker.simulator import SimulatorAdmin, SimulatorServer
+from worker.store.cards import CardState, store_cards
+from worker.store.chats import record_activity
+from worker.store.engine import make_engine, session_factory
+from worker.store.session import transaction
 
 API_KEY = "test-key-0123456789"
 
@@ -168,10 +171,8 @@ class World:
             [{"phone_number": phone, "first_name": "Acme", "last_name": "Support", "is_active": active}]
         )
         if in_db:
-            with store.transaction(self.deps.sessions) as s:
-                store.store_cards(
-                    s, [store.CardState(phone, "Acme", "Support", None, active)], complete=False
-                )
+            with transaction(self.deps.sessions) as s:
+                store_cards(s, [CardState(phone, "Acme", "Support", None, active)], complete=False)
         return phone
 
     def chat(
@@ -205,8 +206,8 @@ class World:
                     }
                 ]
             )
-        with store.transaction(self.deps.sessions) as s:
-            store.record_activity(
+        with transaction(self.deps.sessions) as s:
+            record_activity(
                 s, [ChatActivity(chat_id, line, service=service, is_group=is_group, outbound_at=when)]
             )
         return chat_id

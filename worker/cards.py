@@ -22,12 +22,23 @@ import phonenumbers
 from linq.types import SetContactCard
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker import store
 from worker.errors import CardshareError, InputError
 from worker.linq import Card, LinqCallError, LinqGateway, error_from_sdk
 from worker.logs import event
 from worker.rules.cadence import Policy, share_day
 from worker.rules.classify import Transport
+from worker.store.cards import (
+    CachedLine,
+    CardState,
+    cached_lines,
+    card_writes_used,
+    due_today_by_line,
+    finish_card_write,
+    mark_card_inactive,
+    reserve_card_write,
+    store_cards,
+)
+from worker.store.session import transaction
 
 log = logging.getLogger("cardshare.cards")
 
@@ -240,7 +251,7 @@ class LineView:
 
     phone_number: str
     card: Card | None
-    cache: store.CachedLine | None
+    cache: CachedLine | None
     will_share: bool
     reason: str
     due_today: int | None = None
@@ -273,7 +284,7 @@ class LineView:
         }
 
 
-def share_verdict(card: Card | None, cache: store.CachedLine | None) -> tuple[bool, str]:
+def share_verdict(card: Card | None, cache: CachedLine | None) -> tuple[bool, str]:
     """Will the sweep share for this line? It reads the cache, so both must say active."""
     if card is None:
         if cache is not None and cache.card_active:
@@ -306,7 +317,7 @@ def share_verdict(card: Card | None, cache: store.CachedLine | None) -> tuple[bo
 
 def line_views(
     cards: Sequence[Card],
-    cached: dict[str, store.CachedLine],
+    cached: dict[str, CachedLine],
     *,
     only: str | None,
     due: dict[str, int] | None,
@@ -362,10 +373,10 @@ class CardDesk:
             if not (phone and err.status == 404 and err.code in (2012, 2001)):
                 raise CardCommandError(failure_line("list", phone, err), err) from err
             cards = []  # GET with a number that has no card answers 2012
-        with store.transaction(self.sessions) as s:
-            cached = store.cached_lines(s, None if phone is None else [phone])
+        with transaction(self.sessions) as s:
+            cached = cached_lines(s, None if phone is None else [phone])
             phones = sorted({c.phone_number for c in cards} | set(cached))
-            due = store.due_today_by_line(s, phones, day=share_day(now, policy.zone), now=now, policy=policy)
+            due = due_today_by_line(s, phones, day=share_day(now, policy.zone), now=now, policy=policy)
         return line_views(cards, cached, only=phone, due=due)
 
     def create(
@@ -399,8 +410,8 @@ class CardDesk:
 
     def _write(self, method: Method, phone: str, call: Callable[[], RawCard]) -> WriteResult:
         op: Op = "create" if method == "POST" else "update"
-        with store.transaction(self.sessions) as s:
-            slot = store.reserve_card_write(s, phone, method, limit=WRITE_LIMIT, window_s=WRITE_WINDOW_S)
+        with transaction(self.sessions) as s:
+            slot = reserve_card_write(s, phone, method, limit=WRITE_LIMIT, window_s=WRITE_WINDOW_S)
         if slot.write_id is None:
             raise WriteLimitReached(phone, slot.used, slot.wait_s)
         try:
@@ -408,14 +419,14 @@ class CardDesk:
         except linq.APIError as exc:
             err = error_from_sdk(exc)
             counted = counts_against_budget(err.status, err.transport)
-            with store.transaction(self.sessions) as s:
-                store.finish_card_write(
+            with transaction(self.sessions) as s:
+                finish_card_write(
                     s, slot.write_id, status=err.status, code=err.code, trace_id=err.trace_id, counted=counted
                 )
                 if (err.status, err.code) in ((404, 2012), (503, 4004)):
                     # Linq says the line has no active card now: stop the sweep sharing into a 2012.
-                    store.mark_card_inactive(s, phone)
-                used = store.card_writes_used(s, phone, window_s=WRITE_WINDOW_S)
+                    mark_card_inactive(s, phone)
+                used = card_writes_used(s, phone, window_s=WRITE_WINDOW_S)
             event(log, "card_write", method=method, phone=phone, status=err.status, code=err.code,
                   trace_id=err.trace_id, counted=counted)  # fmt: skip
             left = max(0, WRITE_LIMIT - used) if counted else None
@@ -423,14 +434,14 @@ class CardDesk:
         body: SetContactCard = raw.parse()
         card = Card(body.phone_number, body.first_name, body.last_name, body.image_url, body.is_active)
         trace = raw.headers.get("x-trace-id")
-        with store.transaction(self.sessions) as s:
-            store.finish_card_write(
+        with transaction(self.sessions) as s:
+            finish_card_write(
                 s, slot.write_id, status=raw.status_code, code=None, trace_id=trace, counted=True
             )
             # complete=False: one card says nothing about the other lines.
-            store.store_cards(
+            store_cards(
                 s,
-                [store.CardState(phone, card.first_name, card.last_name, card.image_url, card.is_active)],
+                [CardState(phone, card.first_name, card.last_name, card.image_url, card.is_active)],
                 complete=False,
             )
         event(log, "card_write", method=method, phone=phone, status=raw.status_code, active=card.is_active,

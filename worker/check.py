@@ -4,6 +4,9 @@ missed = due but never succeeded and not ended for a stated reason (still open a
 ended by the day's end, or due with no row at all). duplicates = more than one share Linq
 accepted for a chat-day: counted from the simulator's log when one is given, otherwise
 estimated from our own attempts (2xx answers, plus unknown outcomes followed by a 2xx).
+
+Chats no sweep reached are judged with the Python rule (`rules.cadence.why_not_due`), not with
+the SQL predicate the sweep used (`store.due`): the checker must not share the worker's bugs.
 """
 
 from __future__ import annotations
@@ -15,12 +18,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from worker.rules.cadence import Policy, active_since, day_bounds
-
-OPEN = ("queued", "claimed", "retry")
+from worker.rules.cadence import Policy, day_bounds, share_day, why_not_due
+from worker.rules.states import MISSABLE_STATUSES, DayStatus
+from worker.store.reports import chat_facts, day_attempts, day_entries, repeated_with_success
 
 
 @dataclass
@@ -109,31 +111,22 @@ def run_check(
 ) -> CheckReport:
     """Check `day`. `share_events` (the simulator's log) makes duplicate counting exact."""
     report = CheckReport(day)
-    rows = session.execute(
-        text(
-            "SELECT chat_id, status, split_part(coalesce(reason, '-'), ' ', 1) AS reason, "
-            "confirmed_by_rate_limit FROM share_days WHERE day = :d"
-        ),
-        {"d": day},
-    ).all()
-    for r in rows:
+    for r in day_entries(session, day):
         report.tracked += 1
         reason = r.reason.rstrip(":")
-        if r.status == "succeeded":
+        if r.status == DayStatus.SUCCEEDED:
             report.succeeded += 1
             report.confirmed_by_rate_limit += int(r.confirmed_by_rate_limit)
-        elif r.status == "skipped":
+        elif r.status == DayStatus.SKIPPED:
             report.skipped[reason] += 1
-        elif r.status == "failed":
+        elif r.status == DayStatus.FAILED:
             report.failed[reason] += 1
             if reason.startswith("day_over"):
                 report.missed.append(r.chat_id)
-        elif r.status == "unknown":
+        elif r.status == DayStatus.UNKNOWN:
             report.unknown += 1
-        elif r.status in OPEN:
+        elif r.status in MISSABLE_STATUSES:
             report.missed.append(r.chat_id)
-    from worker.rules.cadence import share_day
-
     if share_day(now, policy.zone) == day:
         report.unseen_due = _unseen_due(session, day, policy, now)
         report.missed.extend(report.unseen_due)
@@ -146,34 +139,18 @@ def run_check(
 
 
 def _unseen_due(session: Session, day: dt.date, policy: Policy, now: dt.datetime) -> list[uuid.UUID]:
-    """Chats due now that have no chat-day row at all: no sweep ever reached them."""
+    """Chats due now (by the Python rule) that have no chat-day row at all: no sweep reached them."""
     return [
-        r[0]
-        for r in session.execute(
-            text(
-                """
-                SELECT c.id FROM chats c JOIN lines l ON l.phone_number = c.line_phone
-                WHERE c.service = 'iMessage' AND NOT c.opted_out AND c.not_found_at IS NULL
-                  AND (:groups OR NOT c.is_group) AND c.first_outbound_at <= :now
-                  AND coalesce(c.last_outbound_at, c.first_outbound_at) >= :since AND l.card_active
-                  AND NOT EXISTS (SELECT 1 FROM share_days d WHERE d.chat_id = c.id AND d.day = :day)
-                """
-            ),
-            {"groups": policy.share_groups, "now": now, "since": active_since(now, policy), "day": day},
-        )
+        chat_id
+        for chat_id, facts in chat_facts(session, unmarked_on=day)
+        if why_not_due(facts, now=now, policy=policy, shared_today=False) is None
     ]
 
 
 def _attempt_rows(session: Session, chat_id: uuid.UUID, day: dt.date) -> list[dict[str, Any]]:
     return [
-        {k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in dict(r._mapping).items()}
-        for r in session.execute(
-            text(
-                "SELECT attempt_no, started_at, finished_at, outcome, http_status, linq_code, trace_id, "
-                "task_id FROM attempts WHERE chat_id = :c AND day = :d ORDER BY attempt_no"
-            ),
-            {"c": chat_id, "d": day},
-        )
+        {k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in row.items()}
+        for row in day_attempts(session, chat_id, day)
     ]
 
 
@@ -231,17 +208,8 @@ def _ts(value: Any) -> dt.datetime:
 
 
 def _duplicates_from_attempts(session: Session, day: dt.date) -> list[Duplicate]:
-    candidates = session.execute(
-        text(
-            """
-            SELECT chat_id FROM attempts WHERE day = :d GROUP BY chat_id
-            HAVING count(*) > 1 AND count(*) FILTER (WHERE http_status BETWEEN 200 AND 299) >= 1
-            """
-        ),
-        {"d": day},
-    ).scalars()
     out = []
-    for chat_id in candidates:
+    for chat_id in repeated_with_success(session, day):
         attempts = _attempt_rows(session, chat_id, day)
         if possible_duplicate(attempts):
             oks = sum(1 for a in attempts if a["http_status"] and 200 <= a["http_status"] < 300)

@@ -12,11 +12,13 @@ from typing import Any, NoReturn
 
 import click
 
-from worker import store
 from worker.bootstrap import Booted, resolve
 from worker.config import Settings, mask_url
 from worker.errors import CardshareError, InputError, StoreUnavailable, UnknownChat
 from worker.logs import configure as configure_logging
+from worker.store.audit import audit
+from worker.store.session import transaction
+from worker.store.shares import load_chat
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -97,15 +99,15 @@ def share(chat_id: str, wait: bool) -> None:
         try:
             cid = parse_chat_id(chat_id)
         except InputError as exc:
-            with store.transaction(deps.sessions) as s:
-                store.audit(
+            with transaction(deps.sessions) as s:
+                audit(
                     s, actor="cli", action="share", chat_ref=chat_id[:100], outcome="refused", detail=str(exc)
                 )
             raise
         now = deps.clock()
         day = share_day(now, b.settings.zone)
-        with store.transaction(deps.sessions) as s:
-            chat = store.load_chat(s, cid, day)
+        with transaction(deps.sessions) as s:
+            chat = load_chat(s, cid, day)
             refusal: str | None = None
             if chat is None:
                 refusal = f"chat {cid} is unknown to cardshare (no webhook, sync or import has recorded it)"
@@ -119,7 +121,7 @@ def share(chat_id: str, wait: bool) -> None:
                 )
                 if why is not None:
                     refusal = f"chat {cid} is not due on {day}: {service.explain(why)}"
-            store.audit(
+            audit(
                 s,
                 actor="cli",
                 action="share",

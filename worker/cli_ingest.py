@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING, cast
 
 import click
 
-from worker import runtime, store
+from worker import runtime
 from worker.errors import InputError
 from worker.logs import configure as configure_logging
 from worker.payloads import E164
 from worker.service import Deps
+from worker.store.audit import audit
+from worker.store.session import transaction
 from worker.sync import SyncProgress
 
 if TYPE_CHECKING:
@@ -118,10 +120,8 @@ def import_chats(file: Path, fmt: str | None) -> None:
 
 
 def _audit_import(deps: Deps, outcome: str, detail: str) -> None:
-    with store.transaction(deps.sessions) as session:
-        store.audit(
-            session, actor="cli", action="import", chat_ref=None, outcome=outcome, detail=detail[:500]
-        )
+    with transaction(deps.sessions) as session:
+        audit(session, actor="cli", action="import", chat_ref=None, outcome=outcome, detail=detail[:500])
 
 
 class _Bar(SyncProgress):

@@ -22,17 +22,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from sqlalchemy import text
-
-from worker import runtime, store
+from worker import runtime
 from worker.bootstrap import resolve
 from worker.broker import Publisher, queue_depth, worker_command
 from worker.config import Secret, Settings
 from worker.errors import CardshareError
-from worker.rules.cadence import share_day, why_not_due
+from worker.rules.cadence import why_not_due
 from worker.rules.facts import ChatActivity
 from worker.simulator import SimulatorServer
 from worker.simulator.client import ChatSpec
+from worker.store import reports
+from worker.store.chats import record_activity
+from worker.store.reports import chat_facts, day_counts
+from worker.store.session import transaction
 from worker.sweep import SweepReport, run_sweep
 
 DEMO_KEY = "demo-key-not-a-secret"
@@ -91,8 +93,8 @@ def seed(sim: SimulatorServer, settings: Settings, n_chats: int, rng: random.Ran
         ]
     )
     sessions = runtime.get().sessions
-    with store.transaction(sessions) as s:
-        store.record_activity(s, facts)
+    with transaction(sessions) as s:
+        record_activity(s, facts)
     return Seeded(len(chats), flaky)
 
 
@@ -146,7 +148,7 @@ def wait_until_settled(day: dt.date, timeout: float = 40.0) -> dict[str, int]:
     deadline = time.monotonic() + timeout
     while True:
         with sessions() as s:
-            counts = store.day_counts(s, day)
+            counts = day_counts(s, day)
         if not counts.get("queued") and not counts.get("claimed"):
             return counts
         if time.monotonic() > deadline:
@@ -154,17 +156,13 @@ def wait_until_settled(day: dt.date, timeout: float = 40.0) -> dict[str, int]:
         time.sleep(0.2)
 
 
-def not_due_reasons(settings: Settings, now: dt.datetime) -> Counter[str]:
+def not_due_reasons(now: dt.datetime) -> Counter[str]:
     """Why each chat that was not enqueued is not due (the pure rule over every chat)."""
     deps = runtime.get().deps
     reasons: Counter[str] = Counter()
-    day = share_day(now, settings.zone)
     with deps.sessions() as s:
-        ids = [r[0] for r in s.execute(text("SELECT id FROM chats"))]
-        for chat_id in ids:
-            row = store.load_chat(s, chat_id, day)
-            assert row is not None
-            why = why_not_due(row.facts, now=now, policy=deps.policy, shared_today=False)
+        for _chat_id, facts in chat_facts(s):
+            why = why_not_due(facts, now=now, policy=deps.policy, shared_today=False)
             if why is not None:
                 reasons[why.value] += 1
     return reasons
@@ -172,18 +170,7 @@ def not_due_reasons(settings: Settings, now: dt.datetime) -> Counter[str]:
 
 def attempt_stats(day: dt.date) -> dict[str, int]:
     with runtime.get().sessions() as s:
-        row = s.execute(
-            text(
-                """
-                SELECT count(*) FILTER (WHERE outcome = 'retryable') AS retries,
-                       count(DISTINCT chat_id) FILTER (WHERE attempt_no > 1) AS retried_chats,
-                       count(*) FILTER (WHERE outcome = 'unknown') AS unknown
-                FROM attempts WHERE day = :d
-                """
-            ),
-            {"d": day},
-        ).one()
-    return {"retries": int(row.retries), "retried_chats": int(row.retried_chats), "unknown": int(row.unknown)}
+        return reports.attempt_stats(s, day)
 
 
 def run_demo(*, chats: int, keep: bool, echo: Callable[[str], None]) -> None:
@@ -228,7 +215,7 @@ def run_demo(*, chats: int, keep: bool, echo: Callable[[str], None]) -> None:
             first,
             second,
             counts,
-            not_due_reasons(settings, now),
+            not_due_reasons(now),
             attempt_stats(day),
             shares_after_first,
             new_shares,

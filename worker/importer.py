@@ -2,7 +2,7 @@
 
 CSV with a header row, or JSON Lines, with `chat_id`, `line`, `service`, `last_outbound_at` and
 optionally `is_group`. `parse_row` is the pure rule (row -> ChatActivity or a reason); good rows
-go through `store.record_activity` in batches, so importing the same file twice changes nothing.
+go through `record_activity` in batches, so importing the same file twice changes nothing.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from typing import IO, Literal
 import phonenumbers
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker import store
 from worker.errors import InputError, StoreUnavailable
 from worker.payloads import E164, SERVICES
 from worker.rules.facts import ChatActivity
+from worker.store.chats import record_activity
+from worker.store.session import transaction
 
 Format = Literal["csv", "jsonl"]
 REQUIRED = ("chat_id", "line", "service", "last_outbound_at")
@@ -257,8 +258,8 @@ def _flush(sessions: sessionmaker[Session], batch: list[ChatActivity], report: I
     if not batch:
         return
     try:
-        with store.transaction(sessions) as session:
-            store.record_activity(session, batch)
+        with transaction(sessions) as session:
+            record_activity(session, batch)
     except StoreUnavailable as exc:
         raise StoreUnavailable(
             f"{exc}; {report.imported} rows were imported before it (importing is idempotent: run it again)"

@@ -13,11 +13,11 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.config import Settings
-from worker.db import dispose_after_fork, engine_for, session_factory
 from worker.linq import ClientPool
 from worker.logs import register_secret
 from worker.sandbox import Sandbox
 from worker.service import Deps
+from worker.store.engine import dispose_after_fork, engine_for, session_factory
 
 
 @dataclass

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker import drill_hooks, metrics, store
+from worker import drill_hooks, metrics
 from worker.config import LINQ_SHARE_WINDOW_S, Settings
 from worker.errors import StoreUnavailable
 from worker.linq import LinqCallError, LinqGateway
@@ -29,6 +29,10 @@ from worker.rules.classify import Action, CallResult, Transport, Verdict, classi
 from worker.rules.retrying import Exhausted, Retryable, RetryPolicy, build
 from worker.rules.states import AttemptOutcome, DayStatus
 from worker.sandbox import Sandbox, SandboxCrashed
+from worker.store import shares
+from worker.store.cards import mark_card_inactive
+from worker.store.chats import mark_not_found, mark_opted_out
+from worker.store.session import autocommit, transaction
 
 log = logging.getLogger("cardshare.share")
 
@@ -106,7 +110,7 @@ class ShareResult:
 class _Run:
     """State of one claimed run across its HTTP attempts."""
 
-    claim: store.Claim
+    claim: shares.Claim
     attempt: tuple[int, int] | None
     prior_unknown: bool
     unknown_in_run: bool = False
@@ -137,8 +141,8 @@ def _share_chat(chat_id: uuid.UUID, day: dt.date, deps: Deps, task_id: str | Non
 
     # Autocommit: each statement here is atomic by itself (the claim is one upsert), so the
     # BEGIN/COMMIT round trips of a transaction would buy nothing.
-    with store.autocommit(deps.sessions) as s:
-        chat = store.load_chat(s, chat_id, day, unconfirmed_window_s=LINQ_SHARE_WINDOW_S)
+    with autocommit(deps.sessions) as s:
+        chat = shares.load_chat(s, chat_id, day, unconfirmed_window_s=LINQ_SHARE_WINDOW_S)
         if chat is None:
             return ShareResult(Outcome.NOT_DUE, chat_id, day, reason="unknown chat")
         why = why_not_due(
@@ -150,9 +154,9 @@ def _share_chat(chat_id: uuid.UUID, day: dt.date, deps: Deps, task_id: str | Non
         )
         if why is not None:
             if why not in (NotDue.ALREADY_SHARED, NotDue.DAY_CLOSED):
-                store.close_unclaimed(s, chat_id, day, DayStatus.SKIPPED, why.value)
+                shares.close_unclaimed(s, chat_id, day, DayStatus.SKIPPED, why.value)
             return ShareResult(Outcome.NOT_DUE, chat_id, day, reason=explain(why))
-        claim = store.claim(
+        claim = shares.claim(
             s,
             chat_id,
             day,
@@ -189,8 +193,8 @@ def _attempt(run: _Run, line_phone: str, deps: Deps, task_id: str | None) -> Sha
     """One HTTP try. Returns a final result, or raises Retryable for tenacity."""
     claim = run.claim
     if run.attempt is None:
-        with store.autocommit(deps.sessions) as s:
-            run.attempt = store.begin_attempt(s, claim, task_id=task_id)
+        with autocommit(deps.sessions) as s:
+            run.attempt = shares.begin_attempt(s, claim, task_id=task_id)
     if run.attempt is None:
         # The lease ran out and another worker took over: calling now could double-share.
         return ShareResult(Outcome.LOST, claim.chat_id, claim.day, reason="claim taken over; not calling")
@@ -225,7 +229,7 @@ def _attempt(run: _Run, line_phone: str, deps: Deps, task_id: str | None) -> Sha
     )
     if trace:
         run.trace_ids.append(trace)
-    record = store.AttemptResult(
+    record = shares.AttemptResult(
         outcome=verdict.outcome,
         http_status=err.status if err else response.status,
         linq_code=err.code if err else None,
@@ -250,7 +254,7 @@ def _attempt(run: _Run, line_phone: str, deps: Deps, task_id: str | None) -> Sha
     if verdict.action is Action.RATE_LIMITED and (run.prior_unknown or run.unknown_in_run):
         # decisions.md 3: our earlier share's outcome was unknown; Linq's 5-minute limit says
         # it was accepted. Record success, do not share again.
-        confirmed = store.AttemptResult(
+        confirmed = shares.AttemptResult(
             outcome=AttemptOutcome.OK,
             http_status=record.http_status,
             linq_code=record.linq_code,
@@ -262,8 +266,8 @@ def _attempt(run: _Run, line_phone: str, deps: Deps, task_id: str | None) -> Sha
             run, attempt_id, confirmed, deps, DayStatus.SUCCEEDED, None, Outcome.CONFIRMED, confirmed=True
         )
     if verdict.retryable:
-        with store.autocommit(deps.sessions) as s:
-            store.finish_attempt(s, attempt_id, record)
+        with autocommit(deps.sessions) as s:
+            shares.finish_attempt(s, attempt_id, record)
         if verdict.outcome is AttemptOutcome.UNKNOWN:
             run.unknown_in_run = True
         raise Retryable(verdict, err.retry_after_s if err else None)
@@ -273,7 +277,7 @@ def _attempt(run: _Run, line_phone: str, deps: Deps, task_id: str | None) -> Sha
 def _final(
     run: _Run,
     attempt_id: int,
-    record: store.AttemptResult,
+    record: shares.AttemptResult,
     verdict: Verdict,
     line_phone: str,
     err: LinqCallError | None,
@@ -292,7 +296,7 @@ def _final(
                 DayStatus.SKIPPED,
                 f"card_inactive ({code})",
                 Outcome.SKIPPED,
-                side=lambda s: store.mark_card_inactive(s, line_phone),
+                side=lambda s: mark_card_inactive(s, line_phone),
             )
         case Action.DEFER:
             return _finish(
@@ -307,7 +311,7 @@ def _final(
                 DayStatus.SKIPPED,
                 f"opted_out ({code})",
                 Outcome.SKIPPED,
-                side=lambda s: store.mark_opted_out(s, run.claim.chat_id),
+                side=lambda s: mark_opted_out(s, run.claim.chat_id),
             )
         case Action.CHAT_NOT_FOUND:
             return _finish(
@@ -318,7 +322,7 @@ def _final(
                 DayStatus.FAILED,
                 f"chat_not_found ({code})",
                 Outcome.FAILED,
-                side=lambda s: store.mark_not_found(s, run.claim.chat_id),
+                side=lambda s: mark_not_found(s, run.claim.chat_id),
             )
         case Action.AUTH:
             # Our credentials, not the chat: keep the day open and try again after a sweep interval.
@@ -355,7 +359,7 @@ def _final(
 def _finish(
     run: _Run,
     attempt_id: int,
-    record: store.AttemptResult,
+    record: shares.AttemptResult,
     deps: Deps,
     status: DayStatus,
     reason: str | None,
@@ -375,9 +379,9 @@ def _finish(
     while True:
         try:
             # One statement, unless a side effect (card, opt-out, gone) must commit with it.
-            scope = store.transaction if side is not None else store.autocommit
+            scope = transaction if side is not None else autocommit
             with scope(deps.sessions) as s:
-                held = store.finish(
+                held = shares.finish(
                     s,
                     run.claim,
                     attempt_id,
@@ -432,15 +436,15 @@ def _finish(
 
 def _crashed(run: _Run, attempt_id: int, crash: SandboxCrashed, deps: Deps) -> ShareResult:
     """The sandbox died during this chat's call: charge the crash to this chat-day alone."""
-    record = store.AttemptResult(outcome=AttemptOutcome.UNKNOWN, error=str(crash))
-    with store.transaction(deps.sessions) as s:
-        store.finish_attempt(s, attempt_id, record)
-        lost = store.add_lost_claim(s, run.claim)
+    record = shares.AttemptResult(outcome=AttemptOutcome.UNKNOWN, error=str(crash))
+    with transaction(deps.sessions) as s:
+        shares.finish_attempt(s, attempt_id, record)
+        lost = shares.add_lost_claim(s, run.claim)
     limit = deps.settings.max_lost_claims
     if lost is not None and lost >= limit:
         reason = f"poison: the share call crashed its process {lost} times (last: {crash}); not retried today"
-        with store.transaction(deps.sessions) as s:
-            store.finish_day(s, run.claim, DayStatus.FAILED, reason=reason)
+        with transaction(deps.sessions) as s:
+            shares.finish_day(s, run.claim, DayStatus.FAILED, reason=reason)
         event(
             log,
             "share.poison",
@@ -452,8 +456,8 @@ def _crashed(run: _Run, attempt_id: int, crash: SandboxCrashed, deps: Deps) -> S
         return ShareResult(
             Outcome.FAILED, run.claim.chat_id, run.claim.day, reason=reason, attempts=run.http_attempts
         )
-    with store.transaction(deps.sessions) as s:
-        store.finish_day(s, run.claim, DayStatus.UNKNOWN, reason=f"crash: {crash}", retry_in_s=1.0)
+    with transaction(deps.sessions) as s:
+        shares.finish_day(s, run.claim, DayStatus.UNKNOWN, reason=f"crash: {crash}", retry_in_s=1.0)
     return ShareResult(
         Outcome.UNKNOWN,
         run.claim.chat_id,
@@ -482,8 +486,8 @@ def _reschedule(run: _Run, exhausted: Exhausted, deps: Deps) -> ShareResult:
         status = DayStatus.RETRY
         outcome = Outcome.RESCHEDULED
     reason = f"{last.verdict.action.value} after {exhausted.attempts} attempt(s)"
-    with store.transaction(deps.sessions) as sess:
-        held = store.finish_day(sess, run.claim, status, reason=reason, retry_in_s=wait)
+    with transaction(deps.sessions) as sess:
+        held = shares.finish_day(sess, run.claim, status, reason=reason, retry_in_s=wait)
     if not held:
         return ShareResult(
             Outcome.LOST,
@@ -521,8 +525,8 @@ def _wrong_day(chat_id: uuid.UUID, day: dt.date, today: dt.date, deps: Deps) -> 
         return ShareResult(
             Outcome.NOT_DUE, chat_id, day, reason=f"day {day} has not started (today is {today})"
         )
-    with store.transaction(deps.sessions) as s:
-        store.close_unclaimed(
+    with transaction(deps.sessions) as s:
+        shares.close_unclaimed(
             s, chat_id, day, DayStatus.FAILED, "day_over: the day ended before the share ran"
         )
     return ShareResult(

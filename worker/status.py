@@ -15,9 +15,28 @@ from typing import Any
 import redis
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker import health, store
+from worker import health
 from worker.rules.cadence import EXPLANATIONS, NotDue, Policy, share_day, why_not_due
-from worker.rules.facts import ChatFacts
+from worker.rules.states import CLOSED_STATUSES, DayStatus
+from worker.store.reports import (
+    AttemptRow,
+    AuditRow,
+    ChatInfo,
+    DayCount,
+    DayRow,
+    FailureRow,
+    RunRow,
+    chat_attempts,
+    chat_audit,
+    chat_days,
+    chat_info,
+    day_status_counts,
+    last_runs,
+    line_cards,
+    recent_failures,
+    unmarked_due_by_line,
+)
+from worker.store.session import read_only
 
 FAILURES_SHOWN = 20
 FAILURE_DAYS = 7  # how far back "last failures" looks
@@ -55,7 +74,7 @@ class Counts:
     def failed_total(self) -> int:
         return sum(self.failed.values())
 
-    def add(self, row: store.DayCount) -> None:
+    def add(self, row: DayCount) -> None:
         kind = row.kind or "unstated"
         self.due += row.count
         match row.status:
@@ -155,7 +174,7 @@ class Status:
     workers: list[WorkerSeen] = field(default_factory=list)
     beat: BeatSeen | None = None
     broker_error: str | None = None
-    failures: list[store.FailureRow] = field(default_factory=list)
+    failures: list[FailureRow] = field(default_factory=list)
 
     @property
     def live_workers(self) -> int:
@@ -190,7 +209,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _run(row: store.RunRow | None) -> Run | None:
+def _run(row: RunRow | None) -> Run | None:
     if row is None:
         return None
     seconds = (row.finished_at - row.started_at).total_seconds() if row.finished_at else None
@@ -209,12 +228,12 @@ def collect(
     """Today's (or `day`'s) numbers per line and in total, the last passes, queue, workers, beat."""
     today = share_day(now, policy.zone)
     day = day or today
-    with store.read_only(sessions) as s:
-        rows = store.day_status_counts(s, day)
-        pending = store.unmarked_due_by_line(s, day=day, now=now, policy=policy) if day == today else {}
-        cards = store.line_cards(s)
-        runs = store.last_runs(s)
-        failures = store.recent_failures(s, since=day - dt.timedelta(days=FAILURE_DAYS), limit=FAILURES_SHOWN)
+    with read_only(sessions) as s:
+        rows = day_status_counts(s, day)
+        pending = unmarked_due_by_line(s, day=day, now=now, policy=policy) if day == today else {}
+        cards = line_cards(s)
+        runs = last_runs(s)
+        failures = recent_failures(s, since=day - dt.timedelta(days=FAILURE_DAYS), limit=FAILURES_SHOWN)
     per_line: dict[str, Counts] = {}
     for row in rows:
         per_line.setdefault(row.line_phone, Counts()).add(row)
@@ -289,16 +308,16 @@ def _broker_side(status: Status, client: redis.Redis, stall_s: float) -> None:
 
 @dataclass
 class History:
-    chat: store.ChatInfo
+    chat: ChatInfo
     today: dt.date
     today_status: str | None
     why_not_today: str | None  # the rule that fails today, with its explanation; None when due
     due_today: bool
-    days: list[store.DayRow]
-    attempts: list[store.AttemptRow]
-    audit: list[store.AuditRow]
+    days: list[DayRow]
+    attempts: list[AttemptRow]
+    audit: list[AuditRow]
 
-    def attempts_of(self, day: dt.date) -> list[store.AttemptRow]:
+    def attempts_of(self, day: dt.date) -> list[AttemptRow]:
         return [a for a in self.attempts if a.day == day]
 
     def as_dict(self) -> dict[str, Any]:
@@ -328,29 +347,21 @@ def history(
     """Every day and attempt of a chat (or the last `days` days), and why it is not due today."""
     today = share_day(now, policy.zone)
     since = None if days is None else today - dt.timedelta(days=days - 1)
-    with store.read_only(sessions) as s:
-        chat = store.chat_info(s, chat_id)
+    with read_only(sessions) as s:
+        chat = chat_info(s, chat_id)
         if chat is None:
             return None
-        day_rows = store.chat_days(s, chat_id, since=since)
-        attempts = store.chat_attempts(s, chat_id, since=since)
-        audit = store.chat_audit(s, str(chat_id))
+        day_rows = chat_days(s, chat_id, since=since)
+        attempts = chat_attempts(s, chat_id, since=since)
+        audit = chat_audit(s, str(chat_id))
     today_row = next((d for d in day_rows if d.day == today), None)
     today_status = today_row.status if today_row else None
     why = why_not_due(
-        ChatFacts(
-            service=chat.service,
-            is_group=chat.is_group,
-            first_outbound_at=chat.first_outbound_at,
-            last_outbound_at=chat.last_outbound_at,
-            opted_out=chat.opted_out,
-            card_active=chat.card_active,
-            not_found=chat.not_found_at is not None,
-        ),
+        chat.facts,
         now=now,
         policy=policy,
-        shared_today=today_status == "succeeded",
-        day_closed=today_status in ("skipped", "failed"),
+        shared_today=today_status == DayStatus.SUCCEEDED,
+        day_closed=today_status in CLOSED_STATUSES,
     )
     return History(
         chat=chat,
@@ -364,7 +375,7 @@ def history(
     )
 
 
-def explain_not_due(why: NotDue, today_row: store.DayRow | None) -> str:
+def explain_not_due(why: NotDue, today_row: DayRow | None) -> str:
     text = f"{why.value}: {EXPLANATIONS[why]}"
     if why is NotDue.DAY_CLOSED and today_row is not None and today_row.reason:
         text += f" ({today_row.status}: {today_row.reason})"

@@ -11,18 +11,28 @@ import datetime as dt
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
-from worker import metrics, store
+from worker import metrics
 from worker.errors import StoreUnavailable
 from worker.linq import LinqCallError
 from worker.logs import event
 from worker.rules.cadence import share_day
 from worker.service import Deps
+from worker.store.cards import CardState, store_cards
+from worker.store.session import transaction
+from worker.store.sweeps import (
+    advisory_lock,
+    close_past_days,
+    fail_poisoned,
+    finish_run,
+    mark_due_page,
+    requeue_expired,
+    start_run,
+)
 
 log = logging.getLogger("cardshare.sweep")
 
@@ -76,36 +86,13 @@ class SweepReport:
         return ", ".join(parts) + f" in {self.seconds:.1f}s"
 
 
-@contextmanager
-def advisory_lock(engine: Engine, key: int) -> Iterator[bool]:
-    """Session-level lock on a dedicated connection: released on exit, or when we die."""
-    try:
-        conn = engine.connect()
-    except Exception as exc:  # driver errors at connect time
-        raise StoreUnavailable(f"database unavailable: {type(exc).__name__}") from exc
-    try:
-        got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
-        conn.commit()
-        try:
-            yield got
-        finally:
-            if got:
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                conn.commit()
-    finally:
-        conn.close()
-
-
 def refresh_cards(deps: Deps) -> int:
     """GET /v3/contact_card and cache which lines have an active card. Returns the active count."""
     cards = deps.client().list_cards()
-    with store.transaction(deps.sessions) as s:
-        return store.store_cards(
+    with transaction(deps.sessions) as s:
+        return store_cards(
             s,
-            [
-                store.CardState(c.phone_number, c.first_name, c.last_name, c.image_url, c.is_active)
-                for c in cards
-            ],
+            [CardState(c.phone_number, c.first_name, c.last_name, c.image_url, c.is_active) for c in cards],
             complete=True,
         )
 
@@ -128,8 +115,8 @@ def run_sweep(
             report.ran = False
             metrics.sweep_finished("sweep", result="locked", seconds=0.0)
             return report
-        with store.transaction(deps.sessions) as s:
-            run_id = store.start_run(s, "sweep", day)
+        with transaction(deps.sessions) as s:
+            run_id = start_run(s, "sweep", day)
         error: str | None = None
         try:
             try:
@@ -140,15 +127,13 @@ def run_sweep(
                 event(log, "sweep.card_refresh_failed", logging.WARNING, error=exc.one_line())
                 if exc.status == 401:
                     raise
-            with store.transaction(deps.sessions) as s:
-                report.closed_past = store.close_past_days(s, before=day)
-                report.poisoned = store.fail_poisoned(
-                    s, day=day, max_lost_claims=deps.settings.max_lost_claims
-                )
+            with transaction(deps.sessions) as s:
+                report.closed_past = close_past_days(s, before=day)
+                report.poisoned = fail_poisoned(s, day=day, max_lost_claims=deps.settings.max_lost_claims)
             after: uuid.UUID | None = None
             while True:
-                with store.transaction(deps.sessions) as s:
-                    page = store.mark_due_page(
+                with transaction(deps.sessions) as s:
+                    page = mark_due_page(
                         s,
                         day=day,
                         now=now,
@@ -178,8 +163,8 @@ def run_sweep(
                 enqueued=report.enqueued + report.requeued,
             )
             try:
-                with store.transaction(deps.sessions) as s:
-                    store.finish_run(
+                with transaction(deps.sessions) as s:
+                    finish_run(
                         s,
                         run_id,
                         scanned=report.scanned,
@@ -219,10 +204,8 @@ def run_recover(
             metrics.sweep_finished("recover", result="locked", seconds=0.0)
             return report
         try:
-            with store.transaction(deps.sessions) as s:
-                report.poisoned = store.fail_poisoned(
-                    s, day=day, max_lost_claims=deps.settings.max_lost_claims
-                )
+            with transaction(deps.sessions) as s:
+                report.poisoned = fail_poisoned(s, day=day, max_lost_claims=deps.settings.max_lost_claims)
             report.requeued = _requeue(deps, day, publish, queue_depth, queue_lease_s)
         except Exception:
             metrics.sweep_finished("recover", result="error", seconds=time.monotonic() - started)
@@ -247,8 +230,8 @@ def _requeue(
     drained = queue_depth().drained
     total = 0
     while True:
-        with store.transaction(deps.sessions) as s:
-            ids = store.requeue_expired(
+        with transaction(deps.sessions) as s:
+            ids = requeue_expired(
                 s,
                 day=day,
                 limit=deps.settings.sweep_page_size,

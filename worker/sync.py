@@ -19,14 +19,24 @@ from typing import Any, TypeVar
 import linq
 from sqlalchemy import Engine
 
-from worker import payloads, store
+from worker import payloads
 from worker.linq import LinqCallError, LinqGateway, error_from_sdk
 from worker.logs import event
 from worker.rules.classify import classify
 from worker.rules.facts import ChatActivity
 from worker.rules.retrying import Exhausted, Retryable, build
 from worker.service import Deps
-from worker.sweep import advisory_lock
+from worker.store.chats import known_lines, mark_not_found, record_activity
+from worker.store.ingest import (
+    LookupCandidate,
+    lookup_candidates,
+    prune_webhook_events,
+    save_lookup,
+    save_sync_page,
+    sync_cursor,
+)
+from worker.store.session import transaction
+from worker.store.sweeps import advisory_lock
 
 log = logging.getLogger("cardshare.sync")
 
@@ -106,8 +116,8 @@ def run_sync(
             progress.line(line)
             _sync_line(deps, gateway, line, report, progress)
         _look_up_messages(deps, gateway, lines, budget, report, progress)
-        with store.transaction(deps.sessions) as session:
-            report.pruned_events = store.prune_webhook_events(session)
+        with transaction(deps.sessions) as session:
+            report.pruned_events = prune_webhook_events(session)
     report.seconds = time.monotonic() - started
     event(
         log,
@@ -155,16 +165,16 @@ def _account_lines(deps: Deps, gateway: LinqGateway, report: SyncReport) -> list
             raise
         # Lines cardshare already knows still get synced.
         report.errors.append(f"listing lines: {exc.one_line()}")
-        with store.transaction(deps.sessions) as session:
-            return store.known_lines(session)
+        with transaction(deps.sessions) as session:
+            return known_lines(session)
     return [n.phone_number for n in numbers if n.line_type != "RCS"]
 
 
 def _sync_line(
     deps: Deps, gateway: LinqGateway, line: str, report: SyncReport, progress: SyncProgress
 ) -> None:
-    with store.transaction(deps.sessions) as session:
-        cursor = store.sync_cursor(session, line)
+    with transaction(deps.sessions) as session:
+        cursor = sync_cursor(session, line)
     fresh = cursor is None
     report.lines += 1
     report.resumed += not fresh
@@ -197,9 +207,9 @@ def _sync_line(
                 continue
             activities.append(activity)
         cursor = page.next_cursor or None
-        with store.transaction(deps.sessions) as session:
-            store.record_activity(session, activities)
-            store.save_sync_page(session, line, next_cursor=cursor, chats=len(page.chats), fresh=fresh)
+        with transaction(deps.sessions) as session:
+            record_activity(session, activities)
+            save_sync_page(session, line, next_cursor=cursor, chats=len(page.chats), fresh=fresh)
         fresh = False
         report.pages += 1
         report.chats += len(page.chats)
@@ -220,8 +230,8 @@ def _look_up_messages(
     """Read messages of chats without a known outbound one, `budget` pages at most."""
     if budget <= 0:
         return
-    with store.transaction(deps.sessions) as session:
-        candidates = store.lookup_candidates(
+    with transaction(deps.sessions) as session:
+        candidates = lookup_candidates(
             session, lines=lines, include_groups=deps.settings.share_groups, limit=budget
         )
     progress.lookups(len(candidates))
@@ -234,7 +244,7 @@ def _look_up_messages(
 
 
 def _look_up_chat(
-    deps: Deps, gateway: LinqGateway, candidate: store.LookupCandidate, budget: int, report: SyncReport
+    deps: Deps, gateway: LinqGateway, candidate: LookupCandidate, budget: int, report: SyncReport
 ) -> bool:
     """Page one chat's messages until an outbound one, the end, or the budget. False: stop all
     lookups (Linq is failing; the next run carries on)."""
@@ -253,9 +263,9 @@ def _look_up_chat(
             if exc.status == 401:
                 raise
             if exc.status == 404:  # 404/2001: Linq no longer knows the chat; stop sharing into it
-                with store.transaction(deps.sessions) as session:
-                    store.mark_not_found(session, candidate.chat_id)
-                    store.save_lookup(session, candidate.chat_id, cursor=None, pages=pages, found=False)
+                with transaction(deps.sessions) as session:
+                    mark_not_found(session, candidate.chat_id)
+                    save_lookup(session, candidate.chat_id, cursor=None, pages=pages, found=False)
                 report.not_found += 1
                 return True
             report.errors.append(f"messages of chat {chat_id}: {exc.one_line()}")
@@ -268,12 +278,12 @@ def _look_up_chat(
         if found is not None or cursor is None:
             cursor = None
             break
-    with store.transaction(deps.sessions) as session:
+    with transaction(deps.sessions) as session:
         if found is not None:
-            store.record_activity(
+            record_activity(
                 session, [ChatActivity(candidate.chat_id, candidate.line_phone, outbound_at=found)]
             )
             report.outbound_found += 1
         # A cursor left here means the budget ran out inside this chat: the next run resumes it.
-        store.save_lookup(session, candidate.chat_id, cursor=cursor, pages=pages, found=found is not None)
+        save_lookup(session, candidate.chat_id, cursor=cursor, pages=pages, found=found is not None)
     return True

@@ -28,10 +28,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from worker import metrics, payloads, store
+from worker import metrics, payloads
 from worker.config import Settings
 from worker.errors import ConfigError, StoreUnavailable
 from worker.logs import event, register_secret
+from worker.store.chats import record_activity
+from worker.store.ingest import Delivery, record_webhook_event
+from worker.store.session import transaction
 
 log = logging.getLogger("cardshare.webhooks")
 
@@ -164,14 +167,12 @@ def verifier_for(settings: Settings) -> Verifier:
     return Verifier(secrets, legacy=settings.webhook_legacy_signatures)
 
 
-def record(
-    sessions: sessionmaker[Session], parsed: payloads.ParsedEvent, verified: Verified
-) -> store.Delivery:
+def record(sessions: sessionmaker[Session], parsed: payloads.ParsedEvent, verified: Verified) -> Delivery:
     """One short transaction: the dedupe row, and the chat's facts if the event is new."""
     assert parsed.activity is not None
     try:
-        with store.transaction(sessions) as session:
-            outcome = store.record_webhook_event(
+        with transaction(sessions) as session:
+            outcome = record_webhook_event(
                 session,
                 event_id=parsed.event_id,
                 webhook_id=(verified.webhook_id or "")[:128] or None,
@@ -179,8 +180,8 @@ def record(
                 chat_id=parsed.activity.chat_id,
                 delivery=verified.delivery,
             )
-            if outcome is store.Delivery.NEW:
-                store.record_activity(session, [parsed.activity])
+            if outcome is Delivery.NEW:
+                record_activity(session, [parsed.activity])
             return outcome
     except sa_exc.TimeoutError as exc:  # every pooled connection busy: same answer as an outage
         raise StoreUnavailable("database connection pool exhausted") from exc
@@ -229,7 +230,7 @@ def create_app(
             event(log, "webhook.db_unavailable", logging.ERROR, event_id=parsed.event_id, error=str(exc))
             metrics.webhook_delivery("db_unavailable")
             return JSONResponse({"error": "database unavailable; retry later"}, 503)
-        if outcome is store.Delivery.REPLAYED:
+        if outcome is Delivery.REPLAYED:
             event(
                 log,
                 "webhook.rejected",
@@ -242,7 +243,7 @@ def create_app(
             return JSONResponse({"error": "signature rejected"}, 401)
         event(
             log,
-            "webhook.recorded" if outcome is store.Delivery.NEW else "webhook.duplicate",
+            "webhook.recorded" if outcome is Delivery.NEW else "webhook.duplicate",
             event_id=parsed.event_id,
             event_type=parsed.event_type,
             version=parsed.version,
@@ -250,7 +251,7 @@ def create_app(
             scheme=verified.scheme,
             ms=round((time.monotonic() - started) * 1000, 1),
         )
-        result = "recorded" if outcome is store.Delivery.NEW else "duplicate"
+        result = "recorded" if outcome is Delivery.NEW else "duplicate"
         metrics.webhook_delivery(result)
         return JSONResponse({"status": result})
 

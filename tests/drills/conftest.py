@@ -11,10 +11,10 @@ import pytest
 from tests.conftest import World
 from tests.drills.harness import Procs, drill_timing
 from worker.config import Settings
-from worker.db import make_engine, session_factory
 from worker.linq import ClientPool
 from worker.service import Deps
 from worker.simulator import SimulatorAdmin
+from worker.store.engine import make_engine, session_factory
 
 
 @pytest.fixture

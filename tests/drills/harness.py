@@ -21,13 +21,14 @@ from typing import Any
 import psutil
 from sqlalchemy import text
 
-from worker import store
 from worker.broker import worker_command
 from worker.check import CheckReport, run_check
 from worker.config import Settings
 from worker.rules.facts import ChatActivity
 from worker.service import Deps
 from worker.simulator import SimulatorAdmin
+from worker.store.chats import record_activity
+from worker.store.session import transaction
 
 SCALE = os.environ.get("CARDSHARE_DRILL_SCALE", "small")
 SHARE = "/share_contact_card$"
@@ -193,8 +194,8 @@ def seed_chats(deps: Deps, sim: SimulatorAdmin, line: str, n: int) -> list[uuid.
             for c in ids
         ]
     )
-    with store.transaction(deps.sessions) as s:
-        store.record_activity(
+    with transaction(deps.sessions) as s:
+        record_activity(
             s,
             [ChatActivity(c, line, service="iMessage", is_group=False, outbound_at=when) for c in ids],
         )
@@ -315,7 +316,7 @@ def sweep_now(deps: Deps) -> Any:
     """One real sweep from this process: card refresh, marking, publishing to Redis."""
     from worker.broker import Publisher, queue_depth
     from worker.celery_app import app
-    from worker.db import make_engine
+    from worker.store.engine import make_engine
     from worker.sweep import run_sweep
 
     assert deps.settings.database_url

@@ -28,11 +28,11 @@ from tests.drills.harness import (
 )
 from worker import migrate
 from worker.config import Settings
-from worker.db import make_engine, session_factory
 from worker.embedded import EmbeddedPostgres, EmbeddedRedis
 from worker.linq import ClientPool
 from worker.service import Deps
 from worker.simulator import SimulatorAdmin
+from worker.store.engine import make_engine, session_factory
 
 pytestmark = pytest.mark.drill
 

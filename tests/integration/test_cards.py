@@ -11,7 +11,6 @@ import pytest
 from sqlalchemy import text
 
 from tests.conftest import World
-from worker import store
 from worker.cards import (
     WRITE_LIMIT,
     WRITE_WINDOW_S,
@@ -24,6 +23,17 @@ from worker.config import Secret, Settings
 from worker.contacts import ContactsClient, ContactsError
 from worker.service import Deps
 from worker.simulator import SimulatorAdmin
+from worker.store.cards import (
+    CachedLine,
+    CardState,
+    WriteSlot,
+    cached_lines,
+    finish_card_write,
+    reserve_card_write,
+    store_cards,
+)
+from worker.store.chats import ensure_lines
+from worker.store.session import transaction
 
 PHONE = "+14155550123"
 
@@ -45,9 +55,9 @@ def writes(deps: Deps, phone: str = PHONE) -> list[tuple[str, int | None, int | 
     return [tuple(r) for r in rows]  # type: ignore[misc]
 
 
-def cached(deps: Deps, phone: str = PHONE) -> store.CachedLine | None:
-    with store.transaction(deps.sessions) as s:
-        return store.cached_lines(s, [phone]).get(phone)
+def cached(deps: Deps, phone: str = PHONE) -> CachedLine | None:
+    with transaction(deps.sessions) as s:
+        return cached_lines(s, [phone]).get(phone)
 
 
 def sim_card(sim: SimulatorAdmin, phone: str = PHONE) -> dict[str, object]:
@@ -126,8 +136,8 @@ def test_2012_on_update_marks_the_cached_line_inactive(
     desk: CardDesk, deps: Deps, sim: SimulatorAdmin
 ) -> None:
     sim.add_line(PHONE)
-    with store.transaction(deps.sessions) as s:
-        store.store_cards(s, [store.CardState(PHONE, "Old", None, None, True)], complete=False)
+    with transaction(deps.sessions) as s:
+        store_cards(s, [CardState(PHONE, "Old", None, None, True)], complete=False)
     with pytest.raises(CardCommandError, match="there is no active card to update"):
         desk.update(PHONE, CardChanges(first_name="New"))
     line = cached(deps)
@@ -186,13 +196,13 @@ def test_upstream_failures_are_one_call_and_leave_the_cache_safe(
 
 
 def age_writes(deps: Deps, seconds: float) -> None:
-    with store.transaction(deps.sessions) as s:
+    with transaction(deps.sessions) as s:
         s.execute(text("UPDATE card_writes SET at = at - make_interval(secs => :s)"), {"s": seconds})
 
 
-def reserve(deps: Deps, phone: str = PHONE) -> store.WriteSlot:
-    with store.transaction(deps.sessions) as s:
-        return store.reserve_card_write(s, phone, "PATCH", limit=WRITE_LIMIT, window_s=WRITE_WINDOW_S)
+def reserve(deps: Deps, phone: str = PHONE) -> WriteSlot:
+    with transaction(deps.sessions) as s:
+        return reserve_card_write(s, phone, "PATCH", limit=WRITE_LIMIT, window_s=WRITE_WINDOW_S)
 
 
 def test_the_window_slides_and_uncounted_writes_are_free(deps: Deps) -> None:
@@ -205,8 +215,8 @@ def test_the_window_slides_and_uncounted_writes_are_free(deps: Deps) -> None:
     assert refused.write_id is None
     # The oldest frees its slot 600 s after it was made, i.e. ~200 s from now.
     assert 190 < refused.wait_s <= 200
-    with store.transaction(deps.sessions) as s:
-        store.finish_card_write(s, first.write_id, status=401, code=2004, trace_id=None, counted=False)
+    with transaction(deps.sessions) as s:
+        finish_card_write(s, first.write_id, status=401, code=2004, trace_id=None, counted=False)
     assert reserve(deps).write_id is not None
     age_writes(deps, WRITE_WINDOW_S)
     assert reserve(deps, "+13334445555").used == 1  # per number
@@ -215,7 +225,7 @@ def test_the_window_slides_and_uncounted_writes_are_free(deps: Deps) -> None:
 
 def test_racing_writers_take_exactly_the_budget(deps: Deps) -> None:
     barrier = threading.Barrier(6)
-    got: list[store.WriteSlot] = []
+    got: list[WriteSlot] = []
     lock = threading.Lock()
 
     def writer() -> None:
@@ -245,8 +255,8 @@ def test_views_join_linq_cards_with_the_cache_and_count_due_chats(
     world.chat(active, service="SMS")
     world.line("+13334445555", active=False)
     world.line("+15551112222", active=True, in_db=False)
-    with store.transaction(deps.sessions) as s:
-        store.ensure_lines(s, ["+19998887777"])  # a line cardshare knows, with no card at Linq
+    with transaction(deps.sessions) as s:
+        ensure_lines(s, ["+19998887777"])  # a line cardshare knows, with no card at Linq
     views = {v.phone_number: v for v in desk.views(None, now=deps.clock(), policy=deps.policy)}
     assert sorted(views) == ["+12223334444", "+13334445555", "+15551112222", "+19998887777"]
     assert (views[active].will_share, views[active].due_today) == (True, 2)

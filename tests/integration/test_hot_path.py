@@ -16,12 +16,13 @@ import respx
 from kombu import Connection, Consumer, Producer, Queue
 from sqlalchemy import Engine, text
 
-from worker import hotdb, store
 from worker.config import Settings
-from worker.db import make_engine, session_factory
 from worker.errors import StoreUnavailable
 from worker.linq import http_client
 from worker.redis_transport import Channel
+from worker.store import hot
+from worker.store.engine import make_engine, session_factory
+from worker.store.session import autocommit
 
 from ..conftest import Servers
 
@@ -35,7 +36,7 @@ def engine(database_url: str) -> Iterator[Engine]:
 
 
 def _backend_pid(engine: Engine) -> int:
-    with hotdb.connect(engine) as conn:
+    with hot.connect(engine) as conn:
         pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one_or_none()
     assert isinstance(pid, int)
     return pid
@@ -43,13 +44,13 @@ def _backend_pid(engine: Engine) -> int:
 
 def test_binds_compile_to_psycopg_format_once() -> None:
     stmt = text("SELECT CAST(:a AS int) + 1 AS x, '100%' AS pct, 1::int AS y WHERE :b IS NULL")
-    sql = hotdb.to_driver_sql(stmt)
+    sql = hot.to_driver_sql(stmt)
     assert sql == "SELECT CAST(%(a)s AS int) + 1 AS x, '100%%' AS pct, 1::int AS y WHERE %(b)s IS NULL"
-    assert hotdb.to_driver_sql(text(stmt.text)) is sql
+    assert hot.to_driver_sql(text(stmt.text)) is sql
 
 
 def test_rows_read_by_name_like_sqlalchemy_rows(engine: Engine) -> None:
-    with hotdb.connect(engine) as conn:
+    with hot.connect(engine) as conn:
         stmt = text("SELECT CAST(:a AS int) AS a, CAST(:b AS text) AS b")
         row = conn.execute(stmt, {"a": 7, "b": "x"}).one_or_none()
         assert (row.a, row.b) == (7, "x")
@@ -62,7 +63,7 @@ def test_rows_read_by_name_like_sqlalchemy_rows(engine: Engine) -> None:
 
 def test_statements_commit_alone_and_the_connection_returns_transactional(engine: Engine) -> None:
     chat = uuid.uuid4()
-    with hotdb.connect(engine) as conn:
+    with hot.connect(engine) as conn:
         conn.execute(text("INSERT INTO lines (phone_number) VALUES ('+12025550100') ON CONFLICT DO NOTHING"))
     sessions = session_factory(engine)
     # The same pooled connection now runs a Session transaction: a rollback must undo it.
@@ -73,7 +74,7 @@ def test_statements_commit_alone_and_the_connection_returns_transactional(engine
     )
     session.rollback()
     session.close()
-    with hotdb.connect(engine) as conn:
+    with hot.connect(engine) as conn:
         assert conn.execute(text("SELECT count(*) FROM lines")).scalar_one_or_none() == 1
         gone = conn.execute(text("SELECT 1 FROM chats WHERE id = :id"), {"id": chat}).first()
     assert gone is None
@@ -85,18 +86,18 @@ def test_a_killed_connection_is_store_unavailable_and_the_next_call_reconnects(
     pid = _backend_pid(engine)
     with psycopg.connect(servers.admin_dsn, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-    with pytest.raises(StoreUnavailable, match="connection lost"), hotdb.connect(engine) as conn:
+    with pytest.raises(StoreUnavailable, match="connection lost"), hot.connect(engine) as conn:
         conn.execute(text("SELECT 1"))
     assert _backend_pid(engine) != pid
 
 
 def test_a_statement_timeout_keeps_the_healthy_connection(engine: Engine) -> None:
     pid = _backend_pid(engine)
-    with hotdb.connect(engine) as conn:
+    with hot.connect(engine) as conn:
         conn.execute(text("SET statement_timeout = 50"))
-    with pytest.raises(StoreUnavailable, match="QueryCanceled"), hotdb.connect(engine) as conn:
+    with pytest.raises(StoreUnavailable, match="QueryCanceled"), hot.connect(engine) as conn:
         conn.execute(text("SELECT pg_sleep(2)"))
-    with hotdb.connect(engine) as conn:
+    with hot.connect(engine) as conn:
         conn.execute(text("SET statement_timeout = 15000"))
     assert _backend_pid(engine) == pid
 
@@ -105,7 +106,7 @@ def test_an_unreachable_database_is_store_unavailable() -> None:
     eng = make_engine("postgresql+psycopg://nobody@127.0.0.1:1/none", pool_size=1)
     try:
         sessions = session_factory(eng)
-        with pytest.raises(StoreUnavailable, match="database unavailable"), store.autocommit(sessions):
+        with pytest.raises(StoreUnavailable, match="database unavailable"), autocommit(sessions):
             pass
     finally:
         eng.dispose()

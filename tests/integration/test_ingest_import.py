@@ -11,9 +11,11 @@ import pytest
 from sqlalchemy import text
 
 from tests.conftest import World
-from worker import importer, store
+from worker import importer
 from worker.errors import InputError
 from worker.service import Deps
+from worker.store.chats import mark_opted_out
+from worker.store.session import transaction
 
 NOW = dt.datetime.now(dt.UTC)
 RECENT = (NOW - dt.timedelta(days=1)).replace(microsecond=0)
@@ -73,8 +75,8 @@ def test_import_only_widens_what_is_known(tmp_path: Path, world: World, deps: De
     world.line(LINE)
     newer = NOW - dt.timedelta(hours=1)
     chat = world.chat(LINE, outbound_at=newer, in_sim=False)
-    with store.transaction(deps.sessions) as s:
-        store.mark_opted_out(s, chat)
+    with transaction(deps.sessions) as s:
+        mark_opted_out(s, chat)
     path = tmp_path / "chats.jsonl"
     row = {"chat_id": str(chat), "line": LINE, "service": "iMessage", "last_outbound_at": RECENT.isoformat()}
     path.write_text(json.dumps(row) + "\n")

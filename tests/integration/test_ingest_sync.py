@@ -11,12 +11,13 @@ import pytest
 from sqlalchemy import Engine, text
 
 from tests.conftest import World
-from worker import store
 from worker.config import Settings
-from worker.db import make_engine
 from worker.service import Deps
 from worker.simulator import SimulatorAdmin
 from worker.simulator.client import ChatSpec, MessageSpec
+from worker.store.engine import make_engine
+from worker.store.ingest import record_webhook_event, sync_cursor
+from worker.store.session import transaction
 from worker.sweep import QueueDepth, run_sweep
 from worker.sync import SYNC_LOCK, SyncProgress, run_sync
 
@@ -144,14 +145,14 @@ def test_a_failed_listing_resumes_at_its_cursor(
     assert "HTTP 503" in first.errors[0]
     assert sim.requests()[CHATS_ROUTE] == 1 + retries
     with deps.sessions() as s:
-        assert store.sync_cursor(s, LINE) == "100"
+        assert sync_cursor(s, LINE) == "100"
     second = run_sync(deps, engine, lookups=0)
     assert second.errors == []
     assert (second.resumed, second.pages, second.chats) == (1, 2, 150)
     assert sim.requests()[CHATS_ROUTE] == 1 + retries + 2  # page 1 was not read again
     assert set(known(deps)) == set(with_outbound) | set(without)
     with deps.sessions() as s:
-        assert store.sync_cursor(s, LINE) is None
+        assert sync_cursor(s, LINE) is None
         row = s.execute(text("SELECT pages, chats, finished_at FROM sync_cursors")).one()
     assert (row.pages, row.chats) == (3, 250)
     assert row.finished_at is not None
@@ -227,9 +228,9 @@ def test_one_sync_at_a_time(world: World, deps: Deps, engine: Engine) -> None:
 
 
 def test_old_webhook_dedupe_rows_are_pruned(world: World, deps: Deps, engine: Engine) -> None:
-    with store.transaction(deps.sessions) as s:
+    with transaction(deps.sessions) as s:
         for event_id, age in (("old", "8 days"), ("recent", "1 hour")):
-            store.record_webhook_event(
+            record_webhook_event(
                 s, event_id=event_id, webhook_id=None, event_type="message.sent", chat_id=None, delivery="d"
             )
             s.execute(

@@ -21,12 +21,13 @@ from sqlalchemy.engine import make_url
 from tests.conftest import Servers, World
 from tests.ingest_support import SECRET, ReceiverServer
 from tests.integration.test_sweep import Collector, drained, sweep
-from worker import store
 from worker.config import Secret, Settings
 from worker.logs import configure as configure_logging
 from worker.service import Deps, Outcome, share_chat
 from worker.simulator import SimulatorAdmin
 from worker.simulator.webhooks import EventSpec, build_event, signed_headers
+from worker.store.chats import mark_opted_out
+from worker.store.session import transaction
 from worker.webhooks import create_app
 
 OTHER = "whsec_ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA="
@@ -109,8 +110,8 @@ def test_a_linq_retry_is_answered_but_not_applied_again(
 ) -> None:
     world.line(LINE)
     chat = world.chat(LINE)
-    with store.transaction(deps.sessions) as s:
-        store.mark_opted_out(s, chat)
+    with transaction(deps.sessions) as s:
+        mark_opted_out(s, chat)
     now = int(time.time())
     first = sim.deliver_webhook(
         receiver.url,
@@ -124,8 +125,8 @@ def test_a_linq_retry_is_answered_but_not_applied_again(
     assert json.loads(first["body"]) == {"status": "recorded"}
     assert chat_row(deps, chat).opted_out is False
     # Later the recipient opts out again (403/2024 on a share) ...
-    with store.transaction(deps.sessions) as s:
-        store.mark_opted_out(s, chat)
+    with transaction(deps.sessions) as s:
+        mark_opted_out(s, chat)
     # ... and Linq retries the old event, signed anew: acknowledged, not applied.
     retry = sim.deliver_webhook(
         receiver.url,
@@ -239,8 +240,8 @@ def test_inbound_clears_an_opt_out_only_if_it_is_newer(
 ) -> None:
     world.line(LINE)
     chat = world.chat(LINE)
-    with store.transaction(deps.sessions) as s:
-        store.mark_opted_out(s, chat)
+    with transaction(deps.sessions) as s:
+        mark_opted_out(s, chat)
     old = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
     sim.deliver_webhook(
         receiver.url, SECRET, event_type="message.received", chat_id=str(chat), sent_at=old.isoformat()
@@ -248,8 +249,8 @@ def test_inbound_clears_an_opt_out_only_if_it_is_newer(
     assert chat_row(deps, chat).opted_out is True
     new = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2)
     for version in ("2025-01-01", "2026-02-03"):
-        with store.transaction(deps.sessions) as s:
-            store.mark_opted_out(s, chat)
+        with transaction(deps.sessions) as s:
+            mark_opted_out(s, chat)
         sim.deliver_webhook(
             receiver.url,
             SECRET,

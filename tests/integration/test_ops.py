@@ -21,10 +21,12 @@ from sqlalchemy import text
 from tests.conftest import World
 from tests.ingest_support import SECRET, ReceiverServer
 from tests.integration.test_sweep import Collector, sweep
-from worker import health, status, store
+from worker import health, status
 from worker.broker import SHARE_QUEUE
 from worker.config import Secret, Settings
 from worker.service import Deps, Outcome, share_chat
+from worker.store.session import read_only, transaction
+from worker.store.shares import claim
 from worker.webhooks import create_app
 
 SHARE_PATH = "/share_contact_card$"
@@ -135,7 +137,7 @@ def test_status_survives_a_redis_it_cannot_reach(day_of_fates: Day, deps: Deps, 
 def test_status_reads_in_a_read_only_transaction(deps: Deps) -> None:
     from sqlalchemy.exc import InternalError
 
-    with pytest.raises(InternalError, match="read-only transaction"), store.read_only(deps.sessions) as s:
+    with pytest.raises(InternalError, match="read-only transaction"), read_only(deps.sessions) as s:
         s.execute(text("INSERT INTO lines (phone_number) VALUES ('+15556667777')"))
 
 
@@ -195,8 +197,8 @@ def test_each_outcome_moves_its_metric(world: World, deps: Deps, today: dt.date)
     }
     assert share_chat(flaky, today, deps).outcome is Outcome.SHARED
     assert share_chat(ok, today, deps).outcome is Outcome.SHARED
-    with store.transaction(deps.sessions) as s:
-        assert store.claim(s, held, today, lease_s=60, max_lost_claims=3, task_id="other") is not None
+    with transaction(deps.sessions) as s:
+        assert claim(s, held, today, lease_s=60, max_lost_claims=3, task_id="other") is not None
     assert share_chat(held, today, deps).outcome is Outcome.BUSY
     world.chat()
     sweep(deps, Collector())

@@ -11,17 +11,18 @@ import pytest
 from sqlalchemy import text
 
 from tests.conftest import World
-from worker import store
 from worker.check import explain, possible_duplicate, run_check
 from worker.linq import LinqGateway
 from worker.sandbox import Sandbox
 from worker.service import Deps, Outcome, share_chat
+from worker.store import shares
+from worker.store.session import transaction
 
 
 def lose_claim(deps: Deps, chat: uuid.UUID, day: dt.date) -> None:
     """A worker claimed the chat-day and vanished."""
-    with store.transaction(deps.sessions) as s:
-        claim = store.claim(s, chat, day, lease_s=60, max_lost_claims=3, task_id="vanished")
+    with transaction(deps.sessions) as s:
+        claim = shares.claim(s, chat, day, lease_s=60, max_lost_claims=3, task_id="vanished")
         assert claim is not None
         s.execute(
             text("UPDATE share_days SET lease_until = now() - interval '1 second' WHERE chat_id = :c"),
@@ -30,7 +31,7 @@ def lose_claim(deps: Deps, chat: uuid.UUID, day: dt.date) -> None:
 
 
 def expire(deps: Deps, chat: uuid.UUID) -> None:
-    with store.transaction(deps.sessions) as s:
+    with transaction(deps.sessions) as s:
         s.execute(
             text("UPDATE share_days SET lease_until = now() - interval '1 second' WHERE chat_id = :c"),
             {"c": chat},
@@ -97,7 +98,7 @@ def test_check_counts_missed_and_exact_duplicates(world: World, deps: Deps, toda
     world.line()
     shared, open_, unseen, dup = (world.chat() for _ in range(4))
     assert share_chat(shared, today, deps).outcome is Outcome.SHARED
-    with store.transaction(deps.sessions) as s:
+    with transaction(deps.sessions) as s:
         s.execute(
             text(
                 "INSERT INTO share_days (chat_id, day, status, lease_until) VALUES (:c, :d, 'retry', now())"

@@ -10,9 +10,10 @@ import pytest
 from sqlalchemy import text
 
 from tests.conftest import World
-from worker import store
 from worker.linq import LinqGateway
 from worker.service import Deps, Outcome, share_chat
+from worker.store import shares
+from worker.store.session import transaction
 
 SHARE_PATH = "/share_contact_card$"
 
@@ -256,16 +257,16 @@ def test_crash_after_linq_accepted_is_confirmed_not_repeated(
     world.line()
     chat = world.chat()
     # A first worker claimed, wrote its attempt row, reached Linq ... and died before recording.
-    with store.transaction(deps.sessions) as s:
-        claim = store.claim(s, chat, today, lease_s=60, max_lost_claims=3, task_id="dead")
+    with transaction(deps.sessions) as s:
+        claim = shares.claim(s, chat, today, lease_s=60, max_lost_claims=3, task_id="dead")
         assert claim is not None
-        assert store.begin_attempt(s, claim, task_id="dead") is not None
+        assert shares.begin_attempt(s, claim, task_id="dead") is not None
     gateway = LinqGateway.create(deps.settings)
     try:
         gateway.share_contact_card(str(chat))
     finally:
         gateway.close()
-    with store.transaction(deps.sessions) as s:
+    with transaction(deps.sessions) as s:
         s.execute(
             text("UPDATE share_days SET lease_until = now() - interval '1 second' WHERE chat_id = :c"),
             {"c": chat},
@@ -281,18 +282,18 @@ def test_crash_after_linq_accepted_is_confirmed_not_repeated(
 def test_lease_taken_over_means_no_call(world: World, deps: Deps, today: dt.date) -> None:
     world.line()
     chat = world.chat()
-    with store.transaction(deps.sessions) as s:
-        first = store.claim(s, chat, today, lease_s=60, max_lost_claims=3, task_id="a")
+    with transaction(deps.sessions) as s:
+        first = shares.claim(s, chat, today, lease_s=60, max_lost_claims=3, task_id="a")
         assert first is not None
         s.execute(
             text("UPDATE share_days SET lease_until = now() - interval '1 second' WHERE chat_id = :c"),
             {"c": chat},
         )
-        second = store.claim(s, chat, today, lease_s=60, max_lost_claims=3, task_id="b")
+        second = shares.claim(s, chat, today, lease_s=60, max_lost_claims=3, task_id="b")
         assert second is not None
         # The first holder's token no longer fences anything.
-        assert store.begin_attempt(s, first, task_id="a") is None
-        assert store.begin_attempt(s, second, task_id="b") is not None
+        assert shares.begin_attempt(s, first, task_id="a") is None
+        assert shares.begin_attempt(s, second, task_id="b") is not None
 
 
 @pytest.mark.parametrize(

@@ -13,9 +13,11 @@ import redis
 from sqlalchemy import text
 
 from tests.conftest import World
-from worker import store
-from worker.db import make_engine
 from worker.service import Deps, Outcome, share_chat
+from worker.store.cards import CardState, store_cards
+from worker.store.engine import make_engine
+from worker.store.session import transaction
+from worker.store.shares import claim
 from worker.sweep import QueueDepth, SweepReport, run_recover, run_sweep
 
 
@@ -63,7 +65,7 @@ def recover(deps: Deps, publish: Collector, depth=busy) -> SweepReport:  # type:
 
 
 def expire(deps: Deps, chat: uuid.UUID, seconds: int = 1) -> None:
-    with store.transaction(deps.sessions) as s:
+    with transaction(deps.sessions) as s:
         s.execute(
             text(
                 "UPDATE share_days SET lease_until = now() - make_interval(secs => :s), "
@@ -78,8 +80,8 @@ def test_sweep_enqueues_exactly_the_due_chats(world: World, deps: Deps, today: d
     inactive = world.line("+13334445555", active=False)
     # The cache says active, Linq says not: the sweep's card refresh must catch it.
     stale = world.line("+14445556666", active=False)
-    with store.transaction(deps.sessions) as s:
-        store.store_cards(s, [store.CardState(stale, "X", None, None, True)], complete=False)
+    with transaction(deps.sessions) as s:
+        store_cards(s, [CardState(stale, "X", None, None, True)], complete=False)
     due = [world.chat(active) for _ in range(5)]
     world.chat(active, service="SMS")
     world.chat(active, outbound_at=False)
@@ -160,8 +162,8 @@ def test_recover_requeues_an_expired_claim_and_counts_the_loss(
 ) -> None:
     world.line()
     chat = world.chat()
-    with store.transaction(deps.sessions) as s:
-        assert store.claim(s, chat, today, lease_s=60, max_lost_claims=3, task_id="dead") is not None
+    with transaction(deps.sessions) as s:
+        assert claim(s, chat, today, lease_s=60, max_lost_claims=3, task_id="dead") is not None
     publish = Collector()
     assert recover(deps, publish).requeued == 0  # lease still live
     expire(deps, chat)
@@ -179,8 +181,8 @@ def test_poison_chat_fails_after_three_lost_claims(world: World, deps: Deps, tod
     chat = world.chat()
     publish = Collector()
     for _ in range(3):
-        with store.transaction(deps.sessions) as s:
-            assert store.claim(s, chat, today, lease_s=60, max_lost_claims=3, task_id="crash") is not None
+        with transaction(deps.sessions) as s:
+            assert claim(s, chat, today, lease_s=60, max_lost_claims=3, task_id="crash") is not None
         expire(deps, chat)
         recover(deps, publish)
     with deps.sessions() as s:
@@ -206,7 +208,7 @@ def test_lost_queue_is_requeued_once_the_broker_is_drained(world: World, deps: D
     sweep(deps, publish)
     # Queued less than a lease ago: its message may still be on its way.
     assert recover(deps, Collector(), drained).requeued == 0
-    with store.transaction(deps.sessions) as s:
+    with transaction(deps.sessions) as s:
         s.execute(
             text("UPDATE share_days SET updated_at = now() - make_interval(secs => :s)"),
             {"s": deps.settings.lease_s + 1},
@@ -251,7 +253,7 @@ def test_past_days_are_closed_not_made_up(world: World, deps: Deps, today: dt.da
     world.line()
     chat = world.chat()
     yesterday = today - dt.timedelta(days=1)
-    with store.transaction(deps.sessions) as s:
+    with transaction(deps.sessions) as s:
         s.execute(
             text(
                 "INSERT INTO share_days (chat_id, day, status, lease_until) VALUES (:c, :d, 'queued', now())"

@@ -21,7 +21,7 @@ from worker.cli_cards import render_table
 from worker.errors import InputError
 from worker.linq import Card, LinqCallError
 from worker.rules.classify import Transport
-from worker.store import CachedLine
+from worker.store.cards import CachedLine
 
 PHONE = "+14155550123"
 TRACE = "5b8aa5a2d2c872e8321cf37308d69df2"

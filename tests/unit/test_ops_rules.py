@@ -7,9 +7,9 @@ import uuid
 
 import pytest
 
-from worker import store
 from worker.health import BeatRecord, WorkerRecord, assess_beat, assess_worker, heartbeat_interval
 from worker.status import Counts, Status
+from worker.store.reports import DayCount, FailureRow
 from worker.web import render
 
 NOW = 1_000_000.0
@@ -77,7 +77,7 @@ def test_counts_add_up_per_status_and_reason_kind() -> None:
         ("retry", "retry", 2),
         ("unknown", "read", 1),
     ]:
-        c.add(store.DayCount("+12223334444", status, kind, n, 1 if status == "succeeded" else 0))
+        c.add(DayCount("+12223334444", status, kind, n, 1 if status == "succeeded" else 0))
     assert (c.due, c.shared, c.confirmed_by_rate_limit, c.in_flight, c.unknown) == (14, 3, 1, 6, 1)
     assert dict(c.skipped) == {"card_inactive": 2, "unstated": 1}
     assert c.failed_total == 1
@@ -86,7 +86,7 @@ def test_counts_add_up_per_status_and_reason_kind() -> None:
 def test_the_page_escapes_what_it_shows() -> None:
     hostile = "<script>alert(1)</script>"
     counts = Counts()
-    counts.add(store.DayCount("+12223334444", "failed", "permanent", 1, 0))
+    counts.add(DayCount("+12223334444", "failed", "permanent", 1, 0))
     at = dt.datetime(2026, 3, 2, 12, tzinfo=dt.UTC)
     status = Status(
         day=at.date(),
@@ -96,7 +96,7 @@ def test_the_page_escapes_what_it_shows() -> None:
         last_sweep=None,
         broker_error=hostile,
         failures=[
-            store.FailureRow(uuid.uuid4(), at.date(), "+12223334444", "failed", hostile, at, 400, 1002, "t1")
+            FailureRow(uuid.uuid4(), at.date(), "+12223334444", "failed", hostile, at, 400, 1002, "t1")
         ],
     )
     page = render(status)

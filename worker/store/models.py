@@ -1,4 +1,5 @@
-"""Tables. The (chat_id, day) primary key of `share_days` is what enforces once a day."""
+"""Tables (Alembic's metadata, `migrations/env.py`). The (chat_id, day) primary key of
+`share_days` is what enforces once a day."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from worker.rules.facts import E164_PATTERN
-from worker.rules.states import ALL_STATUSES, AttemptOutcome
+from worker.rules.states import ALL_STATUSES
+from worker.store.due import sql_list
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -95,7 +97,7 @@ class ShareDay(Base):
     __tablename__ = "share_days"
     __table_args__ = (
         CheckConstraint(
-            f"status IN ({', '.join(repr(str(s)) for s in ALL_STATUSES)})",
+            f"status IN {sql_list(ALL_STATUSES)}",
             name="status",
         ),
         Index("ix_share_days_day_status", "day", "status", "lease_until"),
@@ -135,7 +137,7 @@ class Attempt(Base):
             ondelete="CASCADE",
             name="fk_attempts_share_days",
         ),
-        CheckConstraint(f"outcome IN ({', '.join(repr(str(o)) for o in AttemptOutcome)})", name="outcome"),
+        CheckConstraint("outcome IN ('ok', 'retryable', 'fatal', 'unknown')", name="outcome"),
         Index("ix_attempts_chat_started", "chat_id", "started_at"),
     )
 

@@ -1,0 +1,194 @@
+"""Contact cards: the card cache on `lines` that the sweep reads, and `card_writes`, cardshare's own
+count of Linq's 3 writes per 10 minutes per number (docs/linq-contract.md §4.4)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from worker.rules.cadence import Policy
+from worker.store.due import CHAT_IS_DUE, DAY_IS_OPEN, binds
+
+# --------------------------------------------------------------------------- the card cache
+
+
+@dataclass(frozen=True)
+class CardState:
+    phone_number: str
+    first_name: str | None
+    last_name: str | None
+    image_url: str | None
+    is_active: bool
+
+
+STORE_CARD_SQL = text(
+    """
+                INSERT INTO lines (phone_number, first_name, last_name, image_url, card_active,
+                                   card_checked_at)
+                VALUES (:p, :first, :last, :image, :active, now())
+                ON CONFLICT (phone_number) DO UPDATE SET
+                    first_name = EXCLUDED.first_name, last_name = EXCLUDED.last_name,
+                    image_url = EXCLUDED.image_url, card_active = EXCLUDED.card_active,
+                    card_checked_at = now(), updated_at = now()
+                """
+)
+UNLISTED_CARDS_INACTIVE_SQL = text(
+    """
+                UPDATE lines SET card_active = false, card_checked_at = now(), updated_at = now()
+                WHERE NOT (phone_number = ANY(:listed))
+                """
+)
+
+
+def store_cards(session: Session, cards: Sequence[CardState], *, complete: bool) -> int:
+    """Cache Linq's card list. With `complete`, lines missing from it have no active card."""
+    for card in cards:
+        session.execute(
+            STORE_CARD_SQL,
+            {
+                "p": card.phone_number,
+                "first": card.first_name,
+                "last": card.last_name,
+                "image": card.image_url,
+                "active": card.is_active,
+            },
+        )
+    if complete:
+        session.execute(UNLISTED_CARDS_INACTIVE_SQL, {"listed": [c.phone_number for c in cards]})
+    return sum(1 for c in cards if c.is_active)
+
+
+MARK_CARD_INACTIVE_SQL = text(
+    "UPDATE lines SET card_active = false, card_checked_at = now(), updated_at = now() "
+    "WHERE phone_number = :p"
+)
+
+
+def mark_card_inactive(session: Session, line_phone: str) -> None:
+    """2012 from Linq: the line has no active card now (docs/decisions.md §5)."""
+    session.execute(MARK_CARD_INACTIVE_SQL, {"p": line_phone})
+
+
+@dataclass(frozen=True)
+class CachedLine:
+    """What the sweep believes about a line's card (the `lines` row)."""
+
+    phone_number: str
+    first_name: str | None
+    last_name: str | None
+    image_url: str | None
+    card_active: bool
+    card_checked_at: dt.datetime | None
+
+
+CACHED_LINES_SQL = text(
+    """
+            SELECT phone_number, first_name, last_name, image_url, card_active, card_checked_at
+            FROM lines WHERE :all OR phone_number = ANY(:phones)
+            ORDER BY phone_number
+            """
+)
+
+
+def cached_lines(session: Session, phones: Sequence[str] | None = None) -> dict[str, CachedLine]:
+    """Every line (or the given ones) as cached in `lines`."""
+    rows = session.execute(CACHED_LINES_SQL, {"all": phones is None, "phones": list(phones or [])}).all()
+    return {r.phone_number: CachedLine(*r) for r in rows}
+
+
+DUE_TODAY_BY_LINE_SQL = text(
+    f"""
+            SELECT c.line_phone, count(*) FROM chats c
+            LEFT JOIN share_days d ON d.chat_id = c.id AND d.day = :day
+            WHERE c.line_phone = ANY(:phones)
+              AND {CHAT_IS_DUE}
+              AND {DAY_IS_OPEN}
+            GROUP BY c.line_phone
+            """
+)
+
+
+def due_today_by_line(
+    session: Session, phones: Sequence[str], *, day: dt.date, now: dt.datetime, policy: Policy
+) -> dict[str, int]:
+    """Per line: chats that meet every rule of the day except the card's (still open today)."""
+    if not phones:
+        return {}
+    rows = session.execute(
+        DUE_TODAY_BY_LINE_SQL, {"phones": list(phones), "day": day, **binds(now, policy)}
+    ).all()
+    return {str(p): int(n) for p, n in rows}
+
+
+# --------------------------------------------------------------------------- card writes
+
+
+@dataclass(frozen=True)
+class WriteSlot:
+    """A reserved card write (`write_id` set), or a refusal: `used` writes, next one in `wait_s`."""
+
+    write_id: int | None
+    used: int
+    wait_s: float
+
+
+CARD_WRITE_LOCK_SQL = text("SELECT pg_advisory_xact_lock(hashtext('cardshare-card-writes'), hashtext(:p))")
+WRITES_IN_WINDOW_SQL = text(
+    """
+                SELECT extract(epoch FROM at + make_interval(secs => :window) - now())
+                FROM card_writes
+                WHERE phone_number = :p AND counted AND at > now() - make_interval(secs => :window)
+                ORDER BY at DESC
+                """
+)
+INSERT_CARD_WRITE_SQL = text("INSERT INTO card_writes (phone_number, method) VALUES (:p, :m) RETURNING id")
+
+
+def reserve_card_write(
+    session: Session, phone: str, method: str, *, limit: int, window_s: float
+) -> WriteSlot:
+    """Count this number's writes in the window and, if one is left, record ours before the call."""
+    # Two operators writing one number at once must not both take the last slot.
+    session.execute(CARD_WRITE_LOCK_SQL, {"p": phone})
+    rows = session.execute(WRITES_IN_WINDOW_SQL, {"p": phone, "window": window_s})
+    left = [float(v) for v in rows.scalars()]
+    if len(left) >= limit:
+        # The limit-th newest write is the one whose expiry frees a slot.
+        return WriteSlot(None, len(left), max(0.0, left[limit - 1]))
+    write_id = session.execute(INSERT_CARD_WRITE_SQL, {"p": phone, "m": method}).scalar_one()
+    return WriteSlot(int(write_id), len(left) + 1, 0.0)
+
+
+FINISH_CARD_WRITE_SQL = text(
+    "UPDATE card_writes SET http_status = :status, linq_code = :code, trace_id = :trace, "
+    "counted = :counted WHERE id = :id"
+)
+
+
+def finish_card_write(
+    session: Session,
+    write_id: int,
+    *,
+    status: int | None,
+    code: int | None,
+    trace_id: str | None,
+    counted: bool,
+) -> None:
+    session.execute(
+        FINISH_CARD_WRITE_SQL,
+        {"id": write_id, "status": status, "code": code, "trace": trace_id, "counted": counted},
+    )
+
+
+CARD_WRITES_USED_SQL = text(
+    "SELECT count(*) FROM card_writes WHERE phone_number = :p AND counted "
+    "AND at > now() - make_interval(secs => :window)"
+)
+
+
+def card_writes_used(session: Session, phone: str, *, window_s: float) -> int:
+    return int(session.execute(CARD_WRITES_USED_SQL, {"p": phone, "window": window_s}).scalar_one())

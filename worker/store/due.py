@@ -1,0 +1,57 @@
+"""The due rule in SQL, and the status lists, written once (docs/decisions.md §2).
+
+`rules.cadence.why_not_due` is the same rule in Python. The fragments below are composed into
+every statement that selects due chats (the sweep's page, `status`, `card list`), so a change to
+the rule is one edit here and one there; `tests/integration/store/test_due.py` runs one chat per
+`NotDue` reason through both and fails if they disagree.
+
+Aliases: `c` is a `chats` row, `l` its `lines` row, `d` its `share_days` row for `:day`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+
+from worker.rules.cadence import Policy, active_since
+from worker.rules.states import (
+    CLOSED_STATUSES,
+    FINAL_STATUSES,
+    LEASED_STATUSES,
+    MISSABLE_STATUSES,
+    OPEN_STATUSES,
+    DayStatus,
+)
+
+
+def sql_list(statuses: Iterable[DayStatus]) -> str:
+    """`('queued', 'claimed')`: statuses as an SQL list literal (they are our own constants)."""
+    return "(" + ", ".join(f"'{s.value}'" for s in statuses) + ")"
+
+
+OPEN = sql_list(OPEN_STATUSES)
+FINAL = sql_list(FINAL_STATUSES)
+LEASED = sql_list(LEASED_STATUSES)
+MISSABLE = sql_list(MISSABLE_STATUSES)
+CLOSED = sql_list(CLOSED_STATUSES)
+
+# Every chat-level rule (NotDue from CHAT_NOT_FOUND to STALE); binds `binds()`. A NULL first
+# outbound time fails `<= :now`, which is NO_OUTBOUND.
+CHAT_IS_DUE = """c.service = 'iMessage' AND NOT c.opted_out AND c.not_found_at IS NULL
+                  AND (:groups OR NOT c.is_group)
+                  AND c.first_outbound_at <= :now
+                  AND coalesce(c.last_outbound_at, c.first_outbound_at) >= :active_since"""
+
+# CARD_INACTIVE: the sending line's cached card.
+CARD_IS_ACTIVE = "l.card_active"
+
+# ALREADY_SHARED and DAY_CLOSED: no row yet, or a row still open (`d` LEFT JOINed for :day).
+DAY_IS_OPEN = f"(d.status IS NULL OR d.status IN {OPEN})"
+
+# No chat-day row for :day at all: neither a sweep nor a manual share has reached the chat.
+DAY_UNMARKED = "NOT EXISTS (SELECT 1 FROM share_days d WHERE d.chat_id = c.id AND d.day = :day)"
+
+
+def binds(now: dt.datetime, policy: Policy) -> dict[str, object]:
+    """The parameters CHAT_IS_DUE reads."""
+    return {"groups": policy.share_groups, "now": now, "active_since": active_since(now, policy)}

@@ -1,0 +1,385 @@
+"""Read-only queries: `cardshare status`, `history`, `check`, the status page and the demo.
+
+Nothing here writes. `status` and the page read inside `session.read_only`. `check` reads the
+chats' facts and judges them with the Python rule (`rules.cadence`), not with `store.due`, so it
+stays independent of the SQL that did the work.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from worker.rules.cadence import Policy
+from worker.rules.facts import ChatFacts
+from worker.rules.states import DayStatus
+from worker.store.due import CARD_IS_ACTIVE, CHAT_IS_DUE, DAY_UNMARKED, binds, sql_list
+
+# --------------------------------------------------------------------------- a day's numbers
+
+
+@dataclass(frozen=True)
+class DayCount:
+    """Chat-days of one line in one status, grouped by the first word of their reason."""
+
+    line_phone: str
+    status: str
+    kind: str | None
+    count: int
+    confirmed: int
+
+
+DAY_STATUS_COUNTS_SQL = text(
+    """
+            SELECT c.line_phone, d.status, substring(d.reason FROM '^[a-z_]+') AS kind,
+                   count(*) AS n, count(*) FILTER (WHERE d.confirmed_by_rate_limit) AS confirmed
+            FROM share_days d JOIN chats c ON c.id = d.chat_id
+            WHERE d.day = :day
+            GROUP BY 1, 2, 3
+            """
+)
+
+
+def day_status_counts(session: Session, day: dt.date) -> list[DayCount]:
+    """Every chat-day of `day`, counted per line, status and reason kind ("card_inactive", ...)."""
+    rows = session.execute(DAY_STATUS_COUNTS_SQL, {"day": day}).all()
+    return [DayCount(r.line_phone, r.status, r.kind, int(r.n), int(r.confirmed)) for r in rows]
+
+
+UNMARKED_DUE_BY_LINE_SQL = text(
+    f"""
+            SELECT c.line_phone, count(*) FROM chats c
+            JOIN lines l ON l.phone_number = c.line_phone
+            WHERE {CHAT_IS_DUE}
+              AND {CARD_IS_ACTIVE}
+              AND {DAY_UNMARKED}
+            GROUP BY c.line_phone
+            """
+)
+
+
+def unmarked_due_by_line(
+    session: Session, *, day: dt.date, now: dt.datetime, policy: Policy
+) -> dict[str, int]:
+    """Per line: chats due now that no sweep has marked for `day` yet (the sweep's own rules)."""
+    rows = session.execute(UNMARKED_DUE_BY_LINE_SQL, {"day": day, **binds(now, policy)}).all()
+    return {str(p): int(n) for p, n in rows}
+
+
+LINE_CARDS_SQL = text("SELECT phone_number, card_active FROM lines")
+
+
+def line_cards(session: Session) -> dict[str, bool]:
+    return {str(p): bool(a) for p, a in session.execute(LINE_CARDS_SQL)}
+
+
+DAY_COUNTS_SQL = text("SELECT status, count(*) AS n FROM share_days WHERE day = :day GROUP BY status")
+
+
+def day_counts(session: Session, day: dt.date) -> dict[str, int]:
+    """Chat-days of `day` per status."""
+    rows = session.execute(DAY_COUNTS_SQL, {"day": day}).all()
+    return {str(r.status): int(r.n) for r in rows}
+
+
+@dataclass(frozen=True)
+class RunRow:
+    kind: str
+    day: dt.date
+    started_at: dt.datetime
+    finished_at: dt.datetime | None
+    scanned: int
+    enqueued: int
+    error: str | None
+
+
+LAST_RUNS_SQL = text(
+    """
+            SELECT DISTINCT ON (kind) kind, day, started_at, finished_at, scanned, enqueued, error
+            FROM sweep_runs ORDER BY kind, started_at DESC
+            """
+)
+
+
+def last_runs(session: Session) -> dict[str, RunRow]:
+    """The newest run of each kind that records runs (by start time)."""
+    rows = session.execute(LAST_RUNS_SQL).all()
+    return {r.kind: RunRow(*r) for r in rows}
+
+
+@dataclass(frozen=True)
+class FailureRow:
+    chat_id: uuid.UUID
+    day: dt.date
+    line_phone: str
+    status: str
+    reason: str | None
+    at: dt.datetime
+    http_status: int | None
+    linq_code: int | None
+    trace_id: str | None
+
+
+RECENT_FAILURES_SQL = text(
+    f"""
+            SELECT d.chat_id, d.day, c.line_phone, d.status, d.reason,
+                   coalesce(d.finished_at, d.updated_at) AS at, a.http_status, a.linq_code, a.trace_id
+            FROM share_days d
+            JOIN chats c ON c.id = d.chat_id
+            LEFT JOIN LATERAL (
+                SELECT http_status, linq_code, trace_id FROM attempts
+                WHERE chat_id = d.chat_id AND day = d.day ORDER BY attempt_no DESC LIMIT 1
+            ) a ON true
+            WHERE d.day >= :since AND d.status IN {sql_list((DayStatus.FAILED, DayStatus.UNKNOWN))}
+            ORDER BY at DESC, d.chat_id
+            LIMIT :limit
+            """
+)
+
+
+def recent_failures(session: Session, *, since: dt.date, limit: int) -> list[FailureRow]:
+    """Failed and unknown-outcome chat-days since `since`, newest first, with their last attempt."""
+    rows = session.execute(RECENT_FAILURES_SQL, {"since": since, "limit": limit}).all()
+    return [FailureRow(*r) for r in rows]
+
+
+# --------------------------------------------------------------------------- one chat's story
+
+
+@dataclass(frozen=True)
+class ChatInfo:
+    chat_id: uuid.UUID
+    line_phone: str
+    service: str | None
+    is_group: bool
+    first_outbound_at: dt.datetime | None
+    last_outbound_at: dt.datetime | None
+    opted_out: bool
+    opted_out_at: dt.datetime | None
+    not_found_at: dt.datetime | None
+    card_active: bool
+    created_at: dt.datetime
+
+    @property
+    def facts(self) -> ChatFacts:
+        return ChatFacts(
+            service=self.service,
+            is_group=self.is_group,
+            first_outbound_at=self.first_outbound_at,
+            last_outbound_at=self.last_outbound_at,
+            opted_out=self.opted_out,
+            card_active=self.card_active,
+            not_found=self.not_found_at is not None,
+        )
+
+
+CHAT_INFO_SQL = text(
+    """
+            SELECT c.id, c.line_phone, c.service, c.is_group, c.first_outbound_at, c.last_outbound_at,
+                   c.opted_out, c.opted_out_at, c.not_found_at, l.card_active, c.created_at
+            FROM chats c JOIN lines l ON l.phone_number = c.line_phone WHERE c.id = :c
+            """
+)
+
+
+def chat_info(session: Session, chat_id: uuid.UUID) -> ChatInfo | None:
+    row = session.execute(CHAT_INFO_SQL, {"c": chat_id}).one_or_none()
+    return None if row is None else ChatInfo(*row)
+
+
+@dataclass(frozen=True)
+class DayRow:
+    day: dt.date
+    status: str
+    reason: str | None
+    attempts: int
+    claims: int
+    lost_claims: int
+    enqueues: int
+    confirmed_by_rate_limit: bool
+    created_at: dt.datetime
+    finished_at: dt.datetime | None
+
+
+CHAT_DAYS_SQL = text(
+    """
+            SELECT day, status, reason, attempts, claims, lost_claims, enqueues,
+                   confirmed_by_rate_limit, created_at, finished_at
+            FROM share_days WHERE chat_id = :c AND (CAST(:since AS date) IS NULL OR day >= :since)
+            ORDER BY day DESC
+            """
+)
+
+
+def chat_days(session: Session, chat_id: uuid.UUID, *, since: dt.date | None) -> list[DayRow]:
+    rows = session.execute(CHAT_DAYS_SQL, {"c": chat_id, "since": since}).all()
+    return [DayRow(*r) for r in rows]
+
+
+@dataclass(frozen=True)
+class AttemptRow:
+    day: dt.date
+    attempt_no: int
+    started_at: dt.datetime
+    finished_at: dt.datetime | None
+    outcome: str | None
+    http_status: int | None
+    linq_code: int | None
+    trace_id: str | None
+    error: str | None
+    retry_after_s: float | None
+    task_id: str | None
+
+
+CHAT_ATTEMPTS_SQL = text(
+    """
+            SELECT day, attempt_no, started_at, finished_at, outcome, http_status, linq_code, trace_id,
+                   error, retry_after_s, task_id
+            FROM attempts WHERE chat_id = :c AND (CAST(:since AS date) IS NULL OR day >= :since)
+            ORDER BY day DESC, attempt_no
+            """
+)
+
+
+def chat_attempts(session: Session, chat_id: uuid.UUID, *, since: dt.date | None) -> list[AttemptRow]:
+    rows = session.execute(CHAT_ATTEMPTS_SQL, {"c": chat_id, "since": since}).all()
+    return [AttemptRow(*r) for r in rows]
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    at: dt.datetime
+    actor: str
+    action: str
+    outcome: str
+    detail: str | None
+
+
+CHAT_AUDIT_SQL = text(
+    "SELECT at, actor, action, outcome, detail FROM audit_events WHERE chat_ref = :c "
+    "ORDER BY at DESC, id DESC LIMIT :limit"
+)
+
+
+def chat_audit(session: Session, chat_ref: str, *, limit: int = 50) -> list[AuditRow]:
+    rows = session.execute(CHAT_AUDIT_SQL, {"c": chat_ref, "limit": limit}).all()
+    return [AuditRow(*r) for r in rows]
+
+
+# --------------------------------------------------------------------------- the checker and the demo
+
+
+@dataclass(frozen=True)
+class DayEntry:
+    """One chat-day of a day as the checker reads it: the reason's first word only."""
+
+    chat_id: uuid.UUID
+    status: str
+    reason: str
+    confirmed_by_rate_limit: bool
+
+
+DAY_ENTRIES_SQL = text(
+    "SELECT chat_id, status, split_part(coalesce(reason, '-'), ' ', 1) AS reason, "
+    "confirmed_by_rate_limit FROM share_days WHERE day = :d"
+)
+
+
+def day_entries(session: Session, day: dt.date) -> list[DayEntry]:
+    return [DayEntry(*r) for r in session.execute(DAY_ENTRIES_SQL, {"d": day})]
+
+
+CHAT_FACTS_COLUMNS = """c.id, c.service, c.is_group, c.first_outbound_at, c.last_outbound_at,
+                   c.opted_out, c.not_found_at IS NOT NULL AS not_found, l.card_active"""
+CHAT_FACTS_PAGE_SQL = text(
+    f"""
+            SELECT {CHAT_FACTS_COLUMNS}
+            FROM chats c JOIN lines l ON l.phone_number = c.line_phone
+            WHERE c.id > :after
+            ORDER BY c.id LIMIT :limit
+            """
+)
+UNMARKED_CHAT_FACTS_PAGE_SQL = text(
+    f"""
+            SELECT {CHAT_FACTS_COLUMNS}
+            FROM chats c JOIN lines l ON l.phone_number = c.line_phone
+            WHERE c.id > :after AND {DAY_UNMARKED}
+            ORDER BY c.id LIMIT :limit
+            """
+)
+
+
+def chat_facts(
+    session: Session, *, unmarked_on: dt.date | None = None, page_size: int = 1000
+) -> Iterator[tuple[uuid.UUID, ChatFacts]]:
+    """Every chat's facts (or only those with no chat-day row for `unmarked_on`), by id in pages,
+    for a judge that applies the Python rule to them."""
+    statement = CHAT_FACTS_PAGE_SQL if unmarked_on is None else UNMARKED_CHAT_FACTS_PAGE_SQL
+    params: dict[str, Any] = {"limit": page_size}
+    if unmarked_on is not None:
+        params["day"] = unmarked_on
+    after = uuid.UUID(int=0)
+    while True:
+        rows = session.execute(statement, {**params, "after": after}).all()
+        for r in rows:
+            yield (
+                r.id,
+                ChatFacts(
+                    service=r.service,
+                    is_group=r.is_group,
+                    first_outbound_at=r.first_outbound_at,
+                    last_outbound_at=r.last_outbound_at,
+                    opted_out=r.opted_out,
+                    card_active=r.card_active,
+                    not_found=r.not_found,
+                ),
+            )
+        if len(rows) < page_size:
+            return
+        after = rows[-1].id
+
+
+DAY_ATTEMPTS_SQL = text(
+    "SELECT attempt_no, started_at, finished_at, outcome, http_status, linq_code, trace_id, "
+    "task_id FROM attempts WHERE chat_id = :c AND day = :d ORDER BY attempt_no"
+)
+
+
+def day_attempts(session: Session, chat_id: uuid.UUID, day: dt.date) -> list[dict[str, Any]]:
+    """One chat-day's attempts, as plain mappings (the checker shows them as they are)."""
+    return [dict(r._mapping) for r in session.execute(DAY_ATTEMPTS_SQL, {"c": chat_id, "d": day})]
+
+
+REPEATED_WITH_SUCCESS_SQL = text(
+    """
+            SELECT chat_id FROM attempts WHERE day = :d GROUP BY chat_id
+            HAVING count(*) > 1 AND count(*) FILTER (WHERE http_status BETWEEN 200 AND 299) >= 1
+            """
+)
+
+
+def repeated_with_success(session: Session, day: dt.date) -> list[uuid.UUID]:
+    """Chats of `day` with more than one attempt, at least one of them answered 2xx."""
+    return list(session.execute(REPEATED_WITH_SUCCESS_SQL, {"d": day}).scalars())
+
+
+ATTEMPT_STATS_SQL = text(
+    """
+                SELECT count(*) FILTER (WHERE outcome = 'retryable') AS retries,
+                       count(DISTINCT chat_id) FILTER (WHERE attempt_no > 1) AS retried_chats,
+                       count(*) FILTER (WHERE outcome = 'unknown') AS unknown
+                FROM attempts WHERE day = :d
+                """
+)
+
+
+def attempt_stats(session: Session, day: dt.date) -> dict[str, int]:
+    """Retryable attempts, chats tried more than once, unknown outcomes (the demo's summary)."""
+    row = session.execute(ATTEMPT_STATS_SQL, {"d": day}).one()
+    return {"retries": int(row.retries), "retried_chats": int(row.retried_chats), "unknown": int(row.unknown)}

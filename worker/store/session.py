@@ -1,0 +1,53 @@
+"""Transactions: one short one per unit of work, or autocommit for single statements.
+
+Connection-level failures surface as StoreUnavailable, which callers retry or report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Connection, text
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import Session, sessionmaker
+
+from worker.errors import StoreUnavailable
+from worker.store import hot
+from worker.store.hot import HotConnection
+
+# The share path's functions run one statement each, atomic on its own, so they accept a
+# connection in autocommit mode as well as a Session (saves BEGIN/COMMIT round trips).
+Db = Session | Connection | HotConnection
+
+SET_READ_ONLY_SQL = text("SET TRANSACTION READ ONLY")
+
+
+@contextmanager
+def autocommit(sessions: sessionmaker[Session]) -> Iterator[HotConnection]:
+    """A pooled connection in autocommit mode: each statement commits by itself (raw psycopg,
+    see `hot`)."""
+    with hot.connect(sessions.kw["bind"]) as conn:
+        yield conn
+
+
+@contextmanager
+def transaction(sessions: sessionmaker[Session]) -> Iterator[Session]:
+    """One short transaction; connection-level failures surface as StoreUnavailable."""
+    try:
+        with sessions.begin() as session:
+            yield session
+    except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+        raise StoreUnavailable(f"database unavailable: {type(exc.orig or exc).__name__}") from exc
+    except sa_exc.DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise StoreUnavailable("database connection lost") from exc
+        raise
+
+
+@contextmanager
+def read_only(sessions: sessionmaker[Session]) -> Iterator[Session]:
+    """A transaction that cannot write: status readers must never change what they report."""
+    with transaction(sessions) as session:
+        session.execute(SET_READ_ONLY_SQL)
+        yield session

@@ -1,0 +1,370 @@
+"""One share's statements: load the chat, claim its day, write attempts, finish.
+
+This is the hot path: a successful share runs three of these statements (load, claim with the
+first attempt row, finish), each atomic on its own, in autocommit on the driver (`store.hot`).
+Every write after the claim is fenced by its token, so a worker whose lease was taken over can
+neither call Linq nor record anything.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import text
+
+from worker.rules.facts import ChatFacts
+from worker.rules.states import CLOSED_STATUSES, FINAL_STATUSES, AttemptOutcome, DayStatus
+from worker.store.due import FINAL, LEASED
+from worker.store.session import Db
+
+# --------------------------------------------------------------------------- load
+
+# Built once: text() re-parses its bind parameters on every call.
+LOAD_CHAT_SQL = text(
+    """
+            SELECT c.id, c.line_phone, c.service, c.is_group, c.first_outbound_at,
+                   c.last_outbound_at, c.opted_out, c.not_found_at IS NOT NULL AS not_found,
+                   l.card_active, d.status AS status_today,
+                   EXISTS (
+                       SELECT 1 FROM attempts a
+                       WHERE a.chat_id = c.id AND a.day = :day
+                         AND (a.outcome = 'unknown' OR a.outcome IS NULL)
+                         AND a.started_at > now() - make_interval(secs => :window)
+                   ) AS unconfirmed_recent
+            FROM chats c
+            JOIN lines l ON l.phone_number = c.line_phone
+            LEFT JOIN share_days d ON d.chat_id = c.id AND d.day = :day
+            WHERE c.id = :chat_id
+            """
+)
+
+
+@dataclass(frozen=True)
+class ChatRow:
+    chat_id: uuid.UUID
+    line_phone: str
+    facts: ChatFacts
+    status_today: str | None
+    unconfirmed_recent: bool = False
+
+    @property
+    def shared_today(self) -> bool:
+        return self.status_today == DayStatus.SUCCEEDED
+
+    @property
+    def day_closed(self) -> bool:
+        return self.status_today in CLOSED_STATUSES
+
+
+def load_chat(
+    session: Db, chat_id: uuid.UUID, day: dt.date, *, unconfirmed_window_s: float = 300.0
+) -> ChatRow | None:
+    """The chat's facts, today's status, and whether one of our shares for it ended unknown
+    (or never ended) within `unconfirmed_window_s` (Linq's share window)."""
+    row = session.execute(
+        LOAD_CHAT_SQL,
+        {"chat_id": chat_id, "day": day, "window": unconfirmed_window_s},
+    ).one_or_none()
+    if row is None:
+        return None
+    return ChatRow(
+        chat_id=row.id,
+        line_phone=row.line_phone,
+        facts=ChatFacts(
+            service=row.service,
+            is_group=row.is_group,
+            first_outbound_at=row.first_outbound_at,
+            last_outbound_at=row.last_outbound_at,
+            opted_out=row.opted_out,
+            card_active=row.card_active,
+            not_found=row.not_found,
+        ),
+        status_today=row.status_today,
+        unconfirmed_recent=row.unconfirmed_recent,
+    )
+
+
+# --------------------------------------------------------------------------- claim
+
+CLAIM_SQL = text(
+    f"""
+            WITH c AS (
+            INSERT INTO share_days AS d (chat_id, day, status, lease_until, claim_token, claims,
+                                         task_id, claimed_at, attempts)
+            VALUES (:chat_id, :day, 'claimed', now() + make_interval(secs => :lease),
+                    :token, 1, :task_id, now(), :begin)
+            ON CONFLICT (chat_id, day) DO UPDATE SET
+                status = 'claimed',
+                attempts = d.attempts + :begin,
+                lease_until = EXCLUDED.lease_until,
+                claim_token = EXCLUDED.claim_token,
+                claims = d.claims + 1,
+                lost_claims = d.lost_claims + (d.status = 'claimed')::int,
+                task_id = EXCLUDED.task_id,
+                claimed_at = now(),
+                reason = NULL,
+                updated_at = now()
+            WHERE d.status NOT IN {FINAL}
+              AND (d.status = 'queued' OR d.lease_until < now())
+              AND NOT (d.status = 'claimed' AND d.lost_claims + 1 >= :max_lost)
+            RETURNING d.chat_id, d.day, d.claims, d.lost_claims, d.attempts, d.claim_token
+            ), a AS (
+                INSERT INTO attempts (chat_id, day, attempt_no, claim_token, started_at, task_id)
+                SELECT chat_id, day, attempts, claim_token, clock_timestamp(), :task_id FROM c
+                WHERE :begin = 1
+                RETURNING id, attempt_no
+            )
+            SELECT c.claims, c.lost_claims, a.id AS attempt_id, a.attempt_no
+            FROM c LEFT JOIN a ON true
+            """
+)
+
+
+@dataclass(frozen=True)
+class Claim:
+    chat_id: uuid.UUID
+    day: dt.date
+    token: uuid.UUID
+    claims: int
+    lost_claims: int
+    first_attempt: tuple[int, int] | None = None  # (attempt id, attempt no) when begun with the claim
+
+
+def claim(
+    session: Db,
+    chat_id: uuid.UUID,
+    day: dt.date,
+    *,
+    lease_s: float,
+    max_lost_claims: int,
+    task_id: str | None,
+    begin: bool = False,
+) -> Claim | None:
+    """Take the chat-day, or None when its day ended (succeeded, skipped, failed) or someone
+    holds a live lease. With `begin`, the first attempt row is written by the same statement
+    (`Claim.first_attempt`), saving a round trip on every share.
+
+    A queued row is free to take; any other open row only once its lease has expired. A
+    'claimed' row whose lease expired lost its holder (crash): that counts toward the poison
+    limit, and at the limit the row is left for recovery to mark failed.
+    """
+    token = uuid.uuid4()
+    row = session.execute(
+        CLAIM_SQL,
+        {
+            "chat_id": chat_id,
+            "day": day,
+            "lease": lease_s,
+            "token": token,
+            "task_id": task_id,
+            "max_lost": max_lost_claims,
+            "begin": int(begin),
+        },
+    ).one_or_none()
+    if row is None:
+        return None
+    first = (row.attempt_id, row.attempt_no) if begin else None
+    return Claim(
+        chat_id=chat_id,
+        day=day,
+        token=token,
+        claims=row.claims,
+        lost_claims=row.lost_claims,
+        first_attempt=first,
+    )
+
+
+# --------------------------------------------------------------------------- attempts
+
+BEGIN_ATTEMPT_SQL = text(
+    """
+            WITH d AS (
+                UPDATE share_days SET attempts = attempts + 1, updated_at = now()
+                WHERE chat_id = :chat_id AND day = :day AND claim_token = :token
+                  AND status = 'claimed'
+                RETURNING chat_id, day, attempts, claim_token
+            )
+            INSERT INTO attempts (chat_id, day, attempt_no, claim_token, started_at, task_id)
+            SELECT chat_id, day, attempts, claim_token, clock_timestamp(), :task_id FROM d
+            RETURNING id, attempt_no
+            """
+)
+
+
+def begin_attempt(session: Db, claim_: Claim, *, task_id: str | None) -> tuple[int, int] | None:
+    """Write the attempt row before the call; None if the claim was taken over (do not call)."""
+    row = session.execute(
+        BEGIN_ATTEMPT_SQL,
+        {"chat_id": claim_.chat_id, "day": claim_.day, "token": claim_.token, "task_id": task_id},
+    ).one_or_none()
+    return None if row is None else (row.id, row.attempt_no)
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    outcome: AttemptOutcome
+    http_status: int | None = None
+    linq_code: int | None = None
+    error: str | None = None
+    retry_after_s: float | None = None
+    trace_id: str | None = None
+
+
+ADD_LOST_CLAIM_SQL = text(
+    "UPDATE share_days SET lost_claims = lost_claims + 1, updated_at = now() "
+    "WHERE chat_id = :c AND day = :d AND claim_token = :t AND status = 'claimed' "
+    "RETURNING lost_claims"
+)
+
+
+def add_lost_claim(session: Db, claim_: Claim) -> int | None:
+    """Charge one crash to this chat-day (fenced); the new count, or None if the claim is gone."""
+    return session.execute(
+        ADD_LOST_CLAIM_SQL,
+        {"c": claim_.chat_id, "d": claim_.day, "t": claim_.token},
+    ).scalar_one_or_none()
+
+
+FINISH_ATTEMPT_SQL = text(
+    """
+            UPDATE attempts SET finished_at = clock_timestamp(), outcome = :outcome,
+                http_status = :status, linq_code = :code, error = :error,
+                retry_after_s = :retry_after, trace_id = :trace
+            WHERE id = :id
+            """
+)
+
+
+def finish_attempt(session: Db, attempt_id: int, result: AttemptResult) -> None:
+    session.execute(
+        FINISH_ATTEMPT_SQL,
+        {
+            "id": attempt_id,
+            "outcome": result.outcome.value,
+            "status": result.http_status,
+            "code": result.linq_code,
+            "error": (result.error or "")[:500] or None,
+            "retry_after": result.retry_after_s,
+            "trace": result.trace_id,
+        },
+    )
+
+
+# --------------------------------------------------------------------------- finish
+
+FINISH_DAY_SQL = text(
+    """
+            UPDATE share_days SET status = :status, reason = :reason,
+                lease_until = now() + make_interval(secs => :delay),
+                finished_at = CASE WHEN :final THEN now() END,
+                confirmed_by_rate_limit = confirmed_by_rate_limit OR :confirmed,
+                updated_at = now()
+            WHERE chat_id = :chat_id AND day = :day AND claim_token = :token AND status = 'claimed'
+            """
+)
+
+
+def finish_day(
+    session: Db,
+    claim_: Claim,
+    status: DayStatus,
+    *,
+    reason: str | None = None,
+    retry_in_s: float | None = None,
+    confirmed_by_rate_limit: bool = False,
+) -> bool:
+    """Record the claim's result, fenced by its token. False: the claim was lost meanwhile.
+
+    Final statuses end the lease now; retry/unknown keep the row closed until `retry_in_s`.
+    """
+    final = status in FINAL_STATUSES
+    result = session.execute(
+        FINISH_DAY_SQL,
+        {
+            "status": status.value,
+            "reason": reason,
+            "delay": 0.0 if final else float(retry_in_s or 0.0),
+            "final": final,
+            "confirmed": confirmed_by_rate_limit,
+            "chat_id": claim_.chat_id,
+            "day": claim_.day,
+            "token": claim_.token,
+        },
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+FINISH_SQL = text(
+    """
+            WITH a AS (
+                UPDATE attempts SET finished_at = clock_timestamp(), outcome = :outcome,
+                    http_status = :http_status, linq_code = :code, error = :error,
+                    retry_after_s = :retry_after, trace_id = :trace
+                WHERE id = :attempt_id
+            )
+            UPDATE share_days SET status = :status, reason = :reason,
+                lease_until = now() + make_interval(secs => :delay),
+                finished_at = CASE WHEN :final THEN now() END,
+                confirmed_by_rate_limit = confirmed_by_rate_limit OR :confirmed,
+                updated_at = now()
+            WHERE chat_id = :chat_id AND day = :day AND claim_token = :token AND status = 'claimed'
+            RETURNING 1
+            """
+)
+
+
+def finish(
+    session: Db,
+    claim_: Claim,
+    attempt_id: int,
+    result: AttemptResult,
+    status: DayStatus,
+    *,
+    reason: str | None = None,
+    retry_in_s: float | None = None,
+    confirmed_by_rate_limit: bool = False,
+) -> bool:
+    """finish_attempt and finish_day in one statement (the common path of every share)."""
+    final = status in FINAL_STATUSES
+    row = session.execute(
+        FINISH_SQL,
+        {
+            "attempt_id": attempt_id,
+            "outcome": result.outcome.value,
+            "http_status": result.http_status,
+            "code": result.linq_code,
+            "error": (result.error or "")[:500] or None,
+            "retry_after": result.retry_after_s,
+            "trace": result.trace_id,
+            "status": status.value,
+            "reason": reason,
+            "delay": 0.0 if final else float(retry_in_s or 0.0),
+            "final": final,
+            "confirmed": confirmed_by_rate_limit,
+            "chat_id": claim_.chat_id,
+            "day": claim_.day,
+            "token": claim_.token,
+        },
+    ).first()
+    return row is not None
+
+
+CLOSE_UNCLAIMED_SQL = text(
+    f"""
+            UPDATE share_days SET status = :status, reason = :reason, lease_until = now(),
+                finished_at = now(), updated_at = now()
+            WHERE chat_id = :chat_id AND day = :day
+              AND (status = 'queued' OR (status IN {LEASED} AND lease_until < now()))
+            """
+)
+
+
+def close_unclaimed(session: Db, chat_id: uuid.UUID, day: dt.date, status: DayStatus, reason: str) -> bool:
+    """End a chat-day nobody holds (a not-due chat, a stale day) without a claim."""
+    result = session.execute(
+        CLOSE_UNCLAIMED_SQL,
+        {"status": status.value, "reason": reason, "chat_id": chat_id, "day": day},
+    )
+    return bool(getattr(result, "rowcount", 0))
