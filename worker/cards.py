@@ -3,7 +3,7 @@
 Linq allows 3 POST/PATCH per 10 minutes per number, and a quick repeat after 503/4004 extends
 its upstream limit, so nothing here retries: each failure is explained once and the operator
 decides. Every write is recorded in `card_writes` before the call, and a fourth inside the
-window is refused without calling (linq-api.md §4, §8).
+window is refused without calling (docs/linq-contract.md §4).
 """
 
 from __future__ import annotations
@@ -17,13 +17,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-import linq
 import phonenumbers
-from linq.types import SetContactCard
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.errors import CardshareError, InputError
-from worker.linq import Card, LinqCallError, LinqGateway, error_from_sdk
+from worker.linq import Card, LinqCallError, LinqGateway, SavedCard
 from worker.logs import event
 from worker.rules.cadence import Policy, share_day
 from worker.rules.classify import Transport
@@ -42,7 +40,7 @@ from worker.store.session import transaction
 
 log = logging.getLogger("cardshare.cards")
 
-# Linq's budget for POST + PATCH together, per phone number (linq-api.md §4.2, §8).
+# Linq's budget for POST + PATCH together, per phone number (docs/linq-contract.md §4.4).
 WRITE_LIMIT = 3
 WRITE_WINDOW_S = 600.0
 IMAGE_URL_MAX = 2048  # what browsers and CDNs reliably accept
@@ -54,7 +52,6 @@ KEY_SETTING = "LINQ_API_V3_API_KEY"
 NOT_COUNTED_STATUSES = frozenset({400, 401, 403, 422, 429})
 
 Method = Literal["POST", "PATCH"]
-RawCard = linq.APIResponse[SetContactCard]  # what `with_raw_response.create/update` return
 _PHONE_CHARS = re.compile(r"^\+[0-9 ()./-]+$")
 
 
@@ -361,7 +358,7 @@ class WriteResult:
 
 @dataclass
 class CardDesk:
-    """Card operations over the SDK, the write budget and the line cache."""
+    """Card operations over the Linq gateway, the write budget and the line cache."""
 
     gateway: LinqGateway
     sessions: sessionmaker[Session]
@@ -383,14 +380,7 @@ class CardDesk:
         self, phone: str, first_name: str, last_name: str | None = None, image_url: str | None = None
     ) -> WriteResult:
         return self._write(
-            "POST",
-            phone,
-            lambda: self.gateway.sdk.contact_card.with_raw_response.create(
-                phone_number=phone,
-                first_name=first_name,
-                last_name=_given(last_name),
-                image_url=_given(image_url),
-            ),
+            "POST", phone, lambda: self.gateway.create_card(phone, first_name, last_name, image_url)
         )
 
     def update(self, phone: str, changes: CardChanges) -> WriteResult:
@@ -400,24 +390,23 @@ class CardDesk:
         return self._write(
             "PATCH",
             phone,
-            lambda: self.gateway.sdk.contact_card.with_raw_response.update(
-                phone_number=phone,
-                first_name=_given(changes.first_name),
-                last_name=_given(changes.last_name),
-                image_url=_given(changes.image_url),
+            lambda: self.gateway.update_card(
+                phone,
+                first_name=changes.first_name,
+                last_name=changes.last_name,
+                image_url=changes.image_url,
             ),
         )
 
-    def _write(self, method: Method, phone: str, call: Callable[[], RawCard]) -> WriteResult:
+    def _write(self, method: Method, phone: str, call: Callable[[], SavedCard]) -> WriteResult:
         op: Op = "create" if method == "POST" else "update"
         with transaction(self.sessions) as s:
             slot = reserve_card_write(s, phone, method, limit=WRITE_LIMIT, window_s=WRITE_WINDOW_S)
         if slot.write_id is None:
             raise WriteLimitReached(phone, slot.used, slot.wait_s)
         try:
-            raw = call()
-        except linq.APIError as exc:
-            err = error_from_sdk(exc)
+            saved = call()
+        except LinqCallError as err:
             counted = counts_against_budget(err.status, err.transport)
             with transaction(self.sessions) as s:
                 finish_card_write(
@@ -430,24 +419,16 @@ class CardDesk:
             event(log, "card_write", method=method, phone=phone, status=err.status, code=err.code,
                   trace_id=err.trace_id, counted=counted)  # fmt: skip
             left = max(0, WRITE_LIMIT - used) if counted else None
-            raise CardCommandError(failure_line(op, phone, err, writes_left=left), err) from exc
-        body: SetContactCard = raw.parse()
-        card = Card(body.phone_number, body.first_name, body.last_name, body.image_url, body.is_active)
-        trace = raw.headers.get("x-trace-id")
+            raise CardCommandError(failure_line(op, phone, err, writes_left=left), err) from err
+        card, trace = saved.card, saved.trace_id
         with transaction(self.sessions) as s:
-            finish_card_write(
-                s, slot.write_id, status=raw.status_code, code=None, trace_id=trace, counted=True
-            )
+            finish_card_write(s, slot.write_id, status=saved.status, code=None, trace_id=trace, counted=True)
             # complete=False: one card says nothing about the other lines.
             store_cards(
                 s,
                 [CardState(phone, card.first_name, card.last_name, card.image_url, card.is_active)],
                 complete=False,
             )
-        event(log, "card_write", method=method, phone=phone, status=raw.status_code, active=card.is_active,
+        event(log, "card_write", method=method, phone=phone, status=saved.status, active=card.is_active,
               trace_id=trace)  # fmt: skip
         return WriteResult(method, card, trace, slot.used)
-
-
-def _given(value: str | None) -> str | linq.Omit:
-    return linq.omit if value is None else value

@@ -1,8 +1,10 @@
-"""Linq client: the official SDK over our own httpx.Client, errors normalized to `LinqCallError`.
+"""The only door to Linq: the official SDK over our own httpx.Client, errors normalized to
+`LinqCallError`, answers as plain dataclasses. Nothing else in `worker` imports the SDK.
 
-The SDK runs with max_retries=0 (retries live in `retrying`). Each worker thread gets its own
-client: one httpx pool shared by many threads spends most of its CPU walking the pool
-(measured-facts.md), and building a client costs ~40 ms, so never one per call.
+The SDK runs with max_retries=0 (retries live in `rules.retrying`, docs/linq-contract.md §9.1).
+Each caller gets its own small client: one httpx pool shared by many threads spends most of its
+CPU walking the pool, and building a client costs ~40 ms, so never one per call
+(docs/linq-contract.md §9.3).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +20,7 @@ from typing import Any
 import httpx
 import linq
 from linq import LinqAPIV3
+from linq.types import SetContactCard
 
 from worker.config import Settings
 from worker.rules.classify import CallResult, Transport
@@ -39,6 +42,31 @@ class Card:
     last_name: str | None
     image_url: str | None
     is_active: bool
+
+
+@dataclass(frozen=True)
+class SavedCard:
+    """Linq's answer to a card write: the card as saved (maybe not active yet), and the call."""
+
+    card: Card
+    status: int
+    trace_id: str | None
+
+
+@dataclass(frozen=True)
+class Line:
+    """One of the account's phone numbers; `line_type` "RCS" never carries iMessage."""
+
+    phone_number: str
+    line_type: str | None
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a cursor listing: Linq's objects as JSON, and where the next page starts."""
+
+    items: list[dict[str, Any]]
+    next_cursor: str | None
 
 
 class LinqCallError(Exception):
@@ -183,7 +211,7 @@ class LinqGateway:
             raw = self.sdk.chats.with_raw_response.share_contact_card(chat_id)
         except linq.APIError as exc:
             raise error_from_sdk(exc) from exc
-        # Any 2xx is success; the body is not read (linq-api.md §5).
+        # Any 2xx is success; the body is not read (docs/linq-contract.md §5).
         return LinqResponse(status=raw.status_code, trace_id=raw.headers.get("x-trace-id"))
 
     def list_cards(self, phone_number: str | None = None) -> list[Card]:
@@ -205,21 +233,79 @@ class LinqGateway:
             for c in resp.contact_cards
         ]
 
-    def iter_chats(self, line: str, *, limit: int = 100) -> Iterator[Any]:
-        """Every chat of a line, following next_cursor to the end."""
-        cursor: str | None = None
-        while True:
-            try:
-                if cursor is None:
-                    page = self.sdk.chats.list_chats(from_=line, limit=limit)
-                else:
-                    page = self.sdk.chats.list_chats(from_=line, limit=limit, cursor=cursor)
-            except linq.APIError as exc:
-                raise error_from_sdk(exc) from exc
-            yield from page.chats
-            cursor = page.next_cursor
-            if not cursor:
-                return
+    def create_card(
+        self, phone_number: str, first_name: str, last_name: str | None = None, image_url: str | None = None
+    ) -> SavedCard:
+        """POST /v3/contact_card (docs/linq-contract.md §4.2). Never retried: every call is a write."""
+        return self._write_card(
+            lambda: self.sdk.contact_card.with_raw_response.create(
+                phone_number=phone_number,
+                first_name=first_name,
+                last_name=_given(last_name),
+                image_url=_given(image_url),
+            )
+        )
+
+    def update_card(
+        self,
+        phone_number: str,
+        *,
+        first_name: str | None = None,
+        last_name: str | None = None,
+        image_url: str | None = None,
+    ) -> SavedCard:
+        """PATCH /v3/contact_card (§4.3): omitted fields stay out of the body, so Linq keeps them."""
+        return self._write_card(
+            lambda: self.sdk.contact_card.with_raw_response.update(
+                phone_number=phone_number,
+                first_name=_given(first_name),
+                last_name=_given(last_name),
+                image_url=_given(image_url),
+            )
+        )
+
+    def _write_card(self, call: Callable[[], linq.APIResponse[SetContactCard]]) -> SavedCard:
+        try:
+            raw = call()
+            body = raw.parse()
+        except linq.APIError as exc:
+            raise error_from_sdk(exc) from exc
+        card = Card(body.phone_number, body.first_name, body.last_name, body.image_url, body.is_active)
+        return SavedCard(card, raw.status_code, raw.headers.get("x-trace-id"))
+
+    def list_lines(self) -> list[Line]:
+        """GET /v3/phone_numbers: the account's lines (docs/linq-contract.md §1)."""
+        try:
+            numbers = self.sdk.phone_numbers.list().phone_numbers
+        except linq.APIError as exc:
+            raise error_from_sdk(exc) from exc
+        return [Line(n.phone_number, n.line_type) for n in numbers]
+
+    def list_chats(self, line: str, *, limit: int, cursor: str | None = None) -> Page:
+        """One page of GET /v3/chats?from=LINE (docs/linq-contract.md §6.3)."""
+        kw: dict[str, Any] = {"from_": line, "limit": limit}
+        if cursor is not None:
+            kw["cursor"] = cursor
+        try:
+            page = self.sdk.chats.list_chats(**kw)
+        except linq.APIError as exc:
+            raise error_from_sdk(exc) from exc
+        return Page([c.to_dict(mode="json") for c in page.chats], page.next_cursor or None)
+
+    def list_messages(self, chat_id: str, *, limit: int, cursor: str | None = None) -> Page:
+        """One page of GET /v3/chats/{id}/messages (docs/linq-contract.md §6.4)."""
+        kw: dict[str, Any] = {"limit": limit}
+        if cursor is not None:
+            kw["cursor"] = cursor
+        try:
+            page = self.sdk.chats.messages.list(chat_id, **kw)
+        except linq.APIError as exc:
+            raise error_from_sdk(exc) from exc
+        return Page([m.to_dict(mode="json") for m in page.messages], page.next_cursor or None)
+
+
+def _given(value: str | None) -> str | linq.Omit:
+    return linq.omit if value is None else value
 
 
 @dataclass

@@ -16,11 +16,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import linq
 from sqlalchemy import Engine
 
 from worker import payloads
-from worker.linq import LinqCallError, LinqGateway, error_from_sdk
+from worker.linq import LinqCallError, LinqGateway
 from worker.logs import event
 from worker.rules.classify import classify
 from worker.rules.facts import ChatActivity
@@ -142,13 +141,12 @@ def _call(deps: Deps, fn: Callable[[], T]) -> T:
     def attempt() -> T:
         try:
             return fn()
-        except linq.APIError as exc:
-            err = error_from_sdk(exc)
-        verdict = classify(err.result)
-        if not verdict.retryable:
-            raise err
-        failures.append(err)
-        raise Retryable(verdict, err.retry_after_s)
+        except LinqCallError as err:
+            verdict = classify(err.result)
+            if not verdict.retryable:
+                raise
+            failures.append(err)
+            raise Retryable(verdict, err.retry_after_s) from err
 
     result: Any = build(deps.retry_policy, sleep=deps.sleep, rng=deps.rng)(attempt)
     if isinstance(result, Exhausted):
@@ -159,7 +157,7 @@ def _call(deps: Deps, fn: Callable[[], T]) -> T:
 def _account_lines(deps: Deps, gateway: LinqGateway, report: SyncReport) -> list[str]:
     """GET /v3/phone_numbers, minus RCS-only lines (they never carry iMessage)."""
     try:
-        numbers = _call(deps, gateway.sdk.phone_numbers.list).phone_numbers
+        numbers = _call(deps, gateway.list_lines)
     except LinqCallError as exc:
         if exc.status == 401:
             raise
@@ -179,11 +177,8 @@ def _sync_line(
     report.lines += 1
     report.resumed += not fresh
     while True:
-        kw: dict[str, Any] = {"from_": line, "limit": PAGE_SIZE}
-        if cursor is not None:
-            kw["cursor"] = cursor
         try:
-            page = _call(deps, functools.partial(gateway.sdk.chats.list_chats, **kw))
+            page = _call(deps, functools.partial(gateway.list_chats, line, limit=PAGE_SIZE, cursor=cursor))
         except LinqCallError as exc:
             if exc.status == 401:
                 raise
@@ -195,9 +190,9 @@ def _sync_line(
             event(log, "sync.line_failed", logging.WARNING, line=line, error=exc.one_line())
             return
         activities: list[ChatActivity] = []
-        for chat in page.chats:
+        for chat in page.items:
             try:
-                activity = payloads.activity_from_chat(chat.to_dict(mode="json"), line=line)
+                activity = payloads.activity_from_chat(chat, line=line)
             except payloads.MalformedPayload as exc:
                 event(log, "sync.chat_unusable", logging.WARNING, line=line, reason=str(exc))
                 report.skipped += 1
@@ -206,15 +201,15 @@ def _sync_line(
                 report.skipped += 1
                 continue
             activities.append(activity)
-        cursor = page.next_cursor or None
+        cursor = page.next_cursor
         with transaction(deps.sessions) as session:
             record_activity(session, activities)
-            save_sync_page(session, line, next_cursor=cursor, chats=len(page.chats), fresh=fresh)
+            save_sync_page(session, line, next_cursor=cursor, chats=len(page.items), fresh=fresh)
         fresh = False
         report.pages += 1
-        report.chats += len(page.chats)
+        report.chats += len(page.items)
         report.recorded += len(activities)
-        progress.chats(len(page.chats))
+        progress.chats(len(page.items))
         if cursor is None:
             return
 
@@ -254,11 +249,10 @@ def _look_up_chat(
     found = None
     report.chats_looked_up += 1
     while report.message_pages < budget:
-        kw: dict[str, Any] = {"limit": PAGE_SIZE}
-        if cursor is not None:
-            kw["cursor"] = cursor
         try:
-            page = _call(deps, functools.partial(gateway.sdk.chats.messages.list, chat_id, **kw))
+            page = _call(
+                deps, functools.partial(gateway.list_messages, chat_id, limit=PAGE_SIZE, cursor=cursor)
+            )
         except LinqCallError as exc:
             if exc.status == 401:
                 raise
@@ -273,8 +267,8 @@ def _look_up_chat(
             return False
         pages += 1
         report.message_pages += 1
-        found = payloads.newest_outbound(m.to_dict(mode="json") for m in page.messages)
-        cursor = page.next_cursor or None
+        found = payloads.newest_outbound(page.items)
+        cursor = page.next_cursor
         if found is not None or cursor is None:
             cursor = None
             break
