@@ -151,13 +151,13 @@ def sustained(samples: list[tuple[float, int]], total: int) -> float:
 
 
 def run_cardshare(srv: Any, sim: Any, args: argparse.Namespace) -> dict[str, Any]:
-    from worker.broker import Publisher, queue_depth, worker_command
     from worker.celery_app import app, configure
     from worker.config import Secret, Settings
+    from worker.deps import Deps
     from worker.linq import ClientPool
-    from worker.service import Deps
+    from worker.queue.publish import Publisher, queue_depth, worker_command
+    from worker.sharing.sweep import run_sweep
     from worker.store.engine import make_engine, session_factory
-    from worker.sweep import run_sweep
 
     settings = Settings(
         database_url=srv.database_url,

@@ -37,14 +37,14 @@ def wait_for(client: redis.Redis, key: str, n: int, started: float, timeout: flo
 
 
 def run_cardshare(n: int) -> float:
-    from worker.broker import Publisher, queue_depth
     from worker.celery_app import app, configure
     from worker.config import Secret, Settings
+    from worker.deps import Deps
     from worker.linq import ClientPool
-    from worker.service import Deps
+    from worker.queue.publish import Publisher, queue_depth
+    from worker.sharing.sweep import run_sweep
     from worker.simulator import SimulatorServer
     from worker.store.engine import make_engine, session_factory
-    from worker.sweep import run_sweep
 
     sim = SimulatorServer(api_key="bench-key")
     base = sim.start()
@@ -71,8 +71,8 @@ def run_naive(n: int) -> float:
     """The obvious loop: stream the due rows, one apply_async per chat."""
     from worker.celery_app import configure
     from worker.config import Settings
+    from worker.queue.tasks import share_chat
     from worker.store.engine import make_engine
-    from worker.tasks import share_chat
 
     settings = Settings.from_env()
     configure(settings)

@@ -166,7 +166,7 @@ def main() -> None:
             ("ceiling (uvicorn+Starlette, no work)", [sys.executable, "-m", "bench.webhook_baseline"]),
             (
                 "cardshare webhooks",
-                [sys.executable, "-c", "from worker.cli import main; main()", "webhooks", "--port"],
+                [sys.executable, "-c", "from worker.cli.main import main; main()", "webhooks", "--port"],
             ),
         ):
             port = free_port()

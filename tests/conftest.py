@@ -23,10 +23,10 @@ from sqlalchemy.engine import make_url
 
 from worker import migrate
 from worker.config import Secret, Settings
+from worker.deps import Deps
 from worker.embedded import EmbeddedPostgres, EmbeddedRedis
 from worker.linq import ClientPool
 from worker.rules.facts import ChatActivity
-from worker.service import Deps
 from worker.simulator import SimulatorAdmin, SimulatorServer
 from worker.store.cards import CardState, store_cards
 from worker.store.chats import record_activity

@@ -11,7 +11,8 @@ import httpx
 import uvicorn
 from starlette.applications import Starlette
 
-from worker.webhooks import bind, server_config, url_of
+from worker.http_server import bind, server_config
+from worker.ingest.webhooks import url_of
 
 SECRET = "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 

@@ -1,13 +1,18 @@
-"""Resolve where PostgreSQL and Redis are, start embedded ones if needed, install the runtime."""
+"""A `cardshare` process starts here: settings read once, PostgreSQL and Redis resolved (embedded
+ones started if needed), the schema checked, Celery configured, the runtime installed.
+
+Child processes get these settings through their environment (`Settings.to_env()`): the demo's
+worker, the sandbox. Nothing else reads the environment for settings.
+"""
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from alembic.script import ScriptDirectory
 from sqlalchemy.exc import OperationalError
 
 from worker import migrate, runtime
@@ -15,12 +20,18 @@ from worker.config import Settings
 from worker.embedded import EmbeddedServices
 from worker.errors import CardshareError, StoreUnavailable
 from worker.logs import register_secret
+from worker.queue.app import configure
 
 
 class SchemaOutOfDate(CardshareError):
     """The database schema is not at the code's revision: run `cardshare db upgrade`."""
 
     exit_code = 2
+
+
+def load_settings() -> Settings:
+    """This process's settings, from its environment: the one place a `cardshare` command reads it."""
+    return Settings.from_env()
 
 
 @dataclass
@@ -37,7 +48,7 @@ class Booted:
 
 
 def resolve(settings: Settings, *, auto_migrate: bool | None = None) -> Booted:
-    """Make settings concrete: start embedded services for missing URLs, export them to children.
+    """Make settings concrete: start embedded services for missing URLs, install the runtime.
 
     Embedded databases are development databases, so they are migrated automatically; a real
     database is only checked (deploys migrate as their own step).
@@ -57,9 +68,6 @@ def resolve(settings: Settings, *, auto_migrate: bool | None = None) -> Booted:
         )
     assert settings.database_url is not None
     assert settings.redis_url is not None
-    # Child processes (a worker started by the demo, celery itself) find the same servers.
-    os.environ["DATABASE_URL"] = settings.database_url
-    os.environ["REDIS_URL"] = settings.redis_url
     if auto_migrate is None:
         auto_migrate = services is not None and services.postgres is not None
     try:
@@ -69,16 +77,12 @@ def resolve(settings: Settings, *, auto_migrate: bool | None = None) -> Booted:
             ensure_schema(settings.database_url)
     except OperationalError as exc:
         raise StoreUnavailable(f"cannot reach PostgreSQL: {str(exc.orig).strip().splitlines()[0]}") from exc
-    from worker import celery_app
-
-    celery_app.configure(settings)
+    configure(settings)
     runtime.install(runtime.Runtime.build(settings))
     return Booted(settings, services)
 
 
 def ensure_schema(url: str) -> None:
-    from alembic.script import ScriptDirectory
-
     head = ScriptDirectory.from_config(migrate.alembic_config(url)).get_current_head()
     current = migrate.current(url)
     if current != head:

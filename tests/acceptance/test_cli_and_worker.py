@@ -16,9 +16,9 @@ import pytest
 from sqlalchemy import text
 
 from tests.conftest import World
-from worker.broker import worker_command
 from worker.config import Settings
-from worker.service import Deps
+from worker.deps import Deps
+from worker.queue.publish import worker_command
 
 pytestmark = pytest.mark.acceptance
 
@@ -43,7 +43,7 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
 
 def cardshare(settings: Settings, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", "from worker.cli import main; main()", *args],
+        [sys.executable, "-c", "from worker.cli.main import main; main()", *args],
         env=env_for(settings, **extra),
         capture_output=True,
         text=True,
@@ -54,7 +54,7 @@ def cardshare(settings: Settings, *args: str, **extra: str) -> subprocess.Comple
 
 @pytest.fixture
 def celery_worker(settings: Settings, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    from worker.celery_app import app, configure
+    from worker.queue.app import app, configure
 
     configure(settings)
     log = (tmp_path / "worker.log").open("wb")
@@ -227,7 +227,7 @@ def test_demo_prints_the_summary() -> None:
         if not k.startswith(("CARDSHARE_", "LINQ_", "DATABASE_", "REDIS_"))
     }
     done = subprocess.run(
-        [sys.executable, "-c", "from worker.cli import main; main()", "demo", "--chats", "120"],
+        [sys.executable, "-c", "from worker.cli.main import main; main()", "demo", "--chats", "120"],
         env=env,
         capture_output=True,
         text=True,

@@ -21,7 +21,7 @@ from tests.acceptance.test_cli_and_worker import cardshare, env_for
 from tests.conftest import World
 from tests.ingest_support import SECRET
 from worker.config import Settings
-from worker.service import Deps
+from worker.deps import Deps
 from worker.simulator import SimulatorAdmin
 
 pytestmark = pytest.mark.acceptance
@@ -119,7 +119,7 @@ def receiver(settings: Settings, tmp_path: Path) -> Iterator[tuple[str, subproce
     log = tmp_path / "receiver.log"
     with log.open("w") as errors:
         proc = subprocess.Popen(
-            [sys.executable, "-c", "from worker.cli import main; main()", "webhooks", "--port", "0"],
+            [sys.executable, "-c", "from worker.cli.main import main; main()", "webhooks", "--port", "0"],
             env=env_for(settings, CARDSHARE_WEBHOOK_SECRETS=SECRET, CARDSHARE_LOG_LEVEL="DEBUG"),
             stdout=subprocess.PIPE,
             stderr=errors,

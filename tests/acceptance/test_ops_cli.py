@@ -28,19 +28,20 @@ from sqlalchemy import text
 from tests.conftest import World
 from tests.drills.harness import Proc, Procs, wait_until, worker_consuming
 from tests.ingest_support import SECRET
-from worker.celery_app import app as celery_app
 from worker.config import Settings
+from worker.deps import Deps
 from worker.embedded import free_port
-from worker.service import Deps
+from worker.queue.app import app as celery_app
 
 pytestmark = pytest.mark.acceptance
 
 SHARE_PATH = "/share_contact_card$"
+CARDSHARE = [sys.executable, "-c", "from worker.cli.main import main; main()"]
 
 
 @pytest.fixture
 def procs(settings: Settings, tmp_path: Path) -> Iterator[Procs]:
-    from worker.celery_app import configure
+    from worker.queue.app import configure
 
     configure(settings)
     p = Procs(settings, tmp_path)
@@ -50,7 +51,7 @@ def procs(settings: Settings, tmp_path: Path) -> Iterator[Procs]:
 
 def run_cli(procs: Procs, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", "from worker.cli import main; main()", *args],
+        [*CARDSHARE, *args],
         env=procs.env(**extra),
         capture_output=True,
         text=True,
@@ -216,7 +217,7 @@ def test_prefork_children_are_counted_in_one_scrape(
 
 
 def test_beat_heartbeat_shows_in_health_and_status(procs: Procs, settings: Settings) -> None:
-    from worker import health
+    from worker.ops import health
 
     # Recovery every 2 s, so beat sends something within the test.
     beat = procs.beat(CARDSHARE_RECOVER_INTERVAL="2")
@@ -292,7 +293,14 @@ def test_no_secret_reaches_any_output(
     metrics_port, hook_port = free_port(), free_port()
     worker = procs.worker(concurrency=4, CARDSHARE_METRICS_PORT=str(metrics_port), **debug)
     receiver = Proc(
-        [sys.executable, "-c", "from worker.cli import main; main()", "webhooks", "--port", str(hook_port)],
+        [
+            sys.executable,
+            "-c",
+            "from worker.cli.main import main; main()",
+            "webhooks",
+            "--port",
+            str(hook_port),
+        ],
         procs.env(**debug),
         tmp_path / "webhooks.log",
     ).start()

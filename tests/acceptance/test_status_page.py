@@ -20,7 +20,8 @@ from tests.conftest import World
 from tests.drills.harness import Proc, Procs, wait_until
 from tests.integration.test_sweep import Collector, sweep
 from worker.config import Settings
-from worker.service import Deps, Outcome, share_chat
+from worker.deps import Deps
+from worker.sharing.share import Outcome, share_chat
 
 pytestmark = pytest.mark.acceptance
 
@@ -82,7 +83,7 @@ def dump_dom(url: str, profile: Path) -> str:
 def page_url(settings: Settings, tmp_path: Path) -> Iterator[str]:
     procs = Procs(settings, tmp_path)
     web = Proc(
-        [sys.executable, "-c", "from worker.cli import main; main()", "web", "--port", "0"],
+        [sys.executable, "-c", "from worker.cli.main import main; main()", "web", "--port", "0"],
         procs.env(),
         tmp_path / "web.log",
     ).start()

@@ -11,8 +11,8 @@ import pytest
 from tests.conftest import World
 from tests.drills.harness import Procs, drill_timing
 from worker.config import Settings
+from worker.deps import Deps
 from worker.linq import ClientPool
-from worker.service import Deps
 from worker.simulator import SimulatorAdmin
 from worker.store.engine import make_engine, session_factory
 
@@ -39,7 +39,7 @@ def dworld(ddeps: Deps, sim: SimulatorAdmin) -> World:
 
 @pytest.fixture
 def procs(dsettings: Settings, tmp_path: Path) -> Iterator[Procs]:
-    from worker.celery_app import configure
+    from worker.queue.app import configure
 
     configure(dsettings)
     p = Procs(dsettings, tmp_path)

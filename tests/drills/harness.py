@@ -21,11 +21,11 @@ from typing import Any
 import psutil
 from sqlalchemy import text
 
-from worker.broker import worker_command
-from worker.check import CheckReport, run_check
 from worker.config import Settings
+from worker.deps import Deps
+from worker.ops.check import CheckReport, run_check
+from worker.queue.publish import worker_command
 from worker.rules.facts import ChatActivity
-from worker.service import Deps
 from worker.simulator import SimulatorAdmin
 from worker.store.chats import record_activity
 from worker.store.session import transaction
@@ -164,7 +164,7 @@ class Procs:
         return proc
 
     def cli(self, *args: str, settings: Settings | None = None) -> Proc:
-        argv = [sys.executable, "-c", "from worker.cli import main; main()", *args]
+        argv = [sys.executable, "-c", "from worker.cli.main import main; main()", *args]
         proc = Proc(argv, self.env(settings), self.log_dir / "cli.log").start()
         self.started.append(proc)
         return proc
@@ -314,10 +314,10 @@ def iter_runs(attempts: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
 
 def sweep_now(deps: Deps) -> Any:
     """One real sweep from this process: card refresh, marking, publishing to Redis."""
-    from worker.broker import Publisher, queue_depth
-    from worker.celery_app import app
+    from worker.queue.app import app
+    from worker.queue.publish import Publisher, queue_depth
+    from worker.sharing.sweep import run_sweep
     from worker.store.engine import make_engine
-    from worker.sweep import run_sweep
 
     assert deps.settings.database_url
     engine = make_engine(deps.settings.database_url, pool_size=2)

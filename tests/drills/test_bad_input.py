@@ -13,7 +13,7 @@ import redis
 
 from tests.conftest import World
 from tests.drills.harness import SHARE, Figures, Procs, check, seed_chats, settle, sweep_now, worker_consuming
-from worker.service import Deps
+from worker.deps import Deps
 
 pytestmark = pytest.mark.drill
 
@@ -21,8 +21,8 @@ pytestmark = pytest.mark.drill
 def test_bad_messages_and_bad_answers_crash_nothing(
     dworld: World, ddeps: Deps, procs: Procs, dtoday: dt.date
 ) -> None:
-    from worker.broker import SHARE_QUEUE, SHARE_TASK
-    from worker.celery_app import app
+    from worker.keys import SHARE_QUEUE, SHARE_TASK
+    from worker.queue.app import app
 
     line = dworld.line()
     chats = seed_chats(ddeps, dworld.sim, line, 40)
@@ -79,7 +79,7 @@ def test_bad_messages_and_bad_answers_crash_nothing(
     assert worker.alive
     # The CLI answers bad input with one line and a non-zero exit.
     cli = subprocess.run(
-        [sys.executable, "-c", "from worker.cli import main; main()", "share", "'; DROP TABLE x"],
+        [sys.executable, "-c", "from worker.cli.main import main; main()", "share", "'; DROP TABLE x"],
         env=procs.env(),
         capture_output=True,
         text=True,

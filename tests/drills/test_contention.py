@@ -19,13 +19,13 @@ from tests.drills.harness import (
     settle,
     worker_consuming,
 )
-from worker.service import Deps
+from worker.deps import Deps
 
 pytestmark = pytest.mark.drill
 
 
 def test_two_beats_and_two_sweeps_at_once(dworld: World, ddeps: Deps, procs: Procs, dtoday: dt.date) -> None:
-    from worker.celery_app import app
+    from worker.queue.app import app
 
     n = 400
     line = dworld.line()
@@ -69,7 +69,7 @@ def test_two_beats_and_two_sweeps_at_once(dworld: World, ddeps: Deps, procs: Pro
 def test_poison_chat_is_tried_three_times_then_failed(
     dworld: World, ddeps: Deps, procs: Procs, dtoday: dt.date
 ) -> None:
-    from worker.celery_app import app
+    from worker.queue.app import app
 
     line = dworld.line()
     chats = seed_chats(ddeps, dworld.sim, line, 200)

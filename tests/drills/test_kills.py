@@ -21,7 +21,7 @@ from tests.drills.harness import (
     wait_until,
     worker_consuming,
 )
-from worker.service import Deps
+from worker.deps import Deps
 
 pytestmark = pytest.mark.drill
 
@@ -30,7 +30,7 @@ def test_worker_child_killed_while_linq_holds_the_share(
     dworld: World, ddeps: Deps, procs: Procs, dtoday: dt.date
 ) -> None:
     """SIGKILL the prefork child mid-call, over and over: 0 missed, duplicates explained."""
-    from worker.celery_app import app
+    from worker.queue.app import app
 
     n = scaled(12, 100)
     line = dworld.line()
@@ -83,7 +83,7 @@ def test_whole_worker_killed_mid_sweep_recovers_within_lease_plus_interval(
 ) -> None:
     """SIGKILL the worker's main process mid-sweep; a new worker finishes the stranded chat-days
     within lease + one sweep interval, not the broker's hour of visibility timeout."""
-    from worker.celery_app import app
+    from worker.queue.app import app
 
     rounds = scaled(3, 20)
     per_round = 60

@@ -28,9 +28,9 @@ from tests.drills.harness import (
 )
 from worker import migrate
 from worker.config import Settings
+from worker.deps import Deps
 from worker.embedded import EmbeddedPostgres, EmbeddedRedis
 from worker.linq import ClientPool
-from worker.service import Deps
 from worker.simulator import SimulatorAdmin
 from worker.store.engine import make_engine, session_factory
 
@@ -48,7 +48,7 @@ def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
 def test_redis_restarted_empty_during_a_sweep(
     dworld: World, ddeps: Deps, dsettings: Settings, own_redis: EmbeddedRedis, tmp_path: Path, dtoday: dt.date
 ) -> None:
-    from worker.celery_app import app, configure
+    from worker.queue.app import app, configure
 
     n = scaled(3000, 10000)
     settings = dsettings.replace(redis_url=own_redis.url, sweep_page_size=250)
@@ -117,7 +117,7 @@ def own_postgres(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
 def test_postgres_stopped_under_load(
     sim: SimulatorAdmin, dsettings: Settings, own_postgres: EmbeddedPostgres, tmp_path: Path, dtoday: dt.date
 ) -> None:
-    from worker.celery_app import app, configure
+    from worker.queue.app import app, configure
 
     n = scaled(600, 2000)
     outage = scaled(15, 60)

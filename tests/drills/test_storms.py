@@ -25,7 +25,7 @@ from tests.drills.harness import (
     sweep_now,
     worker_consuming,
 )
-from worker.service import Deps
+from worker.deps import Deps
 
 pytestmark = pytest.mark.drill
 
@@ -74,7 +74,7 @@ def storm(
     name: str,
     n: int = 60,
 ) -> tuple[dict[str, Any], Any]:
-    from worker.celery_app import app
+    from worker.queue.app import app
 
     line = dworld.line()
     chats = seed_chats(ddeps, dworld.sim, line, n)

@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy import text
 
 from tests.conftest import World
-from worker.cards import (
+from worker.cards.contacts import ContactsClient, ContactsError
+from worker.cards.desk import (
     WRITE_LIMIT,
     WRITE_WINDOW_S,
     CardChanges,
@@ -20,8 +21,7 @@ from worker.cards import (
     WriteLimitReached,
 )
 from worker.config import Secret, Settings
-from worker.contacts import ContactsClient, ContactsError
-from worker.service import Deps
+from worker.deps import Deps
 from worker.simulator import SimulatorAdmin
 from worker.store.cards import (
     CachedLine,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from worker.celery_app import app, celery_config, configure
 from worker.config import Settings
+from worker.queue.app import app, celery_config, configure
 
 
 @pytest.mark.parametrize(
@@ -40,7 +40,7 @@ def test_reliability_settings() -> None:
 
 
 def test_stable_task_names_are_registered() -> None:
-    import worker.tasks  # noqa: F401 - registers the tasks
+    import worker.queue.tasks  # noqa: F401 - registers the tasks
 
     assert {"cardshare.share_chat", "cardshare.sweep", "cardshare.recover"} <= set(app.tasks)
     schedule = app.conf.beat_schedule
@@ -51,8 +51,8 @@ def test_stable_task_names_are_registered() -> None:
 
 def test_configure_with_another_broker_drops_the_cached_pool() -> None:
     """Publishing (and pinging) must follow the broker the process was configured with last."""
-    from worker.celery_app import app, configure
     from worker.config import Settings
+    from worker.queue.app import app, configure
 
     try:
         configure(Settings(redis_url="redis://127.0.0.1:1111/0"))

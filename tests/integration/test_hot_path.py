@@ -19,7 +19,7 @@ from sqlalchemy import Engine, text
 from worker.config import Settings
 from worker.errors import StoreUnavailable
 from worker.linq import http_client
-from worker.redis_transport import Channel
+from worker.queue.redis_transport import Channel
 from worker.store import hot
 from worker.store.engine import make_engine, session_factory
 from worker.store.session import autocommit
@@ -113,7 +113,7 @@ def test_an_unreachable_database_is_store_unavailable() -> None:
 
 
 def test_the_transport_reuses_one_sync_client_per_pool(redis_url: str) -> None:
-    with Connection(redis_url, transport="worker.redis_transport:Transport") as conn:
+    with Connection(redis_url, transport="worker.queue.redis_transport:Transport") as conn:
         channel = conn.default_channel
         assert isinstance(channel, Channel)
         first = channel._create_client()
@@ -128,7 +128,7 @@ def test_the_transport_reuses_one_sync_client_per_pool(redis_url: str) -> None:
 
 
 def _consume_once(redis_url: str, queue: Queue, prefetch: int) -> tuple[list[Any], Connection]:
-    conn = Connection(redis_url, transport="worker.redis_transport:Transport")
+    conn = Connection(redis_url, transport="worker.queue.redis_transport:Transport")
     got: list[Any] = []
     consumer = Consumer(conn.default_channel, [queue], callbacks=[lambda body, msg: got.append(msg)])
     consumer.qos(prefetch_count=prefetch)
@@ -148,7 +148,7 @@ def _indexed(raw: redis.Redis, channel: Any, tags: list[str]) -> list[str]:
 
 
 def _publish(redis_url: str, queue: Queue, *payloads: dict[str, int]) -> None:
-    with Connection(redis_url, transport="worker.redis_transport:Transport") as pub:
+    with Connection(redis_url, transport="worker.queue.redis_transport:Transport") as pub:
         producer = Producer(pub.default_channel)
         for payload in payloads:
             producer.publish(payload, routing_key=queue.name, declare=[queue])

@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import text
 
 from tests.conftest import World
-from worker import importer
+from worker.deps import Deps
 from worker.errors import InputError
-from worker.service import Deps
+from worker.ingest import importer
 from worker.store.chats import mark_opted_out
 from worker.store.session import transaction
 

@@ -12,14 +12,15 @@ from sqlalchemy import Engine, text
 
 from tests.conftest import World
 from worker.config import Settings
-from worker.service import Deps
+from worker.deps import Deps
+from worker.ingest.sync import SyncProgress, run_sync
+from worker.keys import SYNC_LOCK
+from worker.sharing.sweep import QueueDepth, run_sweep
 from worker.simulator import SimulatorAdmin
 from worker.simulator.client import ChatSpec, MessageSpec
 from worker.store.engine import make_engine
 from worker.store.ingest import record_webhook_event, sync_cursor
 from worker.store.session import transaction
-from worker.sweep import QueueDepth, run_sweep
-from worker.sync import SYNC_LOCK, SyncProgress, run_sync
 
 LINE = "+12223334444"
 RCS_LINE = "+13334445555"
@@ -246,9 +247,9 @@ def test_old_webhook_dedupe_rows_are_pruned(world: World, deps: Deps, engine: En
 
 
 def test_beat_runs_the_sync_task_daily_on_the_control_queue() -> None:
-    import worker.tasks  # noqa: F401 - registers the tasks
-    from worker.broker import CONTROL_QUEUE
-    from worker.celery_app import app, celery_config
+    import worker.queue.tasks  # noqa: F401 - registers the tasks
+    from worker.keys import CONTROL_QUEUE
+    from worker.queue.app import app, celery_config
 
     conf = celery_config(Settings())
     assert conf["beat_schedule"]["sync"]["task"] == "cardshare.sync"
@@ -265,7 +266,7 @@ def test_beat_runs_the_sync_task_daily_on_the_control_queue() -> None:
 
 def test_the_sync_task_runs_one_sync(world: World, sim: SimulatorAdmin, settings: Settings) -> None:
     from worker import runtime
-    from worker.tasks import sync_task
+    from worker.queue.tasks import sync_task
 
     world.line(LINE)
     sim.add_chats([chat(outbound=True)])

@@ -22,13 +22,14 @@ from tests.conftest import Servers, World
 from tests.ingest_support import SECRET, ReceiverServer
 from tests.integration.test_sweep import Collector, drained, sweep
 from worker.config import Secret, Settings
+from worker.deps import Deps
+from worker.ingest.webhooks import create_app
 from worker.logs import configure as configure_logging
-from worker.service import Deps, Outcome, share_chat
+from worker.sharing.share import Outcome, share_chat
 from worker.simulator import SimulatorAdmin
 from worker.simulator.webhooks import EventSpec, build_event, signed_headers
 from worker.store.chats import mark_opted_out
 from worker.store.session import transaction
-from worker.webhooks import create_app
 
 OTHER = "whsec_ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA="
 LINE = "+12223334444"

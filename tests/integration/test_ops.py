@@ -21,13 +21,15 @@ from sqlalchemy import text
 from tests.conftest import World
 from tests.ingest_support import SECRET, ReceiverServer
 from tests.integration.test_sweep import Collector, sweep
-from worker import health, status
-from worker.broker import SHARE_QUEUE
+from worker import keys
 from worker.config import Secret, Settings
-from worker.service import Deps, Outcome, share_chat
+from worker.deps import Deps
+from worker.ingest.webhooks import create_app
+from worker.keys import SHARE_QUEUE
+from worker.ops import health, status
+from worker.sharing.share import Outcome, share_chat
 from worker.store.session import read_only, transaction
 from worker.store.shares import claim
-from worker.webhooks import create_app
 
 SHARE_PATH = "/share_contact_card$"
 LINE = "+12223334444"
@@ -249,17 +251,17 @@ def test_multiprocess_mode_merges_every_process(tmp_path: object) -> None:
     directory = Path(str(tmp_path)) / "prom"
     directory.mkdir()
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
-    record = "from worker import metrics; metrics.share_finished('shared', 0.1)"
+    record = "from worker.ops import metrics; metrics.share_finished('shared', 0.1)"
     for _ in range(3):
         subprocess.run([sys.executable, "-c", record], env=env, check=True, timeout=60)
-    scrape = "from worker import metrics; print(metrics.exposition()[0].decode())"
+    scrape = "from worker.ops import metrics; print(metrics.exposition()[0].decode())"
     out = subprocess.run(
         [sys.executable, "-c", scrape], env=env, check=True, timeout=60, capture_output=True, text=True
     ).stdout
     assert 'cardshare_shares_total{outcome="shared"} 3.0' in out
     # A process that records nothing leaves no files behind (the health probe runs every 30 s).
     files = sorted(p.name for p in directory.iterdir())
-    subprocess.run([sys.executable, "-c", "import worker.metrics, worker.service"], env=env, check=True)
+    subprocess.run([sys.executable, "-c", "import worker.ops.metrics, worker.sharing.share"], env=env, check=True)
     assert sorted(p.name for p in directory.iterdir()) == files
 
 
@@ -329,7 +331,7 @@ def _stuck_record(rclient: redis.Redis, *, node: str, pid: int, held: int = 0, i
         reserved=held,
         interval_s=5.0,
     )
-    rclient.set(health.WORKER_PREFIX + node, record.dumps())
+    rclient.set(keys.WORKER_PREFIX + node, record.dumps())
 
 
 def test_probe_fails_a_live_worker_that_stopped_progressing_while_messages_wait(
@@ -388,7 +390,7 @@ def test_beat_heartbeat_records_sends_and_goes_stale(rclient: redis.Redis) -> No
     assert verdict.ok
     assert "sweep sent 0s ago" in verdict.line
     stale = dataclasses.replace(record, heartbeat_at=record.heartbeat_at - 10)
-    rclient.set(health.BEAT_KEY, stale.dumps())
+    rclient.set(keys.BEAT_KEY, stale.dumps())
     verdict = health.probe_beat(rclient)
     assert not verdict.ok
     assert "limit 4s" in verdict.line

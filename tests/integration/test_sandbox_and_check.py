@@ -11,10 +11,11 @@ import pytest
 from sqlalchemy import text
 
 from tests.conftest import World
-from worker.check import explain, possible_duplicate, run_check
+from worker.deps import Deps
 from worker.linq import LinqGateway
-from worker.sandbox import Sandbox
-from worker.service import Deps, Outcome, share_chat
+from worker.ops.check import explain, possible_duplicate, run_check
+from worker.sharing.sandbox import Sandbox
+from worker.sharing.share import Outcome, share_chat
 from worker.store import shares
 from worker.store.session import transaction
 

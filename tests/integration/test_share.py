@@ -10,8 +10,9 @@ import pytest
 from sqlalchemy import text
 
 from tests.conftest import World
+from worker.deps import Deps
 from worker.linq import LinqGateway
-from worker.service import Deps, Outcome, share_chat
+from worker.sharing.share import Outcome, share_chat
 from worker.store import shares
 from worker.store.session import transaction
 

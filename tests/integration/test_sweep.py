@@ -13,12 +13,13 @@ import redis
 from sqlalchemy import text
 
 from tests.conftest import World
-from worker.service import Deps, Outcome, share_chat
+from worker.deps import Deps
+from worker.sharing.share import Outcome, share_chat
+from worker.sharing.sweep import QueueDepth, SweepReport, run_recover, run_sweep
 from worker.store.cards import CardState, store_cards
 from worker.store.engine import make_engine
 from worker.store.session import transaction
 from worker.store.shares import claim
-from worker.sweep import QueueDepth, SweepReport, run_recover, run_sweep
 
 
 class Collector:
@@ -272,8 +273,9 @@ def test_past_days_are_closed_not_made_up(world: World, deps: Deps, today: dt.da
 def test_publisher_puts_celery_messages_on_redis(
     world: World, deps: Deps, redis_url: str, today: dt.date
 ) -> None:
-    from worker.broker import SHARE_QUEUE, Publisher, queue_depth
-    from worker.celery_app import app, configure
+    from worker.keys import SHARE_QUEUE
+    from worker.queue.app import app, configure
+    from worker.queue.publish import Publisher, queue_depth
 
     configure(deps.settings)
     ids = [uuid.uuid4() for _ in range(2500)]

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from worker.cards import (
+from worker.cards.desk import (
     check_image_url,
     check_name,
     counts_against_budget,
@@ -17,7 +17,7 @@ from worker.cards import (
     normalize_phone,
     share_verdict,
 )
-from worker.cli_cards import render_table
+from worker.cli.cards import render_table
 from worker.errors import InputError
 from worker.linq import Card, LinqCallError
 from worker.rules.classify import Transport

@@ -104,7 +104,7 @@ def test_dependencies_wait_for_migrations_and_health(compose: dict[str, Any]) ->
 
 
 def test_healthchecks_call_real_commands(compose: dict[str, Any]) -> None:
-    from worker.cli import cli
+    from worker.cli.main import cli
 
     services = compose["services"]
     for name in ("postgres", "redis", "worker", "beat", "webhooks"):

@@ -8,7 +8,7 @@ import httpx
 import pytest
 import respx
 
-from worker.contacts import ContactsClient, ContactsError, contacts_url, parse_page, parse_v2_error
+from worker.cards.contacts import ContactsClient, ContactsError, contacts_url, parse_page, parse_v2_error
 
 # linq-fixtures/error_v2.json (the v2 "standard error" format)
 STANDARD = {

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from worker.errors import InputError
-from worker.importer import Row, RowError, detect_format, parse_row, read_rows
+from worker.ingest.importer import Row, RowError, detect_format, parse_row, read_rows
 from worker.rules.facts import ChatActivity
 
 NOW = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.UTC)

@@ -7,10 +7,10 @@ import uuid
 
 import pytest
 
-from worker.health import BeatRecord, WorkerRecord, assess_beat, assess_worker, heartbeat_interval
-from worker.status import Counts, Status
+from worker.ops.health import BeatRecord, WorkerRecord, assess_beat, assess_worker, heartbeat_interval
+from worker.ops.status import Counts, Status
+from worker.ops.status_page import render
 from worker.store.reports import DayCount, FailureRow
-from worker.web import render
 
 NOW = 1_000_000.0
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from worker.payloads import (
+from worker.ingest.payloads import (
     MalformedPayload,
     activity_from_chat,
     is_opt_out_message,

@@ -12,8 +12,8 @@ import standardwebhooks.webhooks
 from standardwebhooks import Webhook
 
 from worker.errors import ConfigError
+from worker.ingest.webhooks import Rejected, Verifier, legacy_signature
 from worker.simulator.webhooks import signed_headers
-from worker.webhooks import Rejected, Verifier, legacy_signature
 
 # linq-api.md §7.4: self-computed test vector (key bytes 0x00..0x1f).
 SECRET = "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="

@@ -1,10 +1,12 @@
-"""Engine and session factories. One engine per process; transactions are short."""
+"""Engine and session factories. One engine per process; transactions are short (`session`)."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.config import Settings
@@ -48,16 +50,10 @@ def dispose_after_fork(engine: Engine) -> None:
 
     @event.listens_for(engine, "connect")
     def _remember_pid(dbapi_conn: Any, record: Any) -> None:  # pragma: no cover - trivial
-        import os
-
         record.info["pid"] = os.getpid()
 
     @event.listens_for(engine, "checkout")
     def _check_pid(dbapi_conn: Any, record: Any, proxy: Any) -> None:
-        import os
-
-        from sqlalchemy import exc
-
         if record.info.get("pid") != os.getpid():
             record.dbapi_connection = proxy.dbapi_connection = None
-            raise exc.DisconnectionError("connection belongs to another process")
+            raise sa_exc.DisconnectionError("connection belongs to another process")

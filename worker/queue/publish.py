@@ -1,4 +1,5 @@
-"""Publishing share tasks in bulk through one producer, and reading the queue's depth."""
+"""Publishing share tasks in bulk through one producer, reading the queue's depth, and the
+`celery worker` command line of a cardshare worker."""
 
 from __future__ import annotations
 
@@ -7,21 +8,16 @@ import sys
 import uuid
 from collections.abc import Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from celery.utils.nodenames import anon_nodename
 from kombu.utils.uuid import uuid as kombu_uuid
 
-if TYPE_CHECKING:
-    from worker.sweep import QueueDepth
+from worker.keys import CONTROL_QUEUE, SHARE_QUEUE, SHARE_TASK
+from worker.sharing.sweep import QueueDepth
 
-SHARE_QUEUE = "cardshare"
-CONTROL_QUEUE = "cardshare.control"
-SHARE_TASK = "cardshare.share_chat"
 BATCH_SIZE = 1000
 PERSISTENT = 2  # AMQP delivery mode; Celery's default for task messages
-# kombu's Redis transport keeps delivered-but-unacknowledged messages in this hash (its default).
-UNACKED_KEY = "unacked"
 
 
 class Publisher:
@@ -39,9 +35,8 @@ class Publisher:
         self._origin = ""
 
     def __enter__(self) -> Publisher:
-        # `include` modules are imported by workers, not by a publishing process: register here.
-        import worker.tasks  # noqa: F401
-
+        # Messages are built by task name (SHARE_TASK), so the publishing process need not have
+        # the task registered.
         self._ctx = self.app.producer_or_acquire()
         self.producer = self._ctx.__enter__()
         # Declare (bind) the queue once here instead of once per message: per-message
@@ -126,9 +121,6 @@ def worker_command(**kw: Any) -> list[str]:
 
 def queue_depth(app: Any) -> QueueDepth:
     """Messages waiting in the share queue, and delivered-but-unacknowledged ones."""
-    # Imported here: the healthcheck reads the queue names without loading the sweep (and SQL).
-    from worker.sweep import QueueDepth
-
     with app.connection_for_write() as conn:
         channel = conn.default_channel
         client = channel.client

@@ -23,8 +23,11 @@ import threading
 import uuid
 from typing import IO, Any
 
-from worker.linq import LinqCallError, LinqResponse
+from worker.config import Settings
+from worker.linq import LinqCallError, LinqGateway, LinqResponse
+from worker.logs import register_secret
 from worker.rules.classify import Transport
+from worker.sharing import drill_hooks
 
 
 class SandboxCrashed(Exception):
@@ -47,7 +50,7 @@ class Sandbox:
     def _ensure(self) -> subprocess.Popen[str]:
         if self._proc is None or self._proc.poll() is not None:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "worker.sandbox"],
+                [sys.executable, "-m", "worker.sharing.sandbox"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
@@ -111,12 +114,8 @@ def _readline(stream: IO[str], timeout: float) -> str:
 
 
 def main() -> None:
-    """Child side: answer share requests until stdin closes."""
-    from worker import drill_hooks
-    from worker.config import Settings
-    from worker.linq import LinqGateway
-    from worker.logs import register_secret
-
+    """Child side: answer share requests until stdin closes. Its settings come from the
+    environment the parent handed it (`Settings.to_env()`)."""
     settings = Settings.from_env()
     register_secret(settings.linq_api_key.get())
     gateway = LinqGateway.create(settings)

@@ -18,13 +18,14 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 
-from worker import payloads
+from worker.deps import Deps
+from worker.ingest import payloads
+from worker.keys import SYNC_LOCK
 from worker.linq import LinqCallError, LinqGateway
 from worker.logs import event
 from worker.rules.classify import classify
 from worker.rules.facts import ChatActivity
 from worker.rules.retrying import Exhausted, Retryable, build
-from worker.service import Deps
 from worker.store.chats import known_lines, mark_not_found, record_activity
 from worker.store.ingest import (
     LookupCandidate,
@@ -39,7 +40,6 @@ from worker.store.sweeps import advisory_lock
 
 log = logging.getLogger("cardshare.sync")
 
-SYNC_LOCK = 0x6361_7264_0003  # "card" + 3: one sync at a time, whoever starts it
 PAGE_SIZE = 100  # Linq's largest page
 
 T = TypeVar("T")

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from worker.status import Counts, Status
+from worker.ops.status import Counts, Status
 
 REFRESH_S = 30
 

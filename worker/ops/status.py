@@ -15,7 +15,8 @@ from typing import Any
 import redis
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker import health
+from worker.keys import SHARE_QUEUE, UNACKED_KEY
+from worker.ops import health
 from worker.rules.cadence import EXPLANATIONS, NotDue, Policy, share_day, why_not_due
 from worker.rules.states import CLOSED_STATUSES, DayStatus
 from worker.store.reports import (
@@ -266,8 +267,6 @@ def collect(
 
 
 def _broker_side(status: Status, client: redis.Redis, stall_s: float) -> None:
-    from worker.broker import SHARE_QUEUE, UNACKED_KEY
-
     redis_now = health.redis_now(client)
     status.queue_ready = int(client.llen(SHARE_QUEUE))
     status.queue_unacked = int(client.hlen(UNACKED_KEY))

@@ -1,7 +1,6 @@
 """The ingestion commands: `cardshare webhooks`, `cardshare sync`, `cardshare import FILE`.
 
-Registered on the main group by `register(cli)`; the work happens in `webhooks`, `sync` and
-`importer`. `worker.cli` is imported inside the commands, because it imports this module.
+The work happens in `worker.ingest` (webhooks, sync, importer).
 """
 
 from __future__ import annotations
@@ -10,21 +9,32 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from worker import runtime
+from worker.cli.common import boot, load_settings
+from worker.deps import Deps
 from worker.errors import InputError
+from worker.http_server import bind, serve
+from worker.ingest import importer
+from worker.ingest import webhooks as receiver
+from worker.ingest.payloads import E164
+from worker.ingest.sync import SyncProgress, run_sync
 from worker.logs import configure as configure_logging
-from worker.payloads import E164
-from worker.service import Deps
 from worker.store.audit import audit
 from worker.store.session import transaction
-from worker.sync import SyncProgress
-
-if TYPE_CHECKING:
-    from rich.progress import Progress, TaskID
 
 
 def register(cli: click.Group) -> None:
@@ -41,22 +51,20 @@ def register(cli: click.Group) -> None:
 )
 def webhooks(host: str | None, port: int | None) -> None:
     """Receive Linq's signed webhooks at POST /webhooks/linq until stopped."""
-    from worker import webhooks as receiver
-    from worker.cli import boot, load_settings
-
-    receiver.verifier_for(load_settings())  # a missing or bad secret stops us before anything starts
-    with boot() as b:
+    settings = load_settings()
+    receiver.verifier_for(settings)  # a missing or bad secret stops us before anything starts
+    with boot(settings) as b:
         settings = b.settings
         # The receiver's own lines (rejections, outages) are the point of running it: log at INFO.
         configure_logging(settings.log_level, settings.log_format)
         app = receiver.create_app(settings, runtime.get().sessions)
         where = (host or settings.webhook_host, settings.webhook_port if port is None else port)
         try:
-            sock = receiver.bind(*where)
+            sock = bind(*where)
         except OSError as exc:
             raise InputError(f"cannot listen on {where[0]}:{where[1]}: {exc.strerror or exc}") from None
         click.echo(f"receiving Linq webhooks at {receiver.url_of(sock)}")
-        receiver.serve(app, sock)
+        serve(app, sock)
 
 
 @click.command()
@@ -69,9 +77,6 @@ def webhooks(host: str | None, port: int | None) -> None:
 )
 def sync(lines: tuple[str, ...], lookups: int | None) -> None:
     """Read every line's chats from Linq and look for outbound messages where none is known."""
-    from worker.cli import boot
-    from worker.sync import run_sync
-
     for line in lines:
         if not E164.match(line):
             raise InputError(f"line {line!r} is not an E.164 phone number (+ and digits)")
@@ -95,9 +100,6 @@ def import_chats(file: Path, fmt: str | None) -> None:
     Columns: chat_id, line, service, last_outbound_at, and optionally is_group. Each bad row is
     reported with its line number and skipped; the exit code is 1 if any row was bad.
     """
-    from worker import importer
-    from worker.cli import boot
-
     if not file.is_file():
         raise InputError(f"cannot read {file}: no such file")
     with boot():
@@ -152,16 +154,6 @@ def _progress() -> Iterator[SyncProgress]:
     if not sys.stderr.isatty():
         yield SyncProgress()
         return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        SpinnerColumn,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
         yield _Bar(bar)

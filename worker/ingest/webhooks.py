@@ -11,14 +11,11 @@ import base64
 import hashlib
 import hmac
 import logging
-import signal
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from types import FrameType
 
-import uvicorn
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks import Webhook, WebhookVerificationError
@@ -28,10 +25,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from worker import metrics, payloads
 from worker.config import Settings
 from worker.errors import ConfigError, StoreUnavailable
+from worker.http_server import address
+from worker.ingest import payloads
 from worker.logs import event, register_secret
+from worker.ops import metrics
 from worker.store.chats import record_activity
 from worker.store.ingest import Delivery, record_webhook_event
 from worker.store.session import transaction
@@ -74,8 +73,8 @@ class Verifier:
     def __init__(self, secrets: Sequence[str], *, legacy: bool = False) -> None:
         self._standard = [Webhook(s) for s in secrets if s.startswith("whsec_")]
         self._legacy = legacy
-        # linq-api.md §11.8: unknown whether the legacy key is the whole secret string or the
-        # decoded bytes, so both are tried.
+        # Unsettled whether the legacy key is the whole secret string or the decoded bytes
+        # (docs/linq-contract.md §7.4, §10), so both are tried.
         self._legacy_keys: list[bytes] = []
         for secret in secrets:
             self._legacy_keys.append(secret.encode())
@@ -155,7 +154,7 @@ class Verifier:
 
 
 def legacy_signature(key: bytes, timestamp: int, body: bytes) -> str:
-    """Scheme B of linq-api.md §7.4: lowercase hex HMAC-SHA256 of "timestamp.body"."""
+    """The legacy scheme (docs/linq-contract.md §7.4): lowercase hex HMAC-SHA256 of "timestamp.body"."""
     return hmac.new(key, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
 
 
@@ -271,48 +270,6 @@ def create_app(
     )
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """Bind before serving so port 0 works and the real port can be announced."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-        sock.listen(1024)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-def server_config(app: Starlette) -> uvicorn.Config:
-    # log_config=None: uvicorn's lines go through cardshare's handler (JSON, secrets masked).
-    return uvicorn.Config(
-        app,
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-        server_header=False,
-        timeout_graceful_shutdown=5,
-    )
-
-
 def url_of(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}{PATH}"
-
-
-def serve(app: Starlette, sock: socket.socket) -> None:
-    """Serve until SIGINT/SIGTERM (uvicorn finishes in-flight requests first). Main thread only."""
-    # uvicorn re-raises the stop signal after draining. As SystemExit it lets the caller's
-    # cleanup run (embedded servers stop); with the default handler the process would just die.
-    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    try:
-        uvicorn.Server(server_config(app)).run(sockets=[sock])
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(0)
+    """Where Linq should post, for a socket bound by `http_server.bind`."""
+    return address(sock) + PATH

@@ -10,64 +10,31 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import logging
-import random
 import time
 import uuid
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from worker import drill_hooks, metrics
-from worker.config import LINQ_SHARE_WINDOW_S, Settings
+from worker.config import LINQ_SHARE_WINDOW_S
+from worker.deps import Deps
 from worker.errors import StoreUnavailable
-from worker.linq import LinqCallError, LinqGateway
+from worker.linq import LinqCallError
 from worker.logs import event
-from worker.rules.cadence import EXPLANATIONS, NotDue, Policy, share_day, why_not_due
+from worker.ops import metrics
+from worker.rules.cadence import EXPLANATIONS, NotDue, share_day, why_not_due
 from worker.rules.classify import Action, CallResult, Transport, Verdict, classify
-from worker.rules.retrying import Exhausted, Retryable, RetryPolicy, build
+from worker.rules.retrying import Exhausted, Retryable, build
 from worker.rules.states import AttemptOutcome, DayStatus
-from worker.sandbox import Sandbox, SandboxCrashed
+from worker.sharing import drill_hooks
+from worker.sharing.sandbox import SandboxCrashed
 from worker.store import shares
 from worker.store.cards import mark_card_inactive
 from worker.store.chats import mark_not_found, mark_opted_out
 from worker.store.session import autocommit, transaction
 
 log = logging.getLogger("cardshare.share")
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-@dataclass(frozen=True)
-class Deps:
-    """What a share needs from the outside world; tests pass their own clock and sleep."""
-
-    settings: Settings
-    sessions: sessionmaker[Session]
-    client: Callable[[], LinqGateway]
-    clock: Callable[[], dt.datetime] = utcnow
-    sleep: Callable[[float], None] = time.sleep
-    rng: Callable[[], float] = random.random
-    # Where chat-days that already lost a worker make their call (threads/gevent pools).
-    sandbox: Sandbox | None = None
-    # Checkout/return access to clients for the share call (one per call in flight); falls
-    # back to `client` when not given.
-    lease: Callable[[], AbstractContextManager[LinqGateway]] | None = None
-
-    @property
-    def policy(self) -> Policy:
-        s = self.settings
-        return Policy(zone=s.zone, active_days=s.active_days, share_groups=s.share_groups)
-
-    @property
-    def retry_policy(self) -> RetryPolicy:
-        s = self.settings
-        return RetryPolicy(
-            attempts=s.retry_attempts, budget_s=s.retry_budget_s, base_s=s.retry_base_s, cap_s=s.retry_cap_s
-        )
 
 
 class Outcome(enum.StrEnum):
@@ -252,8 +219,8 @@ def _attempt(run: _Run, line_phone: str, deps: Deps, task_id: str | None) -> Sha
     run.attempt = None
 
     if verdict.action is Action.RATE_LIMITED and (run.prior_unknown or run.unknown_in_run):
-        # decisions.md 3: our earlier share's outcome was unknown; Linq's 5-minute limit says
-        # it was accepted. Record success, do not share again.
+        # docs/decisions.md §3: our earlier share's outcome was unknown; Linq's 5-minute limit
+        # says it was accepted. Record success, do not share again.
         confirmed = shares.AttemptResult(
             outcome=AttemptOutcome.OK,
             http_status=record.http_status,

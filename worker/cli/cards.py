@@ -2,7 +2,6 @@
 
 Input is validated before anything starts (exit 2); every Linq failure arrives here as a
 CardshareError whose message is one line, which `worker.cli.main` prints and maps to exit 1.
-`worker.cli` is imported inside the commands: it registers this module at its end.
 """
 
 from __future__ import annotations
@@ -13,7 +12,9 @@ from typing import Any
 
 import click
 
-from worker.cards import (
+from worker import runtime
+from worker.cards.contacts import DEFAULT_PER_PAGE, MAX_PER_PAGE, ContactsClient, ContactsPage
+from worker.cards.desk import (
     WRITE_LIMIT,
     CardChanges,
     CardDesk,
@@ -23,8 +24,9 @@ from worker.cards import (
     check_name,
     normalize_phone,
 )
-from worker.contacts import DEFAULT_PER_PAGE, MAX_PER_PAGE, ContactsClient, ContactsPage
+from worker.cli.common import boot, load_settings, render_table
 from worker.errors import InputError
+from worker.logs import register_secret
 
 
 def register(cli: click.Group) -> None:
@@ -33,27 +35,7 @@ def register(cli: click.Group) -> None:
     cli.add_command(contacts)
 
 
-def render_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A plain left-aligned table: stable for pipes and greps, whatever the terminal width."""
-    cells = [[_cell(v) for v in row] for row in rows]
-    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
-    lines = [headers, ["-" * w for w in widths], *cells]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
-    )
-
-
-def _cell(value: object) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    return " ".join(str(value).split())  # a newline in a name must not break the table
-
-
 def _desk() -> CardDesk:
-    from worker import runtime
-
     rt = runtime.get()
     return CardDesk(rt.clients.get(), rt.sessions)
 
@@ -71,9 +53,6 @@ def card() -> None:
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
 def card_list(phone: str | None, as_json: bool) -> None:
     """Every card on the account (or one), and whether cardshare will share for each line."""
-    from worker import runtime
-    from worker.cli import boot
-
     number = normalize_phone(phone) if phone is not None else None
     with boot():
         deps = runtime.get().deps
@@ -114,8 +93,6 @@ def _rows(views: Sequence[LineView]) -> list[list[object]]:
 @click.option("--image", "image_url", default=None, help="Public https URL of the photo.")
 def card_create(phone: str, first_name: str, last_name: str | None, image_url: str | None) -> None:
     """Set up the card on a line (once; use `card update` afterwards)."""
-    from worker.cli import boot
-
     number = normalize_phone(phone)
     first = check_name(first_name, "--first")
     last = check_name(last_name, "--last") if last_name is not None else None
@@ -133,8 +110,6 @@ def card_create(phone: str, first_name: str, last_name: str | None, image_url: s
 @click.option("--image", "image_url", default=None, help="New public https URL of the photo.")
 def card_update(phone: str, first_name: str | None, last_name: str | None, image_url: str | None) -> None:
     """Change some fields of a line's card; only the fields given are sent."""
-    from worker.cli import boot
-
     number = normalize_phone(phone)
     changes = CardChanges(
         first_name=check_name(first_name, "--first") if first_name is not None else None,
@@ -183,9 +158,6 @@ def _report(result: WriteResult, verb: str, sweep_interval_s: float, sent: list[
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
 def contacts(page: int | None, per_page: int | None, all_pages: bool, as_json: bool) -> None:
     """The account's CRM contacts (Linq v2 List Contacts)."""
-    from worker.cli import load_settings
-    from worker.logs import register_secret
-
     if all_pages and page is not None:
         raise InputError("--page and --all exclude each other")
     if page is not None and page < 1:

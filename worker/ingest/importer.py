@@ -20,7 +20,7 @@ import phonenumbers
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.errors import InputError, StoreUnavailable
-from worker.payloads import E164, SERVICES
+from worker.ingest.payloads import E164, SERVICES
 from worker.rules.facts import ChatActivity
 from worker.store.chats import record_activity
 from worker.store.session import transaction

@@ -1,7 +1,7 @@
 """v2 List Contacts (`GET /api/partner/v2/contacts`): the account's CRM contacts, page by page.
 
 The official SDK covers v3 only, so this is a small httpx call. v2 differs from v3 in three
-ways (linq-api.md §1, §2.2, §9): the token goes in `X-LINQ-INTEGRATION-TOKEN`, pagination is
+ways (docs/linq-contract.md §8): the token goes in `X-LINQ-INTEGRATION-TOKEN`, pagination is
 by page number (`per_page` at most 100), and errors come in two other envelopes whose codes
 are strings. Nothing is retried: this is an operator's read, and the error says what happened.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from worker.cards import KEY_SETTING
+from worker.cards.desk import KEY_SETTING
 from worker.config import Settings
 from worker.errors import CardshareError, InputError
 from worker.linq import NOT_SENT, http_client

@@ -1,4 +1,5 @@
-"""Thin tasks: unpack arguments, call the service, map the outcome to ack or retry."""
+"""Thin tasks: unpack arguments, call `worker.sharing` or `worker.ingest`, map the outcome to
+ack or retry. Their names are in `worker.keys` and never change (queued messages name them)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ import logging
 import uuid
 from typing import Any
 
-from worker import runtime, service, sweep, sync
-from worker.broker import Publisher, queue_depth
-from worker.celery_app import app
+from worker import runtime
 from worker.config import Settings
 from worker.errors import StoreUnavailable
+from worker.ingest import sync
+from worker.keys import RECOVER_TASK, SHARE_TASK, SWEEP_TASK, SYNC_TASK
 from worker.logs import bound, event
+from worker.queue.app import app
+from worker.queue.publish import Publisher, queue_depth
+from worker.sharing import share, sweep
 
 log = logging.getLogger("cardshare.tasks")
 
@@ -21,7 +25,7 @@ def _db_backoff(retries: int) -> float:
     return float(min(60, 2 ** (retries + 1)))
 
 
-@app.task(name="cardshare.share_chat", bind=True, acks_late=True, ignore_result=True, max_retries=10)
+@app.task(name=SHARE_TASK, bind=True, acks_late=True, ignore_result=True, max_retries=10)
 def share_chat(self: Any, chat_id: str, day: str) -> str:
     """Share one chat's card for one day. A malformed message is logged and dropped."""
     try:
@@ -33,7 +37,7 @@ def share_chat(self: Any, chat_id: str, day: str) -> str:
     try:
         # Every line this task writes (retries, outages) names its chat-day.
         with bound(chat_id=str(cid), day=day):
-            result = service.share_chat(cid, the_day, runtime.get().deps, task_id=self.request.id)
+            result = share.share_chat(cid, the_day, runtime.get().deps, task_id=self.request.id)
     except StoreUnavailable as exc:
         # No claim, no call: back off and try again; the lease or the next sweep covers the rest.
         if self.request.retries >= self.max_retries:
@@ -44,7 +48,8 @@ def share_chat(self: Any, chat_id: str, day: str) -> str:
     return result.outcome.value
 
 
-def _pass(kind: str) -> sweep.SweepReport:
+def run_pass(kind: str) -> sweep.SweepReport:
+    """One sweep or recovery pass from this process, publishing through one producer."""
     rt = runtime.get()
     with Publisher(app) as publish:
         run = sweep.run_sweep if kind == "sweep" else sweep.run_recover
@@ -62,17 +67,17 @@ def queue_lease_s(settings: Settings) -> float:
     return max(2 * settings.sweep_interval_s, 1800.0)
 
 
-@app.task(name="cardshare.sweep", ignore_result=True, acks_late=False)
+@app.task(name=SWEEP_TASK, ignore_result=True, acks_late=False)
 def sweep_task() -> str:
-    return _pass("sweep").one_line()
+    return run_pass("sweep").one_line()
 
 
-@app.task(name="cardshare.recover", ignore_result=True, acks_late=False)
+@app.task(name=RECOVER_TASK, ignore_result=True, acks_late=False)
 def recover_task() -> str:
-    return _pass("recover").one_line()
+    return run_pass("recover").one_line()
 
 
-@app.task(name="cardshare.sync", ignore_result=True, acks_late=False)
+@app.task(name=SYNC_TASK, ignore_result=True, acks_late=False)
 def sync_task() -> str:
     """Chat sync (beat, default daily): list every line's chats, look up outbound messages."""
     rt = runtime.get()

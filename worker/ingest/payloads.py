@@ -1,7 +1,7 @@
 """Linq's JSON (webhook events and chat objects) turned into `ChatActivity`. Pure: no I/O, no clock.
 
 The webhook receiver and the chat sync both go through here, so a chat means the same thing
-whichever way it arrived (linq-api.md §6.1, §7.5-7.8).
+whichever way it arrived (docs/linq-contract.md §6, §7.5-§7.8).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ HANDLED_EVENTS = ("message.sent", "message.received", "chat.created")
 MAX_ID_LENGTH = 128  # webhook_events.event_id
 E164 = re.compile(E164_PATTERN)
 
-# Linq's opt-out rule (linq-api.md §6.1): one of these as the whole trimmed message, case-sensitive,
+# Linq's opt-out rule (docs/linq-contract.md §6.2): one of these as the whole trimmed message, case-sensitive,
 # or any spelling of "opt out" (case, spaces and hyphens do not matter).
 OPT_OUT_WORDS = frozenset({"STOP", "UNSUBSCRIBE", "OPTOUT", "CANCEL", "END", "QUIT"})
 _OPT_OUT_PHRASE = re.compile(r"opt[\s-]*out", re.IGNORECASE)
@@ -126,7 +126,7 @@ def activity_from_message(
             opted_out=_opted_out(health, is_group),
             health_status=health,
         )
-    # Group threads are never marked or blocked (linq-api.md §6.1): leave their flag alone.
+    # Group threads are never marked or blocked (docs/linq-contract.md §6.2): leave their flag alone.
     opted_out: bool | None = None
     if not is_group:
         opted_out = health == "OPTED_OUT" or is_opt_out_message(parts)
@@ -183,8 +183,9 @@ def parse_time(raw: str) -> dt.datetime:
 
 
 def _opted_out(health: str | None, is_group: bool | None) -> bool | None:
-    # OPTED_OUT may be skipped early (§6.2); any other status says nothing: Linq's block can be
-    # wider than the mark, so only a 403/2024 or an inbound message changes the flag otherwise.
+    # OPTED_OUT may be skipped early (docs/linq-contract.md §6.2); any other status says nothing:
+    # Linq's block can be wider than the mark, so only a 403/2024 or an inbound message changes
+    # the flag otherwise.
     return True if health == "OPTED_OUT" and not is_group else None
 
 

@@ -13,6 +13,7 @@ and takes more than one message per wake-up (see `Channel._take_more`).
 from __future__ import annotations
 
 import logging
+from importlib import resources
 from queue import Empty
 from typing import Any
 
@@ -29,35 +30,12 @@ log = logging.getLogger("cardshare.broker")
 MALFORMED = (ValueError, KeyError, TypeError)
 
 
-# Pops up to ARGV[1] messages from KEYS[1] and records each in the unacked hash (KEYS[2]) and
-# index (KEYS[3]) exactly as kombu's QoS.append would ([payload, exchange, routing_key], scored
-# by time), in one server-side step: no window in which a popped message is in neither place.
-# Returns item, tag, item, tag...; the tag is '' for a payload this could not read (returned
-# unrecorded; the consumer logs and drops it).
-TAKE_MORE = """
-local out = {}
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-for _ = 1, tonumber(ARGV[1]) do
-  local item = redis.call('RPOP', KEYS[1])
-  if not item then break end
-  local ok, m = pcall(cjson.decode, item)
-  local props = ok and type(m) == 'table' and m['properties']
-  local info = type(props) == 'table' and props['delivery_info']
-  local tag = type(props) == 'table' and props['delivery_tag']
-  if type(info) == 'table' and type(tag) == 'string'
-      and type(info['exchange']) == 'string' and type(info['routing_key']) == 'string' then
-    redis.call('HSET', KEYS[2], tag,
-      '[' .. item .. ',' .. cjson.encode(info['exchange']) .. ',' .. cjson.encode(info['routing_key']) .. ']')
-    redis.call('ZADD', KEYS[3], now, tag)
-  else
-    tag = ''
-  end
-  out[#out + 1] = item
-  out[#out + 1] = tag
-end
-return out
-"""
+# take_more.lua pops up to ARGV[1] messages from KEYS[1] and records each in the unacked hash
+# (KEYS[2]) and index (KEYS[3]) exactly as kombu's QoS.append would ([payload, exchange,
+# routing_key], scored by time), in one server-side step: no window in which a popped message is
+# in neither place. Returns item, tag, item, tag...; the tag is '' for a payload this could not
+# read (returned unrecorded; the consumer logs and drops it).
+TAKE_MORE = (resources.files("worker.queue") / "take_more.lua").read_text()
 
 # Upper bound per wake-up; the prefetch window (QoS) is the real limit.
 TAKE_MORE_MAX = 32

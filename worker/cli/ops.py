@@ -1,7 +1,7 @@
-"""Operations commands: `cardshare status`, `history`, `health`, `web`.
+"""Operations commands: `cardshare status`, `history`, `check`, `health`, `web`.
 
-Registered on the main group by `register(cli)`; the work happens in `status`, `health` and
-`web`. `worker.cli` is imported inside the commands, because it imports this module.
+The work happens in `worker.ops` (status, check, health, the status page); `health` itself is
+`worker.ops.healthcheck`, light enough for a container healthcheck.
 """
 
 from __future__ import annotations
@@ -12,25 +12,33 @@ import sys
 from collections.abc import Sequence
 
 import click
+from rich.console import Console
+from rich.table import Table
 
 from worker import runtime
-from worker.cli_health import health
+from worker.cli.common import ago, boot, parse_chat_id, parse_day, render_table
 from worker.config import Settings
 from worker.errors import InputError, UnknownChat
-from worker.status import Counts, History, Status
+from worker.http_server import address, bind, serve
+from worker.ops import status as status_mod
+from worker.ops import status_page
+from worker.ops.check import run_check
+from worker.ops.healthcheck import health
+from worker.ops.status import Counts, History, Status
+from worker.rules.cadence import share_day
+from worker.simulator import SimulatorAdmin
 
 
 def register(cli: click.Group) -> None:
     """Add the operations commands to the `cardshare` group."""
     cli.add_command(status)
     cli.add_command(history)
+    cli.add_command(check)
     cli.add_command(health)
     cli.add_command(web)
 
 
 def collect_status(settings: Settings, day: dt.date | None) -> Status:
-    from worker import status as status_mod
-
     deps = runtime.get().deps
     return status_mod.collect(
         deps.sessions,
@@ -42,15 +50,6 @@ def collect_status(settings: Settings, day: dt.date | None) -> Status:
     )
 
 
-def _parse_day(raw: str | None) -> dt.date | None:
-    if raw is None:
-        return None
-    try:
-        return dt.date.fromisoformat(raw)
-    except ValueError:
-        raise InputError(f"--day {raw!r} is not a date (YYYY-MM-DD)") from None
-
-
 # --------------------------------------------------------------------------- status
 
 
@@ -59,9 +58,7 @@ def _parse_day(raw: str | None) -> dt.date | None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(day_text: str | None, as_json: bool) -> None:
     """How the day is going: per line and in total, last sweep, queue, workers, beat."""
-    from worker.cli import boot
-
-    day = _parse_day(day_text)
+    day = parse_day(day_text)
     with boot() as b:
         st = collect_status(b.settings, day)
     if as_json:
@@ -70,24 +67,11 @@ def status(day_text: str | None, as_json: bool) -> None:
     _print_status(st)
 
 
-def _ago(seconds: float | None) -> str:
-    if seconds is None:
-        return "never"
-    if seconds < 120:
-        return f"{seconds:.0f}s ago"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m ago"
-    return f"{seconds / 3600:.1f}h ago"
-
-
 def _reasons(counter: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(counter.items()))
 
 
 def _print_status(st: Status) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     # A pipe gets no colour and a fixed width, so the table does not wrap at 80 columns.
     console = Console(width=None if sys.stdout.isatty() else 140)
     table = Table(title=f"cardshare {st.day}", title_justify="left")
@@ -135,9 +119,9 @@ def _print_status(st: Status) -> None:
     else:
         took = "still running" if run.seconds is None else f"took {run.seconds:.1f}s"
         err = f", error: {run.error}" if run.error else ""
-        ago = (st.at - run.started_at).total_seconds()
+        age = (st.at - run.started_at).total_seconds()
         console.print(
-            f"last sweep: {run.started_at.isoformat(timespec='seconds')} ({_ago(ago)}), {took}, "
+            f"last sweep: {run.started_at.isoformat(timespec='seconds')} ({ago(age)}), {took}, "
             f"scanned {run.scanned}, enqueued {run.enqueued}{err}",
             highlight=False,
         )
@@ -152,19 +136,17 @@ def _print_status(st: Status) -> None:
             console.print(
                 f"  {w.node} ({w.pool} x{w.concurrency}, pid {w.pid} on {w.host}): "
                 f"{'live' if w.live else 'NOT SEEN'}{', STALLED' if w.stalled else ''}, "
-                f"heartbeat {_ago(w.heartbeat_age_s)}, "
-                f"last task {_ago(w.last_task_age_s)}, {w.completed} finished, holding {w.held}",
+                f"heartbeat {ago(w.heartbeat_age_s)}, "
+                f"last task {ago(w.last_task_age_s)}, {w.completed} finished, holding {w.held}",
                 highlight=False,
             )
         if st.beat is None:
             console.print("beat: no heartbeat (is `cardshare beat` running?)", style="red")
         else:
             b = st.beat
-            sent = "; ".join(
-                f"{k.removeprefix('cardshare.')} sent {_ago(v)}" for k, v in b.sent_age_s.items()
-            )
+            sent = "; ".join(f"{k.removeprefix('cardshare.')} sent {ago(v)}" for k, v in b.sent_age_s.items())
             console.print(
-                f"beat: {'alive' if b.live else 'SILENT'}, heartbeat {_ago(b.heartbeat_age_s)} "
+                f"beat: {'alive' if b.live else 'SILENT'}, heartbeat {ago(b.heartbeat_age_s)} "
                 f"(pid {b.pid} on {b.host}){'; ' + sent if sent else ''}",
                 highlight=False,
             )
@@ -187,9 +169,6 @@ def _print_status(st: Status) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def history(chat_id: str, days: int | None, as_json: bool) -> None:
     """Every day and HTTP attempt of CHAT_ID, and why it is not due today."""
-    from worker import status as status_mod
-    from worker.cli import boot, parse_chat_id
-
     cid = parse_chat_id(chat_id)  # a malformed id fails before anything starts
     with boot():
         deps = runtime.get().deps
@@ -209,8 +188,6 @@ def _ts(value: dt.datetime | None) -> str:
 
 def history_lines(story: History) -> list[str]:
     """The plain-text history: stable for pipes and greps."""
-    from worker.cli_cards import render_table
-
     c = story.chat
     out = [
         f"chat {c.chat_id}: line {c.line_phone}, {c.service or 'unknown service'}"
@@ -279,17 +256,43 @@ def history_lines(story: History) -> list[str]:
 @click.option("--port", default=8090, show_default=True, type=int, help="Port (0 picks a free one).")
 def web(host: str, port: int) -> None:
     """Serve the read-only status page (today's numbers and the last failures) until stopped."""
-    from worker import web as page
-    from worker.cli import boot
-    from worker.webhooks import bind, serve
-
     with boot() as b:
-        app = page.create_app(lambda day: collect_status(b.settings, day))
+        app = status_page.create_app(lambda day: collect_status(b.settings, day))
         try:
             sock = bind(host, port)
         except OSError as exc:
             raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-        bound_host, bound_port = sock.getsockname()[:2]
-        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-        click.echo(f"status page at http://{shown}:{bound_port}/")
+        click.echo(f"status page at {address(sock)}/")
         serve(app, sock)
+
+
+# --------------------------------------------------------------------------- check
+
+
+@click.command()
+@click.option("--day", "day_text", default=None, help="YYYY-MM-DD in CARDSHARE_TIMEZONE (default today).")
+@click.option(
+    "--simulator",
+    "sim_url",
+    default=None,
+    help="Base URL of a Linq simulator whose share log makes duplicate counts exact.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def check(day_text: str | None, sim_url: str | None, as_json: bool) -> None:
+    """Was every due chat-day shared exactly once? Exit 1 if any was missed or duplicated."""
+    with boot() as b:
+        day = parse_day(day_text or None) or share_day(dt.datetime.now(dt.UTC), b.settings.zone)
+        events = None
+        if sim_url:
+            with SimulatorAdmin(sim_url) as admin:
+                events = admin.share_events()
+        deps = runtime.get().deps
+        with deps.sessions() as s:
+            report = run_check(s, day, deps.policy, now=dt.datetime.now(dt.UTC), share_events=events)
+        if as_json:
+            click.echo(json.dumps(report.as_dict(), indent=2, default=str))
+        else:
+            for line in report.lines():
+                click.echo(line)
+        if not report.ok:
+            sys.exit(1)

@@ -1,9 +1,11 @@
 """`cardshare health`: one line and exit 0/1, for container healthchecks.
 
-Kept apart from the rest of the CLI, with only light imports (click, redis, httpx, settings):
-a healthcheck runs every 30 s in every container, and loading the whole `cardshare` command
-(SQLAlchemy, Celery, the Linq SDK) costs about 1.2 s of CPU each time instead of 0.2 s.
-`worker.entry` runs this command directly; `worker.cli_ops` registers it on the main group.
+Kept apart from the rest of the CLI (outside the `worker.cli` package), with only light imports
+(click, redis, settings; httpx only for --webhooks): a healthcheck runs every 30 s in every
+container, and loading the whole `cardshare` command (SQLAlchemy, Celery, the Linq SDK) costs
+about 1.2 s of CPU each time instead of 0.2 s. `worker.entry` runs this command directly;
+`worker.cli.ops` registers it on the main group. It reads its settings from the environment
+itself: it is its own short process.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from typing import NoReturn
 import click
 import redis
 
-from worker import health as probes
 from worker.config import Settings
 from worker.errors import CardshareError, InputError
+from worker.ops import health as probes
 
 
 @click.command()

@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 
-from worker import metrics
+from worker.deps import Deps
 from worker.errors import StoreUnavailable
+from worker.keys import RECOVER_LOCK, SWEEP_LOCK
 from worker.linq import LinqCallError
 from worker.logs import event
+from worker.ops import metrics
 from worker.rules.cadence import share_day
-from worker.service import Deps
 from worker.store.cards import CardState, store_cards
 from worker.store.session import transaction
 from worker.store.sweeps import (
@@ -35,9 +36,6 @@ from worker.store.sweeps import (
 )
 
 log = logging.getLogger("cardshare.sweep")
-
-SWEEP_LOCK = 0x6361_7264_0001  # "card" + 1
-RECOVER_LOCK = 0x6361_7264_0002
 
 Publish = Callable[[Sequence[uuid.UUID], dt.date], int]
 

@@ -1,0 +1,34 @@
+"""`cardshare db upgrade|check`: the schema."""
+
+from __future__ import annotations
+
+import click
+
+from worker import migrate
+from worker.cli.common import boot
+from worker.config import mask_url
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(db)
+
+
+@click.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply migrations up to the newest."""
+    with boot(auto_migrate=True) as b:
+        click.echo(f"schema is current on {mask_url(b.settings.database_url or '')}")
+
+
+@db.command("check")
+def db_check() -> None:
+    """Fail unless the models and the migrations agree (alembic check)."""
+    with boot(auto_migrate=False) as b:
+        assert b.settings.database_url
+        migrate.check(b.settings.database_url)
+        click.echo("models and migrations agree")

@@ -1,0 +1,47 @@
+"""The `cardshare` command group. One-line errors, non-zero exits; the work happens elsewhere.
+
+Each command group lives in its own module and registers itself here; none of them imports
+this module, so there is no circle.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from worker.cli import cards, db, dev, ingest, ops, run, share
+from worker.cli.common import fail
+from worker.errors import CardshareError, StoreUnavailable
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="cardshare")
+def cli() -> None:
+    """Share each line's iMessage contact card into its chats, once a day."""
+
+
+db.register(cli)  # db upgrade|check
+share.register(cli)  # share, sweep, recover
+run.register(cli)  # worker, beat
+dev.register(cli)  # simulator, demo
+cards.register(cli)  # card list|create|update, contacts
+ingest.register(cli)  # webhooks, sync, import
+ops.register(cli)  # status, history, check, health, web
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: every CardshareError becomes one line and its exit code."""
+    try:
+        cli.main(args=argv, prog_name="cardshare", standalone_mode=False)
+    except click.exceptions.Abort:
+        fail("aborted", 130)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except StoreUnavailable as exc:
+        fail(str(exc), exc.exit_code)
+    except CardshareError as exc:
+        fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        fail("interrupted", 130)

@@ -1,0 +1,65 @@
+"""What the work needs from the outside world, in one frozen value: settings, sessions, Linq
+clients, the clock, sleep and randomness, and the sandbox for suspect chat-days.
+
+The runtime builds the process's `Deps`; tests build their own with a fake clock and sleep. The
+sandbox is typed by a Protocol, so nothing here depends on how it runs its process.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from worker.config import Settings
+from worker.linq import LinqGateway, LinqResponse
+from worker.rules.cadence import Policy
+from worker.rules.retrying import RetryPolicy
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class ShareSandbox(Protocol):
+    """Makes one share call at a time somewhere a crash cannot take the caller down."""
+
+    def share(self, chat_id: uuid.UUID) -> LinqResponse: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Deps:
+    """What a share needs from the outside world; tests pass their own clock and sleep."""
+
+    settings: Settings
+    sessions: sessionmaker[Session]
+    client: Callable[[], LinqGateway]
+    clock: Callable[[], dt.datetime] = utcnow
+    sleep: Callable[[float], None] = time.sleep
+    rng: Callable[[], float] = random.random
+    # Where chat-days that already lost a worker make their call (threads/gevent pools).
+    sandbox: ShareSandbox | None = None
+    # Checkout/return access to clients for the share call (one per call in flight); falls
+    # back to `client` when not given.
+    lease: Callable[[], AbstractContextManager[LinqGateway]] | None = None
+
+    @property
+    def policy(self) -> Policy:
+        s = self.settings
+        return Policy(zone=s.zone, active_days=s.active_days, share_groups=s.share_groups)
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        s = self.settings
+        return RetryPolicy(
+            attempts=s.retry_attempts, budget_s=s.retry_budget_s, base_s=s.retry_base_s, cap_s=s.retry_cap_s
+        )

@@ -1,0 +1,31 @@
+"""The names every cardshare process agrees on: queues, task names, Redis keys, lock keys.
+
+A worker, beat, the CLI and the healthcheck each read them from here, so renaming one is one
+edit. Task and queue names are part of the wire format: a message already in Redis names its
+task, so changing one orphans it.
+"""
+
+from __future__ import annotations
+
+# Celery queues: shares on one, the sweep/recover/sync passes on another so a long share backlog
+# never delays a sweep.
+SHARE_QUEUE = "cardshare"
+CONTROL_QUEUE = "cardshare.control"
+
+# Celery task names (stable, explicit: moving the code orphans no queued message).
+SHARE_TASK = "cardshare.share_chat"
+SWEEP_TASK = "cardshare.sweep"
+RECOVER_TASK = "cardshare.recover"
+SYNC_TASK = "cardshare.sync"
+
+# kombu's Redis transport keeps delivered-but-unacknowledged messages in this hash (its default).
+UNACKED_KEY = "unacked"
+
+# Heartbeats in Redis: one record per worker node, one for beat.
+WORKER_PREFIX = "cardshare:worker:"
+BEAT_KEY = "cardshare:beat"
+
+# PostgreSQL advisory lock keys: one pass of each kind at a time, whoever starts it.
+SWEEP_LOCK = 0x6361_7264_0001  # "card" + 1
+RECOVER_LOCK = 0x6361_7264_0002
+SYNC_LOCK = 0x6361_7264_0003

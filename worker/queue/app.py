@@ -1,0 +1,115 @@
+"""The Celery app and its configuration: Redis broker, no result backend, late acks, the beat
+schedule. Nothing else: the signal handlers are in `signals`, the tasks in `tasks`.
+
+Importing this module reads no environment: the app starts on default settings, and whoever
+runs it configures it with the process's settings (`bootstrap.resolve` for the CLI, the
+`worker.celery_app` entry module for `celery -A worker.celery_app`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from celery import Celery
+from kombu.entity import Queue
+
+from worker.config import Settings
+from worker.keys import CONTROL_QUEUE, RECOVER_TASK, SHARE_QUEUE, SWEEP_TASK, SYNC_TASK
+from worker.queue import signals  # noqa: F401 - connects the worker's and beat's signal handlers
+
+app = Celery("cardshare", include=["worker.queue.tasks"])
+TRANSPORT = "worker.queue.redis_transport:Transport"
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings derived from ours; the ordering of the time limits is checked by a test."""
+    broker_url = settings.redis_url or "redis://127.0.0.1:6379/0"
+    return {
+        "broker_url": broker_url,
+        # Plain redis:// gets the transport that drops malformed envelopes instead of dying;
+        # rediss:// and unix:// keep kombu's own (their URL schemes select TLS / sockets).
+        "broker_transport": "worker.queue.redis_transport:Transport"
+        if broker_url.startswith("redis://")
+        else None,
+        "result_backend": None,
+        "task_ignore_result": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_acks_late": True,
+        # A worker that dies mid-task gives the message back instead of acking it as done.
+        "task_reject_on_worker_lost": True,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        # Prefetch one message per execution slot: threads stay busy (a fetch is ~1 ms against a
+        # 200 ms call) while at most `concurrency` messages sit unacked in a worker that may die.
+        "worker_prefetch_multiplier": settings.prefetch_multiplier,
+        "worker_pool": settings.worker_pool,
+        "worker_concurrency": settings.worker_concurrency,
+        "task_soft_time_limit": settings.task_soft_time_limit_s,
+        "task_time_limit": settings.task_time_limit_s,
+        "broker_transport_options": {
+            # Far above lease and time limits: a message in a prefetch buffer must never be
+            # redelivered under a live worker (docs/decisions.md §9).
+            "visibility_timeout": settings.visibility_timeout_s,
+            # kombu's Redis pool holds 10 connections by default; with the gevent pool every
+            # greenlet acks on its own connection ("Couldn't ack ... Too many connections").
+            "max_connections": settings.worker_concurrency + 20,
+        },
+        "task_default_queue": SHARE_QUEUE,
+        "task_queues": (Queue(SHARE_QUEUE), Queue(CONTROL_QUEUE)),
+        "task_routes": {
+            SWEEP_TASK: {"queue": CONTROL_QUEUE},
+            RECOVER_TASK: {"queue": CONTROL_QUEUE},
+            SYNC_TASK: {"queue": CONTROL_QUEUE},
+        },
+        # A sync pages through every chat of every line: the share task's limits do not fit it.
+        # A run cut short resumes from its saved cursor, so the limit only has to end it before
+        # the next one is due.
+        "task_annotations": {
+            SYNC_TASK: {
+                "soft_time_limit": max(60.0, settings.sync_interval_s - 60.0),
+                "time_limit": max(90.0, settings.sync_interval_s - 30.0),
+            }
+        },
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": False,
+        "task_send_sent_event": False,
+        "timezone": "UTC",
+        "enable_utc": True,
+        "beat_schedule": {
+            "sweep": {
+                "task": SWEEP_TASK,
+                "schedule": dt.timedelta(seconds=settings.sweep_interval_s),
+                # A sweep that waited a whole interval is superseded by the next one.
+                "options": {"queue": CONTROL_QUEUE, "expires": settings.sweep_interval_s},
+            },
+            "recover": {
+                "task": RECOVER_TASK,
+                "schedule": dt.timedelta(seconds=settings.recover_interval_s),
+                "options": {"queue": CONTROL_QUEUE, "expires": settings.recover_interval_s},
+            },
+            "sync": {
+                "task": SYNC_TASK,
+                "schedule": dt.timedelta(seconds=settings.sync_interval_s),
+                "options": {"queue": CONTROL_QUEUE, "expires": settings.sync_interval_s},
+            },
+        },
+    }
+
+
+def configure(settings: Settings) -> Celery:
+    config = celery_config(settings)
+    if app.conf.broker_url != config["broker_url"]:
+        # Celery caches its connection and producer pools with the broker they were made for;
+        # without this, a process that switches brokers keeps publishing (and pinging) the old one.
+        # The pools are kombu's, shared per broker URL: dropped here, not closed, since switching
+        # back must find them usable.
+        app._pool = None
+        app.amqp._producer_pool = None
+    app.conf.update(config)
+    return app
+
+
+configure(Settings())
