@@ -1,8 +1,11 @@
-"""Settings from the environment, in one place.
+"""Settings: one declaration per setting, read from the environment once per process.
 
-`Settings.from_env(os.environ)` in production, `Settings(...)` in tests. Every field is a row
-in the README's configuration table. Secrets are masked in `repr` so a stray log of the object
-leaks nothing.
+Each field of `Settings` is declared with `setting(...)`: its environment variable, the parser
+that reads it, and its row in the README's configuration table (a test compares the table with
+`readme_rows()`; `python -m worker.config` prints the rows). `Settings.from_env()` runs at a
+process's entry point (`bootstrap.load_settings`, `worker.celery_app`, the sandbox child, the
+healthcheck); children get `Settings.to_env()`; tests build `Settings(...)`. Secrets are masked
+in `repr` so a stray log of the object leaks nothing.
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ import binascii
 import dataclasses
 import itertools
 import os
+import sys
 import zoneinfo
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,7 +29,7 @@ T = TypeVar("T")
 DEFAULT_BASE_URL = "https://api.linqapp.com/api/partner"
 
 # Linq allows one share per chat per 5 minutes; a crashed chat-day must be taken over inside
-# that window so the 429 on the retry can confirm the first share (decisions.md, rule 3).
+# that window so the 429 on the retry can confirm the first share (docs/decisions.md §3).
 LINQ_SHARE_WINDOW_S = 300.0
 
 
@@ -55,237 +59,7 @@ class Secret:
         return hash(self._value)
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Everything cardshare reads from its environment."""
-
-    database_url: str | None = None
-    redis_url: str | None = None
-    linq_api_key: Secret = field(default_factory=lambda: Secret(""))
-    linq_base_url: str = DEFAULT_BASE_URL
-    timezone: str = "UTC"
-    sweep_interval_s: float = 900.0
-    recover_interval_s: float = 60.0
-    lease_s: float = 120.0
-    retry_attempts: int = 4
-    retry_budget_s: float = 30.0
-    retry_base_s: float = 0.5
-    retry_cap_s: float = 8.0
-    task_soft_time_limit_s: float = 60.0
-    task_time_limit_s: float = 90.0
-    visibility_timeout_s: float = 3600.0
-    http_connect_timeout_s: float = 5.0
-    http_read_timeout_s: float = 15.0
-    active_days: int = 30
-    share_groups: bool = False
-    max_lost_claims: int = 3
-    sweep_page_size: int = 1000
-    worker_pool: str = "threads"
-    worker_concurrency: int = 64
-    prefetch_multiplier: int = 1
-    # None: one connection per worker thread (see `db_pool`).
-    db_pool_size: int | None = None
-    data_dir: Path = field(default_factory=lambda: Path(".cardshare"))
-    log_level: str = "INFO"
-    log_format: str = "auto"
-    # --- ingestion (webhooks, sync, import)
-    webhook_secrets: tuple[Secret, ...] = ()
-    webhook_legacy_signatures: bool = False
-    webhook_host: str = "127.0.0.1"
-    webhook_port: int = 8080
-    sync_interval_s: float = 86400.0
-    sync_message_lookups: int = 1000
-    # --- operations (metrics, health)
-    metrics_host: str = "127.0.0.1"
-    metrics_port: int = 9808
-    health_stall_minutes: float = 5.0
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    @property
-    def zone(self) -> zoneinfo.ZoneInfo:
-        return zoneinfo.ZoneInfo(self.timezone)
-
-    @property
-    def embedded(self) -> bool:
-        return self.database_url is None or self.redis_url is None
-
-    def replace(self, **changes: Any) -> Settings:
-        return dataclasses.replace(self, **changes)
-
-    def validate(self) -> None:
-        """Reject combinations that would break the cadence or the crash recovery."""
-        try:
-            zoneinfo.ZoneInfo(self.timezone)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
-            raise ConfigError("CARDSHARE_TIMEZONE", f"unknown IANA time zone {self.timezone!r}") from exc
-        # The order that keeps a running task from being taken over or redelivered under it.
-        chain = [
-            ("CARDSHARE_RETRY_BUDGET_SECONDS", self.retry_budget_s),
-            ("CARDSHARE_TASK_SOFT_TIME_LIMIT", self.task_soft_time_limit_s),
-            ("CARDSHARE_TASK_TIME_LIMIT", self.task_time_limit_s),
-            ("CARDSHARE_LEASE_SECONDS", self.lease_s),
-            ("CARDSHARE_VISIBILITY_TIMEOUT", self.visibility_timeout_s),
-        ]
-        for (lo_name, lo), (hi_name, hi) in itertools.pairwise(chain):
-            if not lo < hi:
-                raise ConfigError(hi_name, f"must be greater than {lo_name} ({hi} <= {lo})")
-        # A task can run for its whole budget plus one last read timeout.
-        worst = self.retry_budget_s + self.http_read_timeout_s + self.http_connect_timeout_s
-        if worst >= self.task_soft_time_limit_s:
-            raise ConfigError(
-                "CARDSHARE_TASK_SOFT_TIME_LIMIT",
-                f"must exceed retry budget + HTTP timeouts ({worst:g}s)",
-            )
-        if self.lease_s + self.recover_interval_s >= LINQ_SHARE_WINDOW_S:
-            raise ConfigError(
-                "CARDSHARE_LEASE_SECONDS",
-                "lease + recover interval must stay under Linq's 5-minute share window",
-            )
-        if self.retry_attempts < 1:
-            raise ConfigError("CARDSHARE_RETRY_ATTEMPTS", "must be at least 1")
-        if self.worker_pool not in {"threads", "gevent", "prefork", "solo"}:
-            raise ConfigError("CARDSHARE_WORKER_POOL", "must be threads, gevent, prefork or solo")
-        if self.log_format not in {"auto", "json", "text"}:
-            raise ConfigError("CARDSHARE_LOG_FORMAT", "must be auto, json or text")
-        if self.active_days < 1:
-            raise ConfigError("CARDSHARE_ACTIVE_DAYS", "must be at least 1")
-        # --- ingestion (webhooks, sync, import)
-        for position, secret in enumerate(self.webhook_secrets, 1):
-            _check_webhook_secret(secret.get(), position, legacy=self.webhook_legacy_signatures)
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from `env` (default `os.environ`); ConfigError names the bad variable."""
-        env = os.environ if env is None else env
-        kw: dict[str, Any] = {}
-
-        def take(name: str, attr: str, conv: Callable[[str], Any]) -> None:
-            raw = env.get(name)
-            if raw is None or raw.strip() == "":
-                return
-            try:
-                kw[attr] = conv(raw.strip())
-            except (ValueError, TypeError) as exc:
-                raise ConfigError(name, f"cannot parse {raw.strip()!r}: {exc}") from None
-
-        take("DATABASE_URL", "database_url", _database_url)
-        take("REDIS_URL", "redis_url", _redis_url)
-        take("LINQ_API_V3_API_KEY", "linq_api_key", Secret)
-        take("LINQ_API_V3_BASE_URL", "linq_base_url", _http_url)
-        take("CARDSHARE_TIMEZONE", "timezone", str)
-        take("CARDSHARE_SWEEP_INTERVAL", "sweep_interval_s", _positive_float)
-        take("CARDSHARE_RECOVER_INTERVAL", "recover_interval_s", _positive_float)
-        take("CARDSHARE_LEASE_SECONDS", "lease_s", _positive_float)
-        take("CARDSHARE_RETRY_ATTEMPTS", "retry_attempts", _positive_int)
-        take("CARDSHARE_RETRY_BUDGET_SECONDS", "retry_budget_s", _positive_float)
-        take("CARDSHARE_RETRY_BASE_SECONDS", "retry_base_s", _positive_float)
-        take("CARDSHARE_RETRY_CAP_SECONDS", "retry_cap_s", _positive_float)
-        take("CARDSHARE_TASK_SOFT_TIME_LIMIT", "task_soft_time_limit_s", _positive_float)
-        take("CARDSHARE_TASK_TIME_LIMIT", "task_time_limit_s", _positive_float)
-        take("CARDSHARE_VISIBILITY_TIMEOUT", "visibility_timeout_s", _positive_float)
-        take("CARDSHARE_HTTP_CONNECT_TIMEOUT", "http_connect_timeout_s", _positive_float)
-        take("CARDSHARE_HTTP_READ_TIMEOUT", "http_read_timeout_s", _positive_float)
-        take("CARDSHARE_ACTIVE_DAYS", "active_days", _positive_int)
-        take("CARDSHARE_SHARE_GROUPS", "share_groups", _bool)
-        take("CARDSHARE_MAX_LOST_CLAIMS", "max_lost_claims", _positive_int)
-        take("CARDSHARE_SWEEP_PAGE_SIZE", "sweep_page_size", _positive_int)
-        take("CARDSHARE_WORKER_POOL", "worker_pool", str)
-        take("CARDSHARE_WORKER_CONCURRENCY", "worker_concurrency", _positive_int)
-        take("CARDSHARE_PREFETCH_MULTIPLIER", "prefetch_multiplier", _positive_int)
-        take("CARDSHARE_DB_POOL_SIZE", "db_pool_size", _positive_int)
-        take("CARDSHARE_DATA_DIR", "data_dir", Path)
-        take("CARDSHARE_LOG_LEVEL", "log_level", _log_level)
-        take("CARDSHARE_LOG_FORMAT", "log_format", str)
-        # --- ingestion (webhooks, sync, import)
-        take("CARDSHARE_WEBHOOK_SECRETS", "webhook_secrets", _webhook_secrets)
-        take("CARDSHARE_WEBHOOK_LEGACY_SIGNATURES", "webhook_legacy_signatures", _bool)
-        take("CARDSHARE_WEBHOOK_HOST", "webhook_host", str)
-        take("CARDSHARE_WEBHOOK_PORT", "webhook_port", _port)
-        take("CARDSHARE_SYNC_INTERVAL", "sync_interval_s", _positive_float)
-        take("CARDSHARE_SYNC_MESSAGE_LOOKUPS", "sync_message_lookups", _non_negative_int)
-        # --- operations (metrics, health)
-        take("CARDSHARE_METRICS_HOST", "metrics_host", str)
-        take("CARDSHARE_METRICS_PORT", "metrics_port", _port)
-        take("CARDSHARE_HEALTH_STALL_MINUTES", "health_stall_minutes", _positive_float)
-        return cls(**kw)
-
-    def to_env(self) -> dict[str, str]:
-        """The environment that rebuilds these settings in a child process (includes secrets)."""
-        env: dict[str, str] = {}
-        for name, attr in ENV_NAMES.items():
-            value = getattr(self, attr)
-            if value is None:
-                continue
-            if isinstance(value, Secret):
-                if not value:
-                    continue
-                text = value.get()
-            elif isinstance(value, tuple):
-                if not value:
-                    continue
-                text = ",".join(v.get() if isinstance(v, Secret) else str(v) for v in value)
-            elif isinstance(value, bool):
-                text = "true" if value else "false"
-            else:
-                text = str(value)
-            env[name] = text
-        return env
-
-    @property
-    def db_pool(self) -> int:
-        """Connections a process keeps. A pool smaller than the threads that use it churns:
-        each burst past it opens an overflow connection (a PostgreSQL backend fork) and closes
-        it on return; at 20 for 100 threads that was one new connection per 7 shares."""
-        return self.db_pool_size or self.worker_concurrency
-
-    def require_api_key(self) -> str:
-        if not self.linq_api_key:
-            raise ConfigError("LINQ_API_V3_API_KEY", "is not set; cardshare cannot call Linq without it")
-        return self.linq_api_key.get()
-
-
-# Variable -> field, for to_env(); a unit test keeps it in step with from_env().
-ENV_NAMES: dict[str, str] = {
-    "DATABASE_URL": "database_url",
-    "REDIS_URL": "redis_url",
-    "LINQ_API_V3_API_KEY": "linq_api_key",
-    "LINQ_API_V3_BASE_URL": "linq_base_url",
-    "CARDSHARE_TIMEZONE": "timezone",
-    "CARDSHARE_SWEEP_INTERVAL": "sweep_interval_s",
-    "CARDSHARE_RECOVER_INTERVAL": "recover_interval_s",
-    "CARDSHARE_LEASE_SECONDS": "lease_s",
-    "CARDSHARE_RETRY_ATTEMPTS": "retry_attempts",
-    "CARDSHARE_RETRY_BUDGET_SECONDS": "retry_budget_s",
-    "CARDSHARE_RETRY_BASE_SECONDS": "retry_base_s",
-    "CARDSHARE_RETRY_CAP_SECONDS": "retry_cap_s",
-    "CARDSHARE_TASK_SOFT_TIME_LIMIT": "task_soft_time_limit_s",
-    "CARDSHARE_TASK_TIME_LIMIT": "task_time_limit_s",
-    "CARDSHARE_VISIBILITY_TIMEOUT": "visibility_timeout_s",
-    "CARDSHARE_HTTP_CONNECT_TIMEOUT": "http_connect_timeout_s",
-    "CARDSHARE_HTTP_READ_TIMEOUT": "http_read_timeout_s",
-    "CARDSHARE_ACTIVE_DAYS": "active_days",
-    "CARDSHARE_SHARE_GROUPS": "share_groups",
-    "CARDSHARE_MAX_LOST_CLAIMS": "max_lost_claims",
-    "CARDSHARE_SWEEP_PAGE_SIZE": "sweep_page_size",
-    "CARDSHARE_WORKER_POOL": "worker_pool",
-    "CARDSHARE_WORKER_CONCURRENCY": "worker_concurrency",
-    "CARDSHARE_PREFETCH_MULTIPLIER": "prefetch_multiplier",
-    "CARDSHARE_DB_POOL_SIZE": "db_pool_size",
-    "CARDSHARE_DATA_DIR": "data_dir",
-    "CARDSHARE_LOG_LEVEL": "log_level",
-    "CARDSHARE_LOG_FORMAT": "log_format",
-    "CARDSHARE_WEBHOOK_SECRETS": "webhook_secrets",
-    "CARDSHARE_WEBHOOK_LEGACY_SIGNATURES": "webhook_legacy_signatures",
-    "CARDSHARE_WEBHOOK_HOST": "webhook_host",
-    "CARDSHARE_WEBHOOK_PORT": "webhook_port",
-    "CARDSHARE_SYNC_INTERVAL": "sync_interval_s",
-    "CARDSHARE_SYNC_MESSAGE_LOOKUPS": "sync_message_lookups",
-    "CARDSHARE_METRICS_HOST": "metrics_host",
-    "CARDSHARE_METRICS_PORT": "metrics_port",
-    "CARDSHARE_HEALTH_STALL_MINUTES": "health_stall_minutes",
-}
+# --------------------------------------------------------------------------- parsers
 
 
 def _positive_float(raw: str) -> float:
@@ -332,7 +106,7 @@ def _webhook_secrets(raw: str) -> tuple[Secret, ...]:
 
 def _check_webhook_secret(value: str, position: int, *, legacy: bool) -> None:
     """Reject a malformed secret naming only its position: the value itself must never be printed."""
-    name = "CARDSHARE_WEBHOOK_SECRETS"
+    name = Settings.env_name("webhook_secrets")
     if not value.startswith("whsec_"):
         if legacy:
             return  # a pre-`whsec_` secret can still check the legacy X-Webhook-Signature
@@ -374,6 +148,394 @@ def _http_url(raw: str) -> str:
     return raw.rstrip("/")
 
 
+def _as_text(value: Any) -> str:
+    """A value as its variable spells it (what `to_env` writes and the README shows)."""
+    if isinstance(value, Secret):
+        return value.get()
+    if isinstance(value, tuple):
+        return ",".join(_as_text(v) for v in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}" if value.is_integer() else repr(value)
+    return str(value)
+
+
+# --------------------------------------------------------------------------- declarations
+
+
+@dataclass(frozen=True)
+class Var:
+    """One setting's environment variable: its name, its parser, and its README row."""
+
+    name: str
+    parse: Callable[[str], Any]
+    shown_default: str
+    meaning: str
+
+    def readme_row(self) -> str:
+        return f"| `{self.name}` | {self.shown_default} | {self.meaning} |"
+
+
+_VAR = "cardshare.var"
+
+
+def setting(
+    name: str,
+    parse: Callable[[str], Any],
+    meaning: str,
+    *,
+    default: Any = dataclasses.MISSING,
+    factory: Callable[[], Any] | None = None,
+    shown: str | None = None,
+) -> Any:
+    """A `Settings` field together with its variable: declared once, read and written by name."""
+    if shown is None:
+        shown = f"`{_as_text(factory() if factory is not None else default)}`"
+    var = Var(name, parse, shown, meaning)
+    if factory is not None:
+        return field(default_factory=factory, metadata={_VAR: var})
+    return field(default=default, metadata={_VAR: var})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything cardshare reads from its environment."""
+
+    database_url: str | None = setting(
+        "DATABASE_URL",
+        _database_url,
+        "PostgreSQL URL (`postgresql://user:pass@host/db`; psycopg 3 is used)",
+        default=None,
+        shown="embedded",
+    )
+    redis_url: str | None = setting(
+        "REDIS_URL",
+        _redis_url,
+        "Redis URL for the Celery broker",
+        default=None,
+        shown="embedded",
+    )
+    linq_api_key: Secret = setting(
+        "LINQ_API_V3_API_KEY",
+        Secret,
+        "Linq Partner API token, sent as a Bearer token",
+        factory=lambda: Secret(""),
+        shown="(required to share)",
+    )
+    linq_base_url: str = setting(
+        "LINQ_API_V3_BASE_URL",
+        _http_url,
+        "Linq base URL (the simulator's for local use)",
+        default=DEFAULT_BASE_URL,
+    )
+    timezone: str = setting(
+        "CARDSHARE_TIMEZONE", str, 'IANA zone whose calendar day is "a day"', default="UTC"
+    )
+    sweep_interval_s: float = setting(
+        "CARDSHARE_SWEEP_INTERVAL", _positive_float, "seconds between sweeps", default=900.0
+    )
+    recover_interval_s: float = setting(
+        "CARDSHARE_RECOVER_INTERVAL",
+        _positive_float,
+        "seconds between recovery passes",
+        default=60.0,
+    )
+    lease_s: float = setting(
+        "CARDSHARE_LEASE_SECONDS",
+        _positive_float,
+        "how long a claim holds a chat-day; with the recover interval it must stay under 300 s",
+        default=120.0,
+    )
+    retry_attempts: int = setting(
+        "CARDSHARE_RETRY_ATTEMPTS",
+        _positive_int,
+        "HTTP attempts per chat per run",
+        default=4,
+    )
+    retry_budget_s: float = setting(
+        "CARDSHARE_RETRY_BUDGET_SECONDS",
+        _positive_float,
+        "time budget for one run's retries; longer waits reschedule",
+        default=30.0,
+    )
+    retry_base_s: float = setting(
+        "CARDSHARE_RETRY_BASE_SECONDS",
+        _positive_float,
+        "first backoff ceiling (full jitter, doubling)",
+        default=0.5,
+    )
+    retry_cap_s: float = setting(
+        "CARDSHARE_RETRY_CAP_SECONDS",
+        _positive_float,
+        "largest backoff ceiling",
+        default=8.0,
+    )
+    task_soft_time_limit_s: float = setting(
+        "CARDSHARE_TASK_SOFT_TIME_LIMIT",
+        _positive_float,
+        "Celery soft limit (enforced by the prefork and gevent pools)",
+        default=60.0,
+    )
+    task_time_limit_s: float = setting(
+        "CARDSHARE_TASK_TIME_LIMIT", _positive_float, "Celery hard limit", default=90.0
+    )
+    visibility_timeout_s: float = setting(
+        "CARDSHARE_VISIBILITY_TIMEOUT",
+        _positive_float,
+        "Redis redelivery timeout; far above lease and limits",
+        default=3600.0,
+    )
+    http_connect_timeout_s: float = setting(
+        "CARDSHARE_HTTP_CONNECT_TIMEOUT",
+        _positive_float,
+        "seconds to connect to Linq",
+        default=5.0,
+    )
+    http_read_timeout_s: float = setting(
+        "CARDSHARE_HTTP_READ_TIMEOUT",
+        _positive_float,
+        "seconds to wait for Linq's answer; after that the outcome is unknown",
+        default=15.0,
+    )
+    active_days: int = setting(
+        "CARDSHARE_ACTIVE_DAYS",
+        _positive_int,
+        "a chat needs an outbound message within this many days",
+        default=30,
+    )
+    share_groups: bool = setting("CARDSHARE_SHARE_GROUPS", _bool, "share into group chats too", default=False)
+    max_lost_claims: int = setting(
+        "CARDSHARE_MAX_LOST_CLAIMS",
+        _positive_int,
+        "lost claims (crashes) before a chat-day fails as poison",
+        default=3,
+    )
+    sweep_page_size: int = setting(
+        "CARDSHARE_SWEEP_PAGE_SIZE",
+        _positive_int,
+        "chats per sweep page and per publish batch",
+        default=1000,
+    )
+    worker_pool: str = setting(
+        "CARDSHARE_WORKER_POOL",
+        str,
+        "Celery pool: `threads`, `gevent`, `prefork` or `solo`",
+        default="threads",
+    )
+    worker_concurrency: int = setting(
+        "CARDSHARE_WORKER_CONCURRENCY",
+        _positive_int,
+        "threads per worker process",
+        default=64,
+    )
+    prefetch_multiplier: int = setting(
+        "CARDSHARE_PREFETCH_MULTIPLIER",
+        _positive_int,
+        "messages prefetched per thread",
+        default=1,
+    )
+    # None: one connection per worker thread (see `db_pool`).
+    db_pool_size: int | None = setting(
+        "CARDSHARE_DB_POOL_SIZE",
+        _positive_int,
+        "SQLAlchemy pool size per process (plus 10 overflow); connections open lazily",
+        default=None,
+        shown="worker concurrency",
+    )
+    data_dir: Path = setting(
+        "CARDSHARE_DATA_DIR",
+        Path,
+        "embedded servers' data and beat's schedule file",
+        factory=lambda: Path(".cardshare"),
+    )
+    log_level: str = setting(
+        "CARDSHARE_LOG_LEVEL",
+        _log_level,
+        "`DEBUG`, `INFO`, `WARNING`, `ERROR`",
+        default="INFO",
+    )
+    log_format: str = setting(
+        "CARDSHARE_LOG_FORMAT",
+        str,
+        "`json`, `text`, or `auto` (JSON when not on a terminal)",
+        default="auto",
+    )
+    # --- ingestion (webhooks, sync, import)
+    webhook_secrets: tuple[Secret, ...] = setting(
+        "CARDSHARE_WEBHOOK_SECRETS",
+        _webhook_secrets,
+        "comma-separated `whsec_...` signing secrets of your Linq webhook subscriptions; several at once "
+        "during a rotation. Never printed or logged",
+        default=(),
+        shown="(required by `cardshare webhooks`)",
+    )
+    webhook_legacy_signatures: bool = setting(
+        "CARDSHARE_WEBHOOK_LEGACY_SIGNATURES",
+        _bool,
+        "also accept Linq's deprecated `X-Webhook-Signature` (hex HMAC) when the Standard Webhooks "
+        "signature is absent or fails",
+        default=False,
+    )
+    webhook_host: str = setting(
+        "CARDSHARE_WEBHOOK_HOST",
+        str,
+        "address `cardshare webhooks` listens on (`0.0.0.0` behind a TLS proxy or in a container)",
+        default="127.0.0.1",
+    )
+    webhook_port: int = setting(
+        "CARDSHARE_WEBHOOK_PORT", _port, "port `cardshare webhooks` listens on", default=8080
+    )
+    sync_interval_s: float = setting(
+        "CARDSHARE_SYNC_INTERVAL",
+        _positive_float,
+        "seconds between chat syncs run by beat",
+        default=86400.0,
+    )
+    sync_message_lookups: int = setting(
+        "CARDSHARE_SYNC_MESSAGE_LOOKUPS",
+        _non_negative_int,
+        "message pages one sync may read looking for outbound messages (`0`: none)",
+        default=1000,
+    )
+    # --- operations (metrics, health)
+    metrics_host: str = setting(
+        "CARDSHARE_METRICS_HOST",
+        str,
+        "address a worker serves Prometheus `/metrics` on (`0.0.0.0` in a container, so Prometheus can "
+        "scrape it)",
+        default="127.0.0.1",
+    )
+    metrics_port: int = setting(
+        "CARDSHARE_METRICS_PORT",
+        _port,
+        "port of a worker's `/metrics` (`0`: no metrics server); a worker that finds it taken logs "
+        "`metrics.unavailable` and keeps sharing",
+        default=9808,
+    )
+    health_stall_minutes: float = setting(
+        "CARDSHARE_HEALTH_STALL_MINUTES",
+        _positive_float,
+        "`cardshare health` fails when messages wait and the worker finished no task for this long",
+        default=5.0,
+    )
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def zone(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.timezone)
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url is None or self.redis_url is None
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @staticmethod
+    def variables() -> Iterator[tuple[str, Var]]:
+        """(field name, its variable) for every setting, in declaration order."""
+        for f in dataclasses.fields(Settings):
+            yield f.name, f.metadata[_VAR]
+
+    @staticmethod
+    def env_name(attr: str) -> str:
+        """The environment variable of the field `attr`."""
+        var: Var = next(f.metadata[_VAR] for f in dataclasses.fields(Settings) if f.name == attr)
+        return var.name
+
+    def validate(self) -> None:
+        """Reject combinations that would break the cadence or the crash recovery."""
+        name = Settings.env_name
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ConfigError(name("timezone"), f"unknown IANA time zone {self.timezone!r}") from exc
+        # The order that keeps a running task from being taken over or redelivered under it.
+        chain = [
+            (name(attr), getattr(self, attr))
+            for attr in ("retry_budget_s", "task_soft_time_limit_s", "task_time_limit_s", "lease_s")
+        ] + [(name("visibility_timeout_s"), self.visibility_timeout_s)]
+        for (lo_name, lo), (hi_name, hi) in itertools.pairwise(chain):
+            if not lo < hi:
+                raise ConfigError(hi_name, f"must be greater than {lo_name} ({hi} <= {lo})")
+        # A task can run for its whole budget plus one last read timeout.
+        worst = self.retry_budget_s + self.http_read_timeout_s + self.http_connect_timeout_s
+        if worst >= self.task_soft_time_limit_s:
+            raise ConfigError(
+                name("task_soft_time_limit_s"),
+                f"must exceed retry budget + HTTP timeouts ({worst:g}s)",
+            )
+        if self.lease_s + self.recover_interval_s >= LINQ_SHARE_WINDOW_S:
+            raise ConfigError(
+                name("lease_s"),
+                "lease + recover interval must stay under Linq's 5-minute share window",
+            )
+        if self.retry_attempts < 1:
+            raise ConfigError(name("retry_attempts"), "must be at least 1")
+        if self.worker_pool not in {"threads", "gevent", "prefork", "solo"}:
+            raise ConfigError(name("worker_pool"), "must be threads, gevent, prefork or solo")
+        if self.log_format not in {"auto", "json", "text"}:
+            raise ConfigError(name("log_format"), "must be auto, json or text")
+        if self.active_days < 1:
+            raise ConfigError(name("active_days"), "must be at least 1")
+        # --- ingestion (webhooks, sync, import)
+        for position, secret in enumerate(self.webhook_secrets, 1):
+            _check_webhook_secret(secret.get(), position, legacy=self.webhook_legacy_signatures)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from `env` (default `os.environ`); ConfigError names the bad variable.
+
+        Call it once, at the process's entry point, and hand the result down."""
+        env = os.environ if env is None else env
+        kw: dict[str, Any] = {}
+        for attr, var in cls.variables():
+            raw = env.get(var.name)
+            if raw is None or raw.strip() == "":
+                continue
+            try:
+                kw[attr] = var.parse(raw.strip())
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(var.name, f"cannot parse {raw.strip()!r}: {exc}") from None
+        return cls(**kw)
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that rebuilds these settings in a child process (includes secrets)."""
+        env: dict[str, str] = {}
+        for attr, var in self.variables():
+            value = getattr(self, attr)
+            if value is None or (isinstance(value, Secret | tuple) and not value):
+                continue
+            env[var.name] = _as_text(value)
+        return env
+
+    @property
+    def db_pool(self) -> int:
+        """Connections a process keeps. A pool smaller than the threads that use it churns:
+        each burst past it opens an overflow connection (a PostgreSQL backend fork) and closes
+        it on return; at 20 for 100 threads that was one new connection per 7 shares."""
+        return self.db_pool_size or self.worker_concurrency
+
+    def require_api_key(self) -> str:
+        if not self.linq_api_key:
+            raise ConfigError(
+                self.env_name("linq_api_key"), "is not set; cardshare cannot call Linq without it"
+            )
+        return self.linq_api_key.get()
+
+
+# Variable -> field, every setting.
+ENV_NAMES: dict[str, str] = {var.name: attr for attr, var in Settings.variables()}
+
+
+def readme_rows() -> list[str]:
+    """The README's configuration table rows for every setting, in declaration order."""
+    return [var.readme_row() for _, var in Settings.variables()]
+
+
 def mask_url(url: str) -> str:
     """Hide the password of a URL for display."""
     if "://" not in url or "@" not in url:
@@ -382,3 +544,8 @@ def mask_url(url: str) -> str:
     creds, host = rest.rsplit("@", 1)
     user = creds.split(":", 1)[0]
     return f"{scheme}://{user}:****@{host}" if ":" in creds else url
+
+
+if __name__ == "__main__":
+    # `python -m worker.config`: the configuration table's setting rows, for the README.
+    sys.stdout.write("\n".join(readme_rows()) + "\n")

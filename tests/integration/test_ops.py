@@ -261,7 +261,9 @@ def test_multiprocess_mode_merges_every_process(tmp_path: object) -> None:
     assert 'cardshare_shares_total{outcome="shared"} 3.0' in out
     # A process that records nothing leaves no files behind (the health probe runs every 30 s).
     files = sorted(p.name for p in directory.iterdir())
-    subprocess.run([sys.executable, "-c", "import worker.ops.metrics, worker.sharing.share"], env=env, check=True)
+    subprocess.run(
+        [sys.executable, "-c", "import worker.ops.metrics, worker.sharing.share"], env=env, check=True
+    )
     assert sorted(p.name for p in directory.iterdir()) == files
 
 

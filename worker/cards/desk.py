@@ -20,6 +20,7 @@ from typing import Literal
 import phonenumbers
 from sqlalchemy.orm import Session, sessionmaker
 
+from worker.config import Settings
 from worker.errors import CardshareError, InputError
 from worker.linq import Card, LinqCallError, LinqGateway, SavedCard
 from worker.logs import event
@@ -45,7 +46,7 @@ WRITE_LIMIT = 3
 WRITE_WINDOW_S = 600.0
 IMAGE_URL_MAX = 2048  # what browsers and CDNs reliably accept
 NAME_MAX = 256
-KEY_SETTING = "LINQ_API_V3_API_KEY"
+KEY_SETTING = Settings.env_name("linq_api_key")
 
 # Answers Linq gives before its write rules run: they spend none of the budget (the simulator
 # counts the same way). Everything else that reached Linq, errors included, is counted.
