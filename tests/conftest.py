@@ -7,7 +7,6 @@ import datetime as dt
 import os
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -21,19 +20,16 @@ import psycopg
 import redis
 from sqlalchemy.engine import make_url
 
+from tests.support.servers import API_KEY, Servers
+from tests.support.world import World
 from worker import migrate
 from worker.config import Secret, Settings
 from worker.deps import Deps
 from worker.embedded import EmbeddedPostgres, EmbeddedRedis
 from worker.linq import ClientPool
-from worker.rules.facts import ChatActivity
+from worker.rules.cadence import share_day
 from worker.simulator import SimulatorAdmin, SimulatorServer
-from worker.store.cards import CardState, store_cards
-from worker.store.chats import record_activity
 from worker.store.engine import make_engine, session_factory
-from worker.store.session import transaction
-
-API_KEY = "test-key-0123456789"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -45,22 +41,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "drill" in item.keywords:
             item.add_marker(skip)
-
-
-@dataclass
-class Servers:
-    admin_dsn: str  # psycopg DSN to the maintenance database
-    template: str
-    sqlalchemy_base: str  # URL with a placeholder database
-    redis_url: str
-    postgres: EmbeddedPostgres | None = None
-    redis_server: EmbeddedRedis | None = None
-    made: list[str] = field(default_factory=list)
-
-    def url_for(self, database: str) -> str:
-        return str(
-            make_url(self.sqlalchemy_base).set(database=database).render_as_string(hide_password=False)
-        )
 
 
 def _admin(dsn: str) -> psycopg.Connection[tuple[object, ...]]:
@@ -159,60 +139,6 @@ def settings(database_url: str, redis_url: str, sim_server: SimulatorServer, tmp
     )
 
 
-@dataclass
-class World:
-    """Row factory writing the same facts to PostgreSQL and to the simulator."""
-
-    deps: Deps
-    sim: SimulatorAdmin
-
-    def line(self, phone: str = "+12223334444", *, active: bool = True, in_db: bool = True) -> str:
-        self.sim.add_cards(
-            [{"phone_number": phone, "first_name": "Acme", "last_name": "Support", "is_active": active}]
-        )
-        if in_db:
-            with transaction(self.deps.sessions) as s:
-                store_cards(s, [CardState(phone, "Acme", "Support", None, active)], complete=False)
-        return phone
-
-    def chat(
-        self,
-        line: str = "+12223334444",
-        *,
-        service: str = "iMessage",
-        is_group: bool = False,
-        outbound_at: dt.datetime | bool | None = True,
-        chat_id: uuid.UUID | None = None,
-        in_sim: bool = True,
-    ) -> uuid.UUID:
-        chat_id = chat_id or uuid.uuid4()
-        when: dt.datetime | None
-        if outbound_at is True:
-            when = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
-        elif outbound_at is False:
-            when = None
-        else:
-            when = outbound_at
-        if in_sim:
-            messages = [] if when is None else [{"is_from_me": True, "sent_at": when.isoformat()}]
-            self.sim.add_chats(
-                [
-                    {
-                        "id": str(chat_id),
-                        "line": line,
-                        "service": service,
-                        "is_group": is_group,
-                        "messages": messages,
-                    }
-                ]
-            )
-        with transaction(self.deps.sessions) as s:
-            record_activity(
-                s, [ChatActivity(chat_id, line, service=service, is_group=is_group, outbound_at=when)]
-            )
-        return chat_id
-
-
 @pytest.fixture
 def sleeps() -> list[float]:
     """Every retry sleep the service asked for (tests do not really sleep)."""
@@ -237,6 +163,4 @@ def world(deps: Deps, sim: SimulatorAdmin) -> World:
 
 @pytest.fixture
 def today(settings: Settings) -> dt.date:
-    from worker.rules.cadence import share_day
-
     return share_day(dt.datetime.now(dt.UTC), settings.zone)

@@ -10,8 +10,9 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from tests.acceptance.test_cli_and_worker import cardshare
-from tests.conftest import API_KEY, World
+from tests.support.cli import cardshare
+from tests.support.servers import API_KEY
+from tests.support.world import World
 from worker.config import Settings
 from worker.deps import Deps
 from worker.simulator import SimulatorAdmin

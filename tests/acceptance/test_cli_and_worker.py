@@ -11,45 +11,18 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
 
-from tests.conftest import World
+from tests.support.cli import cardshare, env_for
+from tests.support.world import World
 from worker.config import Settings
 from worker.deps import Deps
 from worker.queue.publish import worker_command
 
 pytestmark = pytest.mark.acceptance
-
-
-def env_for(settings: Settings, **extra: str) -> dict[str, str]:
-    assert settings.database_url
-    assert settings.redis_url
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CARDSHARE_", "LINQ_"))}
-    env.update(
-        DATABASE_URL=settings.database_url,
-        REDIS_URL=settings.redis_url,
-        LINQ_API_V3_API_KEY=settings.linq_api_key.get(),
-        LINQ_API_V3_BASE_URL=settings.linq_base_url,
-        CARDSHARE_RETRY_BASE_SECONDS="0.01",
-        CARDSHARE_RETRY_CAP_SECONDS="0.05",
-        CARDSHARE_DATA_DIR=str(settings.data_dir),
-        CARDSHARE_LOG_FORMAT="json",
-    )
-    env.update(extra)
-    return env
-
-
-def cardshare(settings: Settings, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "from worker.cli.main import main; main()", *args],
-        env=env_for(settings, **extra),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 @pytest.fixture
@@ -215,7 +188,9 @@ def test_sweep_through_a_real_worker_shares_each_due_chat_once(
     assert shares["total_accepted"] == 30
     assert all(n == 1 for n in shares["per_chat"].values())
     with deps.sessions() as s:
-        per_chat = dict(s.execute(text("SELECT chat_id, count(*) FROM attempts GROUP BY chat_id")).all())
+        per_chat: dict[Any, int] = dict(
+            s.execute(text("SELECT chat_id, count(*) FROM attempts GROUP BY chat_id")).all()
+        )
     assert all(per_chat[c] == 3 for c in flaky)
     assert sum(per_chat.values()) == 30 + 2 * len(flaky)
 

@@ -13,13 +13,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
 
-from tests.acceptance.test_cli_and_worker import cardshare, env_for
-from tests.conftest import World
-from tests.ingest_support import SECRET
+from tests.support.cli import cardshare, env_for
+from tests.support.receiver import SECRET
+from tests.support.world import World
 from worker.config import Settings
 from worker.deps import Deps
 from worker.simulator import SimulatorAdmin
@@ -95,7 +96,7 @@ def test_sync_pages_through_linq_and_prints_its_counts(
     world: World, sim: SimulatorAdmin, deps: Deps, settings: Settings
 ) -> None:
     world.line(LINE)
-    chats = [
+    chats: list[dict[str, Any]] = [
         {"id": str(uuid.uuid4()), "line": LINE, "messages": [{"is_from_me": i % 3 == 0, "sent_at": RECENT}]}
         for i in range(150)
     ]

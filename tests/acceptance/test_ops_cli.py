@@ -25,9 +25,9 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from tests.conftest import World
-from tests.drills.harness import Proc, Procs, wait_until, worker_consuming
-from tests.ingest_support import SECRET
+from tests.support.procs import Proc, Procs, wait_until, worker_consuming
+from tests.support.receiver import SECRET
+from tests.support.world import World
 from worker.config import Settings
 from worker.deps import Deps
 from worker.embedded import free_port
@@ -66,7 +66,7 @@ def node_of(proc: Proc) -> str:
 
 def statuses(deps: Deps, chats: list[uuid.UUID]) -> list[str | None]:
     with deps.sessions() as s:
-        rows = dict(
+        rows: dict[Any, Any] = dict(
             s.execute(
                 text("SELECT chat_id, status FROM share_days WHERE chat_id = ANY(:c)"), {"c": chats}
             ).all()
@@ -119,7 +119,7 @@ def test_a_worker_reports_metrics_status_and_health_and_fails_the_probe_when_stu
     port = free_port()
     # A 6-second stall limit (heartbeat every 1.5 s) keeps the stuck-worker part short; the
     # probe reads the same setting, as it would in the worker's container.
-    fast = {"CARDSHARE_HEALTH_STALL_MINUTES": "0.1"}
+    fast: dict[str, Any] = {"CARDSHARE_HEALTH_STALL_MINUTES": "0.1"}
     worker = procs.worker(concurrency=8, CARDSHARE_METRICS_PORT=str(port), **fast)
     node = node_of(worker)
     worker_consuming(celery_app, timeout=60)
@@ -289,7 +289,7 @@ def test_no_secret_reaches_any_output(
             {"path": SHARE_PATH, "chat_id": str(chats[1]), "status": 401, "code": 2004, "times": 1},
         ]
     )
-    debug = {"CARDSHARE_LOG_LEVEL": "DEBUG", "CARDSHARE_WEBHOOK_SECRETS": SECRET}
+    debug: dict[str, Any] = {"CARDSHARE_LOG_LEVEL": "DEBUG", "CARDSHARE_WEBHOOK_SECRETS": SECRET}
     metrics_port, hook_port = free_port(), free_port()
     worker = procs.worker(concurrency=4, CARDSHARE_METRICS_PORT=str(metrics_port), **debug)
     receiver = Proc(

@@ -11,14 +11,15 @@ import sys
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import text
 
-from tests.conftest import World
-from tests.drills.harness import Proc, Procs, wait_until
-from tests.integration.test_sweep import Collector, sweep
+from tests.support.procs import Proc, Procs, wait_until
+from tests.support.sweeps import Collector, sweep
+from tests.support.world import World
 from worker.config import Settings
 from worker.deps import Deps
 from worker.sharing.share import Outcome, share_chat
@@ -146,7 +147,7 @@ def test_chromium_reads_the_numbers_the_database_holds(
     assert int(got[("total", "due")]) == sum(counts.values())
     assert int(got[("total", "unknown")]) == 0
     with deps.sessions() as s:
-        per_line = dict(
+        per_line: dict[Any, Any] = dict(
             s.execute(
                 text(
                     "SELECT c.line_phone, count(*) FROM share_days d JOIN chats c ON c.id = d.chat_id "

@@ -1,54 +1,38 @@
-"""Fixtures for the fault drills (real processes; slow; skipped unless asked for)."""
+"""Fixtures for the fault drills (real processes; slow; skipped unless asked for).
+
+The root fixtures are reused by name: `settings` gets the drills' short timings, `deps` sleeps
+for real (real workers run on real time), and `world` and `today` follow from them.
+"""
 
 from __future__ import annotations
 
-import datetime as dt
+import dataclasses
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import World
-from tests.drills.harness import Procs, drill_timing
+from tests.support.drills import drill_timing
+from tests.support.procs import Procs
 from worker.config import Settings
 from worker.deps import Deps
-from worker.linq import ClientPool
-from worker.simulator import SimulatorAdmin
-from worker.store.engine import make_engine, session_factory
+from worker.queue.app import configure
 
 
 @pytest.fixture
-def dsettings(settings: Settings) -> Settings:
+def settings(settings: Settings) -> Settings:
     return drill_timing(settings)
 
 
 @pytest.fixture
-def ddeps(dsettings: Settings) -> Iterator[Deps]:
-    assert dsettings.database_url
-    engine = make_engine(dsettings.database_url, pool_size=5)
-    clients = ClientPool(dsettings)
-    yield Deps(settings=dsettings, sessions=session_factory(engine), client=clients.get)
-    clients.close()
-    engine.dispose()
+def deps(deps: Deps) -> Deps:
+    return dataclasses.replace(deps, sleep=time.sleep)
 
 
 @pytest.fixture
-def dworld(ddeps: Deps, sim: SimulatorAdmin) -> World:
-    return World(deps=ddeps, sim=sim)
-
-
-@pytest.fixture
-def procs(dsettings: Settings, tmp_path: Path) -> Iterator[Procs]:
-    from worker.queue.app import configure
-
-    configure(dsettings)
-    p = Procs(dsettings, tmp_path)
+def procs(settings: Settings, tmp_path: Path) -> Iterator[Procs]:
+    configure(settings)
+    p = Procs(settings, tmp_path)
     yield p
     p.stop_all()
-
-
-@pytest.fixture
-def dtoday(dsettings: Settings) -> dt.date:
-    from worker.rules.cadence import share_day
-
-    return share_day(dt.datetime.now(dt.UTC), dsettings.zone)

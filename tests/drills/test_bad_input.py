@@ -11,23 +11,24 @@ import uuid
 import pytest
 import redis
 
-from tests.conftest import World
-from tests.drills.harness import SHARE, Figures, Procs, check, seed_chats, settle, sweep_now, worker_consuming
+from tests.support.drills import SHARE, Figures, check, seed_chats, settle, sweep_now
+from tests.support.procs import Procs, worker_consuming
+from tests.support.world import World
 from worker.deps import Deps
 
 pytestmark = pytest.mark.drill
 
 
 def test_bad_messages_and_bad_answers_crash_nothing(
-    dworld: World, ddeps: Deps, procs: Procs, dtoday: dt.date
+    world: World, deps: Deps, procs: Procs, today: dt.date
 ) -> None:
     from worker.keys import SHARE_QUEUE, SHARE_TASK
     from worker.queue.app import app
 
-    line = dworld.line()
-    chats = seed_chats(ddeps, dworld.sim, line, 40)
+    line = world.line()
+    chats = seed_chats(deps, world.sim, line, 40)
     # Linq misbehaves for some chats: a non-JSON 500, a 200 with garbage, a 502 HTML page.
-    dworld.sim.add_faults(
+    world.sim.add_faults(
         [
             {
                 "path": SHARE,
@@ -60,22 +61,22 @@ def test_bad_messages_and_bad_answers_crash_nothing(
     worker_consuming(app)
     # Malformed task messages, as a buggy publisher or a hand-edited queue would send them.
     bad_args = [
-        ("not-a-uuid", dtoday.isoformat()),
+        ("not-a-uuid", today.isoformat()),
         (str(uuid.uuid4()), "yesterday"),
         (None, None),
-        (str(uuid.uuid4()), dtoday.isoformat()),
+        (str(uuid.uuid4()), today.isoformat()),
     ]  # the last: a chat nobody knows
     for args in bad_args:
         app.send_task(SHARE_TASK, args=args, queue=SHARE_QUEUE)
-    assert ddeps.settings.redis_url
-    raw = redis.Redis.from_url(ddeps.settings.redis_url)
+    assert deps.settings.redis_url
+    raw = redis.Redis.from_url(deps.settings.redis_url)
     try:
         raw.lpush(SHARE_QUEUE, b"this is not a celery message")
         raw.lpush(SHARE_QUEUE, json.dumps({"body": "e30=", "headers": {"task": "cardshare.nope"}}).encode())
     finally:
         raw.close()
-    sweep_now(ddeps)
-    settle(ddeps, dtoday, chats, timeout=90)
+    sweep_now(deps)
+    settle(deps, today, chats, timeout=90)
     assert worker.alive
     # The CLI answers bad input with one line and a non-zero exit.
     cli = subprocess.run(
@@ -86,7 +87,7 @@ def test_bad_messages_and_bad_answers_crash_nothing(
         timeout=60,
         check=False,
     )
-    report = check(ddeps, dworld.sim, dtoday)
+    report = check(deps, world.sim, today)
     log = (procs.log_dir / "worker.log").read_text()
     fig = Figures("bad input (malformed messages, non-JSON and garbage answers)")
     fig.add(

@@ -8,30 +8,22 @@ import time
 import pytest
 from sqlalchemy import text
 
-from tests.conftest import World
-from tests.drills.harness import (
-    SHARE,
-    Figures,
-    Procs,
-    Supervisor,
-    check,
-    seed_chats,
-    settle,
-    worker_consuming,
-)
+from tests.support.drills import SHARE, Figures, Supervisor, check, seed_chats, settle
+from tests.support.procs import Procs, worker_consuming
+from tests.support.world import World
 from worker.deps import Deps
 
 pytestmark = pytest.mark.drill
 
 
-def test_two_beats_and_two_sweeps_at_once(dworld: World, ddeps: Deps, procs: Procs, dtoday: dt.date) -> None:
+def test_two_beats_and_two_sweeps_at_once(world: World, deps: Deps, procs: Procs, today: dt.date) -> None:
     from worker.queue.app import app
 
     n = 400
-    line = dworld.line()
-    chats = seed_chats(ddeps, dworld.sim, line, n)
-    dworld.sim.add_faults([{"path": SHARE, "mode": "pass", "latency_ms": 100}])
-    fast = ddeps.settings.replace(sweep_interval_s=2.0)
+    line = world.line()
+    chats = seed_chats(deps, world.sim, line, n)
+    world.sim.add_faults([{"path": SHARE, "mode": "pass", "latency_ms": 100}])
+    fast = deps.settings.replace(sweep_interval_s=2.0)
     procs.worker(concurrency=32)
     worker_consuming(app)
     procs.beat(settings=fast, tag="a")
@@ -41,13 +33,13 @@ def test_two_beats_and_two_sweeps_at_once(dworld: World, ddeps: Deps, procs: Pro
         assert proc.popen is not None
         proc.popen.wait(60)
     time.sleep(8)  # several beat ticks from both beats while the shares run
-    settle(ddeps, dtoday, chats, timeout=120)
-    report = check(ddeps, dworld.sim, dtoday)
-    with ddeps.sessions() as s:
+    settle(deps, today, chats, timeout=120)
+    report = check(deps, world.sim, today)
+    with deps.sessions() as s:
         enqueues, rows, claims = s.execute(
-            text("SELECT sum(enqueues), count(*), sum(claims) FROM share_days WHERE day = :d"), {"d": dtoday}
+            text("SELECT sum(enqueues), count(*), sum(claims) FROM share_days WHERE day = :d"), {"d": today}
         ).one()
-        sweeps = s.execute(text("SELECT count(*) FROM sweep_runs WHERE kind = 'sweep'")).scalar()
+        sweeps = s.execute(text("SELECT count(*) FROM sweep_runs WHERE kind = 'sweep'")).scalar_one()
     fig = Figures("two beats and two sweeps at once")
     fig.add(
         chats=n,
@@ -63,37 +55,39 @@ def test_two_beats_and_two_sweeps_at_once(dworld: World, ddeps: Deps, procs: Pro
     assert report.missed == []
     assert report.succeeded == n
     assert sweeps >= 3
-    assert dworld.sim.shares()["total_accepted"] == n
+    assert world.sim.shares()["total_accepted"] == n
 
 
 def test_poison_chat_is_tried_three_times_then_failed(
-    dworld: World, ddeps: Deps, procs: Procs, dtoday: dt.date
+    world: World, deps: Deps, procs: Procs, today: dt.date
 ) -> None:
     from worker.queue.app import app
 
-    line = dworld.line()
-    chats = seed_chats(ddeps, dworld.sim, line, 200)
+    line = world.line()
+    chats = seed_chats(deps, world.sim, line, 200)
     poison = chats[37]
-    dworld.sim.add_faults([{"path": SHARE, "mode": "pass", "latency_ms": 100}])
+    world.sim.add_faults([{"path": SHARE, "mode": "pass", "latency_ms": 100}])
     procs.beat()
     supervisor = Supervisor(lambda: procs.worker(concurrency=32, CARDSHARE_DRILL_CRASH_CHATS=str(poison)))
     try:
         worker_consuming(app)
-        from tests.drills.harness import sweep_now
+        from tests.support.drills import sweep_now
 
-        sweep_now(ddeps)
-        settle(ddeps, dtoday, chats, timeout=180)
+        sweep_now(deps)
+        settle(deps, today, chats, timeout=180)
     finally:
         supervisor.stop()
-    report = check(ddeps, dworld.sim, dtoday)
-    with ddeps.sessions() as s:
+    report = check(deps, world.sim, today)
+    with deps.sessions() as s:
         status, reason, lost = s.execute(
             text("SELECT status, reason, lost_claims FROM share_days WHERE chat_id = :c"), {"c": poison}
         ).one()
-        attempts = s.execute(text("SELECT count(*) FROM attempts WHERE chat_id = :c"), {"c": poison}).scalar()
+        attempts = s.execute(
+            text("SELECT count(*) FROM attempts WHERE chat_id = :c"), {"c": poison}
+        ).scalar_one()
         others_ok = s.execute(
             text("SELECT count(*) FROM share_days WHERE day = :d AND chat_id <> :c AND status = 'succeeded'"),
-            {"d": dtoday, "c": poison},
+            {"d": today, "c": poison},
         ).scalar()
     fig = Figures("poison chat (its share call kills the process)")
     fig.add(

@@ -4,39 +4,29 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+import uuid
 
 import pytest
 
-from tests.conftest import World
-from tests.drills.harness import (
-    SHARE,
-    Figures,
-    Procs,
-    check,
-    day_counts,
-    scaled,
-    seed_chats,
-    settle,
-    sweep_now,
-    wait_until,
-    worker_consuming,
-)
+from tests.support.drills import SHARE, Figures, check, day_counts, scaled, seed_chats, settle, sweep_now
+from tests.support.procs import Procs, wait_until, worker_consuming
+from tests.support.world import World
 from worker.deps import Deps
 
 pytestmark = pytest.mark.drill
 
 
 def test_worker_child_killed_while_linq_holds_the_share(
-    dworld: World, ddeps: Deps, procs: Procs, dtoday: dt.date
+    world: World, deps: Deps, procs: Procs, today: dt.date
 ) -> None:
     """SIGKILL the prefork child mid-call, over and over: 0 missed, duplicates explained."""
     from worker.queue.app import app
 
     n = scaled(12, 100)
-    line = dworld.line()
-    chats = seed_chats(ddeps, dworld.sim, line, n)
+    line = world.line()
+    chats = seed_chats(deps, world.sim, line, n)
     # Each chat's first share is held by Linq: half of them after Linq accepted it.
-    dworld.sim.add_faults(
+    world.sim.add_faults(
         [
             {"path": SHARE, "chat_id": str(c), "mode": "accept_then_hang", "hang_s": 30, "times": 1}
             if i % 2
@@ -47,11 +37,11 @@ def test_worker_child_killed_while_linq_holds_the_share(
     worker = procs.worker(pool="prefork", concurrency=1)
     procs.beat()
     worker_consuming(app)
-    sweep_now(ddeps)
+    sweep_now(deps)
     killed: dict[str, str] = {}
     deadline = time.monotonic() + 60 + 3 * n
     while len(killed) < n and time.monotonic() < deadline:
-        for held in dworld.sim.inflight():
+        for held in world.sim.inflight():
             chat = held["chat_id"]
             if chat in killed or time.time() - held["since"] < 0.1:
                 continue
@@ -64,8 +54,8 @@ def test_worker_child_killed_while_linq_holds_the_share(
             break
         time.sleep(0.02)
     assert worker.alive, "the worker's main process must survive its children being killed"
-    seconds = settle(ddeps, dtoday, chats, timeout=120)
-    report = check(ddeps, dworld.sim, dtoday)
+    seconds = settle(deps, today, chats, timeout=120)
+    report = check(deps, world.sim, today)
     after_accept = sum(1 for phase in killed.values() if phase == "after_accept")
     fig = Figures("worker child killed mid-share (prefork, SIGKILL)")
     fig.add(kills=len(killed), kills_after_accept=after_accept, settle_s=round(seconds, 1))
@@ -79,7 +69,7 @@ def test_worker_child_killed_while_linq_holds_the_share(
 
 
 def test_whole_worker_killed_mid_sweep_recovers_within_lease_plus_interval(
-    dworld: World, ddeps: Deps, procs: Procs, dtoday: dt.date
+    world: World, deps: Deps, procs: Procs, today: dt.date
 ) -> None:
     """SIGKILL the worker's main process mid-sweep; a new worker finishes the stranded chat-days
     within lease + one sweep interval, not the broker's hour of visibility timeout."""
@@ -87,29 +77,33 @@ def test_whole_worker_killed_mid_sweep_recovers_within_lease_plus_interval(
 
     rounds = scaled(3, 20)
     per_round = 60
-    line = dworld.line()
-    dworld.sim.add_faults([{"path": SHARE, "mode": "pass", "latency_ms": 400}])
+    line = world.line()
+    world.sim.add_faults([{"path": SHARE, "mode": "pass", "latency_ms": 400}])
     procs.beat()
-    s = ddeps.settings
+    s = deps.settings
     bound = s.lease_s + s.sweep_interval_s
     times: list[float] = []
     stranded: list[int] = []
     all_chats = []
     for _ in range(rounds):
-        chats = seed_chats(ddeps, dworld.sim, line, per_round)
+        chats = seed_chats(deps, world.sim, line, per_round)
         all_chats.extend(chats)
         worker = procs.worker(pool="threads", concurrency=32)
         worker_consuming(app)
-        sweep_now(ddeps)
-        wait_until(lambda c=chats: day_counts(ddeps, dtoday, c).get("claimed", 0) >= 10, 30, 0.02, "claims")
+        sweep_now(deps)
+
+        def claimed(c: list[uuid.UUID] = chats) -> bool:
+            return day_counts(deps, today, c).get("claimed", 0) >= 10
+
+        wait_until(claimed, 30, 0.02, "claims")
         worker.kill()
         killed_at = time.monotonic()
-        counts = day_counts(ddeps, dtoday, chats)
+        counts = day_counts(deps, today, chats)
         stranded.append(per_round - counts.get("succeeded", 0))
         procs.worker(pool="threads", concurrency=32)
-        settle(ddeps, dtoday, chats, timeout=bound + 30)
+        settle(deps, today, chats, timeout=bound + 30)
         times.append(time.monotonic() - killed_at)
-    report = check(ddeps, dworld.sim, dtoday)
+    report = check(deps, world.sim, today)
     fig = Figures("whole worker killed mid-sweep (threads, SIGKILL main)")
     fig.add(
         rounds=rounds,

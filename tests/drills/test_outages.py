@@ -7,25 +7,15 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 from sqlalchemy import text
 
-from tests.conftest import World
-from tests.drills.harness import (
-    SHARE,
-    Figures,
-    Procs,
-    check,
-    day_counts,
-    scaled,
-    seed_chats,
-    settle,
-    sweep_now,
-    wait_until,
-    worker_consuming,
-)
+from tests.support.drills import SHARE, Figures, check, day_counts, scaled, seed_chats, settle, sweep_now
+from tests.support.procs import Procs, wait_until, worker_consuming
+from tests.support.world import World
 from worker import migrate
 from worker.config import Settings
 from worker.deps import Deps
@@ -46,16 +36,16 @@ def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
 
 
 def test_redis_restarted_empty_during_a_sweep(
-    dworld: World, ddeps: Deps, dsettings: Settings, own_redis: EmbeddedRedis, tmp_path: Path, dtoday: dt.date
+    world: World, deps: Deps, settings: Settings, own_redis: EmbeddedRedis, tmp_path: Path, today: dt.date
 ) -> None:
     from worker.queue.app import app, configure
 
     n = scaled(3000, 10000)
-    settings = dsettings.replace(redis_url=own_redis.url, sweep_page_size=250)
+    settings = settings.replace(redis_url=own_redis.url, sweep_page_size=250)
     configure(settings)
-    deps = Deps(settings, ddeps.sessions, ddeps.client)
-    line = dworld.line()
-    chats = seed_chats(deps, dworld.sim, line, n)
+    deps = Deps(settings, deps.sessions, deps.client)
+    line = world.line()
+    chats = seed_chats(deps, world.sim, line, n)
     procs = Procs(settings, tmp_path)
     try:
         procs.worker(concurrency=64)
@@ -72,22 +62,22 @@ def test_redis_restarted_empty_during_a_sweep(
         sweeper = threading.Thread(target=first_sweep)
         sweeper.start()
         wait_until(
-            lambda: day_counts(deps, dtoday, None).get("queued", 0) >= n // 4, 60, 0.01, "a quarter queued"
+            lambda: day_counts(deps, today, None).get("queued", 0) >= n // 4, 60, 0.01, "a quarter queued"
         )
         own_redis.restart()
         restarted = time.monotonic()
         sweeper.join(60)
-        before = day_counts(deps, dtoday, None).get("succeeded", 0)
+        before = day_counts(deps, today, None).get("succeeded", 0)
         resumed = wait_until(
-            lambda: day_counts(deps, dtoday, None).get("succeeded", 0) > before + 5,
+            lambda: day_counts(deps, today, None).get("succeeded", 0) > before + 5,
             90,
             0.2,
             "the worker to consume again",
         )
         resume_s = time.monotonic() - restarted
         sweep_now(deps)  # "the next sweep"
-        seconds = settle(deps, dtoday, chats, timeout=240)
-        report = check(deps, dworld.sim, dtoday)
+        seconds = settle(deps, today, chats, timeout=240)
+        report = check(deps, world.sim, today)
         fig = Figures("Redis restarted empty during a sweep")
         fig.add(
             chats=n,
@@ -115,13 +105,13 @@ def own_postgres(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
 
 
 def test_postgres_stopped_under_load(
-    sim: SimulatorAdmin, dsettings: Settings, own_postgres: EmbeddedPostgres, tmp_path: Path, dtoday: dt.date
+    sim: SimulatorAdmin, settings: Settings, own_postgres: EmbeddedPostgres, tmp_path: Path, today: dt.date
 ) -> None:
     from worker.queue.app import app, configure
 
     n = scaled(600, 2000)
     outage = scaled(15, 60)
-    settings = dsettings.replace(database_url=own_postgres.url())
+    settings = settings.replace(database_url=own_postgres.url())
     configure(settings)
     engine = make_engine(own_postgres.url(), pool_size=5)
     clients = ClientPool(settings)
@@ -137,20 +127,20 @@ def test_postgres_stopped_under_load(
         worker_consuming(app)
         sweep_now(deps)
         wait_until(
-            lambda: day_counts(deps, dtoday, chats).get("succeeded", 0) >= n // 5, 60, 0.05, "a fifth shared"
+            lambda: day_counts(deps, today, chats).get("succeeded", 0) >= n // 5, 60, 0.05, "a fifth shared"
         )
         own_postgres.stop()
         stopped_at = time.time()
         time.sleep(outage)
         own_postgres.start_again()
         engine.dispose()
-        seconds = settle(deps, dtoday, chats, timeout=240)
-        report = check(deps, sim, dtoday)
+        seconds = settle(deps, today, chats, timeout=240)
+        report = check(deps, sim, today)
         # No share call without a claim row: every share Linq accepted has an attempt row of
         # ours for that chat, started before Linq saw it.
         events = [e for e in sim.share_events() if e["outcome"] == "accepted"]
         with deps.sessions() as s:
-            rows = dict(
+            rows: dict[Any, Any] = dict(
                 s.execute(
                     text(
                         "SELECT chat_id::text, min(extract(epoch FROM started_at)) FROM attempts "

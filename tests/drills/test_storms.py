@@ -7,15 +7,13 @@ import datetime as dt
 import itertools
 import statistics
 import time
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
-from tests.conftest import World
-from tests.drills.harness import (
+from tests.support.drills import (
     SHARE,
     Figures,
-    Procs,
     attempts_of,
     check,
     iter_runs,
@@ -23,9 +21,11 @@ from tests.drills.harness import (
     seed_chats,
     settle,
     sweep_now,
-    worker_consuming,
 )
+from tests.support.procs import Procs, worker_consuming
+from tests.support.world import World
 from worker.deps import Deps
+from worker.simulator.client import FaultSpec
 
 pytestmark = pytest.mark.drill
 
@@ -65,10 +65,10 @@ def retry_figures(attempts: list[dict[str, Any]], budget: float) -> dict[str, An
 
 
 def storm(
-    dworld: World,
-    ddeps: Deps,
+    world: World,
+    deps: Deps,
     procs: Procs,
-    dtoday: dt.date,
+    today: dt.date,
     rule: dict[str, Any],
     seconds: float,
     name: str,
@@ -76,27 +76,27 @@ def storm(
 ) -> tuple[dict[str, Any], Any]:
     from worker.queue.app import app
 
-    line = dworld.line()
-    chats = seed_chats(ddeps, dworld.sim, line, n)
-    dworld.sim.add_faults([rule])
+    line = world.line()
+    chats = seed_chats(deps, world.sim, line, n)
+    world.sim.add_faults([cast("FaultSpec", rule)])
     procs.worker(concurrency=32)
     procs.beat()
     worker_consuming(app)
     started = time.monotonic()
-    sweep_now(ddeps)
+    sweep_now(deps)
     time.sleep(seconds)
-    dworld.sim.clear_faults()
+    world.sim.clear_faults()
     recovered = time.monotonic()
-    settle(ddeps, dtoday, chats, timeout=180)
+    settle(deps, today, chats, timeout=180)
     done = time.monotonic()
-    figs = retry_figures(attempts_of(ddeps, dtoday), ddeps.settings.retry_budget_s)
+    figs = retry_figures(attempts_of(deps, today), deps.settings.retry_budget_s)
     figs.update(
         chats=n,
         storm_s=seconds,
         completed_after_recovery_s=round(done - recovered, 1),
         total_s=round(done - started, 1),
     )
-    report = check(ddeps, dworld.sim, dtoday)
+    report = check(deps, world.sim, today)
     fig = Figures(name)
     fig.add(**figs)
     fig.add_check(report)
@@ -115,16 +115,16 @@ def assert_disciplined(figs: dict[str, Any], report: Any, budget: float, read_ti
     assert report.duplicates == []
 
 
-def test_503_for_every_call(dworld: World, ddeps: Deps, procs: Procs, dtoday: dt.date) -> None:
+def test_503_for_every_call(world: World, deps: Deps, procs: Procs, today: dt.date) -> None:
     rule = {"path": SHARE, "mode": "respond", "status": 503, "code": 3006}
-    figs, report = storm(dworld, ddeps, procs, dtoday, rule, scaled(20, 120), "Linq storm: 503 on every call")
-    assert_disciplined(figs, report, ddeps.settings.retry_budget_s, ddeps.settings.http_read_timeout_s)
+    figs, report = storm(world, deps, procs, today, rule, scaled(20, 120), "Linq storm: 503 on every call")
+    assert_disciplined(figs, report, deps.settings.retry_budget_s, deps.settings.http_read_timeout_s)
     assert report.succeeded == figs["chats"]
 
 
-def test_429_with_retry_after_30(dworld: World, ddeps: Deps, procs: Procs, dtoday: dt.date) -> None:
+def test_429_with_retry_after_30(world: World, deps: Deps, procs: Procs, today: dt.date) -> None:
     rule = {"path": SHARE, "mode": "respond", "status": 429, "code": 1007, "retry_after": 30}
-    figs, report = storm(dworld, ddeps, procs, dtoday, rule, 5, "Linq storm: 429 with Retry-After 30")
+    figs, report = storm(world, deps, procs, today, rule, 5, "Linq storm: 429 with Retry-After 30")
     assert figs["retry_after_violations"] == 0
     assert figs["max_attempts_per_run"] <= 4
     assert report.missed == []
@@ -132,10 +132,10 @@ def test_429_with_retry_after_30(dworld: World, ddeps: Deps, procs: Procs, dtoda
     assert report.succeeded == figs["chats"]
 
 
-def test_500_3006_half_the_time(dworld: World, ddeps: Deps, procs: Procs, dtoday: dt.date) -> None:
+def test_500_3006_half_the_time(world: World, deps: Deps, procs: Procs, today: dt.date) -> None:
     rule = {"path": SHARE, "mode": "respond", "status": 500, "code": 3006, "probability": 0.5}
     figs, report = storm(
-        dworld, ddeps, procs, dtoday, rule, scaled(15, 120), "Linq storm: 500/3006 half the time", n=120
+        world, deps, procs, today, rule, scaled(15, 120), "Linq storm: 500/3006 half the time", n=120
     )
-    assert_disciplined(figs, report, ddeps.settings.retry_budget_s, ddeps.settings.http_read_timeout_s)
+    assert_disciplined(figs, report, deps.settings.retry_budget_s, deps.settings.http_read_timeout_s)
     assert report.succeeded == figs["chats"]

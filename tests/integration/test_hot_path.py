@@ -6,16 +6,19 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import psycopg
 import pytest
 import redis
 import respx
-from kombu import Connection, Consumer, Producer, Queue
+from kombu.connection import Connection
+from kombu.entity import Queue
+from kombu.messaging import Consumer, Producer
 from sqlalchemy import Engine, text
 
+from tests.support.servers import Servers
 from worker.config import Settings
 from worker.errors import StoreUnavailable
 from worker.linq import http_client
@@ -23,8 +26,6 @@ from worker.queue.redis_transport import Channel
 from worker.store import hot
 from worker.store.engine import make_engine, session_factory
 from worker.store.session import autocommit
-
-from ..conftest import Servers
 
 
 @pytest.fixture
@@ -139,7 +140,7 @@ def _consume_once(redis_url: str, queue: Queue, prefetch: int) -> tuple[list[Any
 
 def _unacked(raw: redis.Redis, channel: Any, queue: Queue) -> dict[str, list[Any]]:
     """This queue's entries in the unacked hash (other tests share the server)."""
-    entries = {k.decode(): json.loads(v) for k, v in raw.hgetall(channel.unacked_key).items()}
+    entries = {cast(bytes, k).decode(): json.loads(v) for k, v in raw.hgetall(channel.unacked_key).items()}
     return {tag: e for tag, e in entries.items() if e[2] == queue.name}
 
 

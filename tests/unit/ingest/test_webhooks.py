@@ -15,7 +15,7 @@ from worker.errors import ConfigError
 from worker.ingest.webhooks import Rejected, Verifier, legacy_signature
 from worker.simulator.webhooks import signed_headers
 
-# linq-api.md §7.4: self-computed test vector (key bytes 0x00..0x1f).
+# docs/linq-contract.md §7.4: a test vector we computed from the rules (key bytes 0x00..0x1f).
 SECRET = "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 VECTOR_ID = "6f1c2a9e-3b7d-4e51-9c0a-2d8e4f7b1a35"
 VECTOR_TS = 1772463845
@@ -48,7 +48,7 @@ def pinned_library_clock(monkeypatch: pytest.MonkeyPatch) -> None:
 
     class Pinned(dt.datetime):
         @classmethod
-        def now(cls, tz: dt.tzinfo | None = None) -> Pinned:  # type: ignore[override]
+        def now(cls, tz: dt.tzinfo | None = None) -> Pinned:
             return cls.fromtimestamp(VECTOR_TS + 10, tz)
 
     monkeypatch.setattr(standardwebhooks.webhooks, "datetime", Pinned)

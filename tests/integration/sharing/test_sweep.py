@@ -6,63 +6,19 @@ import datetime as dt
 import json
 import threading
 import uuid
-from collections.abc import Sequence
 
 import pytest
 import redis
 from sqlalchemy import text
 
-from tests.conftest import World
+from tests.support.sweeps import Collector, busy, drained, recover, sweep
+from tests.support.world import World
 from worker.deps import Deps
 from worker.sharing.share import Outcome, share_chat
-from worker.sharing.sweep import QueueDepth, SweepReport, run_recover, run_sweep
+from worker.sharing.sweep import QueueDepth, SweepReport
 from worker.store.cards import CardState, store_cards
-from worker.store.engine import make_engine
 from worker.store.session import transaction
 from worker.store.shares import claim
-
-
-class Collector:
-    """A publisher that remembers what it was asked to enqueue."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[uuid.UUID, dt.date]] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, ids: Sequence[uuid.UUID], day: dt.date) -> int:
-        with self.lock:
-            self.sent.extend((i, day) for i in ids)
-        return len(ids)
-
-    @property
-    def ids(self) -> list[uuid.UUID]:
-        return [i for i, _ in self.sent]
-
-
-def drained() -> QueueDepth:
-    return QueueDepth(0, 0)
-
-
-def busy() -> QueueDepth:
-    return QueueDepth(5, 0)
-
-
-def sweep(deps: Deps, publish: Collector, depth=busy) -> SweepReport:  # type: ignore[no-untyped-def]
-    assert deps.settings.database_url
-    engine = make_engine(deps.settings.database_url, pool_size=2)
-    try:
-        return run_sweep(deps, engine, publish, depth, queue_lease_s=1800)
-    finally:
-        engine.dispose()
-
-
-def recover(deps: Deps, publish: Collector, depth=busy) -> SweepReport:  # type: ignore[no-untyped-def]
-    assert deps.settings.database_url
-    engine = make_engine(deps.settings.database_url, pool_size=2)
-    try:
-        return run_recover(deps, engine, publish, depth, queue_lease_s=1800)
-    finally:
-        engine.dispose()
 
 
 def expire(deps: Deps, chat: uuid.UUID, seconds: int = 1) -> None:

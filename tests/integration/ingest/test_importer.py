@@ -6,11 +6,12 @@ import datetime as dt
 import json
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
 
-from tests.conftest import World
+from tests.support.world import World
 from worker.deps import Deps
 from worker.errors import InputError
 from worker.ingest import importer
@@ -22,7 +23,7 @@ RECENT = (NOW - dt.timedelta(days=1)).replace(microsecond=0)
 LINE = "+12223334444"
 
 
-def snapshot(deps: Deps) -> list[tuple[object, ...]]:
+def snapshot(deps: Deps) -> list[tuple[Any, ...]]:
     with deps.sessions() as s:
         return [
             tuple(r)

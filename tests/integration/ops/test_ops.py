@@ -11,6 +11,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from typing import cast
 
 import httpx
 import pytest
@@ -18,9 +19,9 @@ import redis
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 
-from tests.conftest import World
-from tests.ingest_support import SECRET, ReceiverServer
-from tests.integration.test_sweep import Collector, sweep
+from tests.support.receiver import SECRET, ReceiverServer
+from tests.support.sweeps import Collector, sweep
+from tests.support.world import World
 from worker import keys
 from worker.config import Secret, Settings
 from worker.deps import Deps
@@ -28,6 +29,7 @@ from worker.ingest.webhooks import create_app
 from worker.keys import SHARE_QUEUE
 from worker.ops import health, status
 from worker.sharing.share import Outcome, share_chat
+from worker.simulator.client import FaultSpec
 from worker.store.session import read_only, transaction
 from worker.store.shares import claim
 
@@ -40,7 +42,7 @@ def sample(name: str, **labels: str) -> float:
 
 
 def fault(world: World, chat: uuid.UUID, **rule: object) -> None:
-    world.sim.add_faults([{"path": SHARE_PATH, "chat_id": str(chat), **rule}])
+    world.sim.add_faults([cast("FaultSpec", {"path": SHARE_PATH, "chat_id": str(chat), **rule})])
 
 
 @dataclasses.dataclass

@@ -50,6 +50,7 @@ def test_retries_until_success_and_sleeps_jittered() -> None:
         item = next(calls)
         if isinstance(item, Exception):
             raise item
+        assert isinstance(item, str)
         return item
 
     retrying = build(RetryPolicy(attempts=4, budget_s=30), sleep=sleeps.append, rng=lambda: 0.5)
@@ -81,6 +82,7 @@ def test_retry_after_is_never_undercut() -> None:
         item = next(calls)
         if isinstance(item, Exception):
             raise item
+        assert isinstance(item, str)
         return item
 
     assert build(RetryPolicy(budget_s=30), sleep=sleeps.append, rng=lambda: 0.1)(attempt) == "ok"

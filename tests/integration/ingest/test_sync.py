@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 import pytest
 from sqlalchemy import Engine, text
 
-from tests.conftest import World
+from tests.support.world import World
 from worker.config import Settings
 from worker.deps import Deps
 from worker.ingest.sync import SyncProgress, run_sync
@@ -187,7 +187,7 @@ def test_message_lookups_are_bounded_per_run_and_resume(
     # Three pages for the long chat (resumed at its cursor, never re-read), one for each other.
     assert sim.requests()[MESSAGES_ROUTE] == 3 + 3
     with deps.sessions() as s:
-        rows = dict(s.execute(text("SELECT chat_id::text, pages FROM message_lookups")).all())
+        rows: dict[str, int] = dict(s.execute(text("SELECT chat_id::text, pages FROM message_lookups")).all())
     assert rows[long_chat] == 3
 
 

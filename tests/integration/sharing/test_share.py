@@ -9,7 +9,7 @@ import uuid
 import pytest
 from sqlalchemy import text
 
-from tests.conftest import World
+from tests.support.world import World
 from worker.deps import Deps
 from worker.linq import LinqGateway
 from worker.sharing.share import Outcome, share_chat
@@ -191,6 +191,7 @@ def test_retry_after_beyond_the_budget_reschedules(
             text("SELECT extract(epoch FROM lease_until - now()) FROM share_days WHERE chat_id = :c"),
             {"c": chat},
         ).scalar()
+    assert wait is not None
     assert 115 <= float(wait) <= 121
     assert world.sim.share_count(str(chat)) == 0
 

@@ -1,33 +1,29 @@
-"""Shared machinery for the fault drills: real celery worker and beat processes, bulk seeding,
-waiting for a day to settle, the invariant check, and the figures each drill reports."""
+"""What the fault drills share: their timing and scale, bulk seeding, waiting for a day to settle,
+the invariant check, the figures each drill reports, and a supervisor that restarts a worker."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import os
-import signal
-import subprocess
-import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import psutil
 from sqlalchemy import text
 
+from tests.support.procs import Proc, wait_until
 from worker.config import Settings
 from worker.deps import Deps
 from worker.ops.check import CheckReport, run_check
-from worker.queue.publish import worker_command
+from worker.queue.app import app
+from worker.queue.publish import Publisher, queue_depth
 from worker.rules.facts import ChatActivity
+from worker.sharing.sweep import run_sweep
 from worker.simulator import SimulatorAdmin
 from worker.store.chats import record_activity
+from worker.store.engine import make_engine
 from worker.store.session import transaction
 
 SCALE = os.environ.get("CARDSHARE_DRILL_SCALE", "small")
@@ -53,130 +49,6 @@ def drill_timing(settings: Settings) -> Settings:
         retry_cap_s=1.0,
         db_pool_size=10,
     )
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.1, what: str = "") -> float:
-    """Seconds it took; AssertionError on timeout."""
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what or predicate}")
-        time.sleep(interval)
-    return time.monotonic() - start
-
-
-@dataclass
-class Proc:
-    """A cardshare process with its log file; killed at teardown if still running."""
-
-    argv: list[str]
-    env: dict[str, str]
-    log_path: Path
-    popen: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Proc:
-        log = self.log_path.open("ab")
-        self.popen = subprocess.Popen(
-            self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        log.close()
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.popen is not None
-        return self.popen.pid
-
-    @property
-    def alive(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
-
-    def children(self) -> list[psutil.Process]:
-        try:
-            return psutil.Process(self.pid).children(recursive=False)
-        except psutil.NoSuchProcess:
-            return []
-
-    def kill(self) -> None:
-        """SIGKILL the process (not its children: a worker's sandbox exits on EOF by itself)."""
-        if self.alive:
-            os.kill(self.pid, signal.SIGKILL)
-            assert self.popen is not None
-            self.popen.wait(10)
-
-    def stop(self, timeout: float = 20) -> None:
-        if self.popen is None:
-            return
-        if self.alive:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(5)
-        # Take the session's stragglers (prefork children, sandboxes) with it.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
-
-
-@dataclass
-class Procs:
-    settings: Settings
-    log_dir: Path
-    started: list[Proc] = field(default_factory=list)
-
-    def env(self, settings: Settings | None = None, **extra: str) -> dict[str, str]:
-        s = settings or self.settings
-        base = {k: v for k, v in os.environ.items() if not k.startswith(("CARDSHARE_", "LINQ_"))}
-        return {**base, **s.to_env(), "CARDSHARE_LOG_FORMAT": "json", **extra}
-
-    def worker(
-        self,
-        *,
-        pool: str = "threads",
-        concurrency: int = 32,
-        settings: Settings | None = None,
-        **extra: str,
-    ) -> Proc:
-        name = f"drill-{uuid.uuid4().hex[:6]}@%h"
-        argv = worker_command(pool=pool, concurrency=concurrency, hostname=name)
-        env = self.env(settings, CARDSHARE_WORKER_POOL=pool, **extra)
-        proc = Proc(argv, env, self.log_dir / "worker.log").start()
-        self.started.append(proc)
-        return proc
-
-    def beat(self, *, settings: Settings | None = None, tag: str = "", **extra: str) -> Proc:
-        schedule = self.log_dir / f"beat-{tag}{uuid.uuid4().hex[:6]}.db"
-        argv = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker.celery_app",
-            "beat",
-            "--schedule",
-            str(schedule),
-            "--loglevel",
-            "INFO",
-        ]
-        proc = Proc(argv, self.env(settings, **extra), self.log_dir / f"beat{tag}.log").start()
-        self.started.append(proc)
-        return proc
-
-    def cli(self, *args: str, settings: Settings | None = None) -> Proc:
-        argv = [sys.executable, "-c", "from worker.cli.main import main; main()", *args]
-        proc = Proc(argv, self.env(settings), self.log_dir / "cli.log").start()
-        self.started.append(proc)
-        return proc
-
-    def stop_all(self) -> None:
-        for proc in reversed(self.started):
-            proc.stop(timeout=5)
-
-
-def worker_consuming(app: Any, timeout: float = 30) -> float:
-    """Wait until some worker answers a ping (it is connected and consuming)."""
-    return wait_until(lambda: bool(app.control.ping(timeout=0.5)), timeout, interval=0.2, what="worker ping")
 
 
 def seed_chats(deps: Deps, sim: SimulatorAdmin, line: str, n: int) -> list[uuid.UUID]:
@@ -314,11 +186,6 @@ def iter_runs(attempts: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
 
 def sweep_now(deps: Deps) -> Any:
     """One real sweep from this process: card refresh, marking, publishing to Redis."""
-    from worker.queue.app import app
-    from worker.queue.publish import Publisher, queue_depth
-    from worker.sharing.sweep import run_sweep
-    from worker.store.engine import make_engine
-
     assert deps.settings.database_url
     engine = make_engine(deps.settings.database_url, pool_size=2)
     try:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from tests.conftest import World
+from tests.support.world import World
 from worker.cards.contacts import ContactsClient, ContactsError
 from worker.cards.desk import (
     WRITE_LIMIT,
@@ -52,7 +52,7 @@ def writes(deps: Deps, phone: str = PHONE) -> list[tuple[str, int | None, int | 
             ),
             {"p": phone},
         ).all()
-    return [tuple(r) for r in rows]  # type: ignore[misc]
+    return [tuple(r) for r in rows]
 
 
 def cached(deps: Deps, phone: str = PHONE) -> CachedLine | None:

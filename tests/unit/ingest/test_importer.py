@@ -16,7 +16,7 @@ from worker.rules.facts import ChatActivity
 
 NOW = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.UTC)
 CHAT = "3c9a1f2e-7b44-4d0a-8e6f-91a2b3c4d5e6"
-GOOD = {
+GOOD: dict[str | None, object] = {
     "chat_id": CHAT,
     "line": "+12223334444",
     "service": "iMessage",
@@ -47,7 +47,7 @@ def test_a_good_row() -> None:
         ({"extra": "ignored"}, {}),
     ],
 )
-def test_accepted_spellings(changes: dict[str, object], expected: dict[str, object]) -> None:
+def test_accepted_spellings(changes: dict[str | None, object], expected: dict[str, object]) -> None:
     activity = parse_row({**GOOD, **changes}, now=NOW)
     assert isinstance(activity, ChatActivity)
     assert activity.outbound_at == dt.datetime(2026, 3, 2, 15, 4, 5, tzinfo=dt.UTC)
@@ -103,7 +103,9 @@ def test_csv_line_numbers_count_the_header_and_skip_nothing() -> None:
 
 
 def test_csv_header_is_case_and_space_insensitive_and_checked() -> None:
-    got = rows(" Chat_ID , LINE,Service,last_outbound_at\n" + ",".join(GOOD.values()) + "\n", "csv")
+    got = rows(
+        " Chat_ID , LINE,Service,last_outbound_at\n" + ",".join(str(v) for v in GOOD.values()) + "\n", "csv"
+    )
     assert isinstance(got[0], Row)
     with pytest.raises(InputError, match="header lacks service, last_outbound_at"):
         rows("chat_id,line\n", "csv")

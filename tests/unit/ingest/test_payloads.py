@@ -23,7 +23,7 @@ from worker.ingest.payloads import (
 from worker.rules.facts import ChatActivity
 from worker.simulator.webhooks import EventSpec, build_event
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "linq"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "linq"
 CHAT = uuid.UUID("3c9a1f2e-7b44-4d0a-8e6f-91a2b3c4d5e6")
 LINE = "+12223334444"
 SENT_AT = dt.datetime(2026, 3, 2, 15, 4, 4, 900_000, tzinfo=dt.UTC)

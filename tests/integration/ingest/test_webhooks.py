@@ -10,7 +10,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import psycopg
@@ -18,9 +18,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from tests.conftest import Servers, World
-from tests.ingest_support import SECRET, ReceiverServer
-from tests.integration.test_sweep import Collector, drained, sweep
+from tests.support.receiver import SECRET, ReceiverServer
+from tests.support.servers import Servers
+from tests.support.sweeps import Collector, drained, sweep
+from tests.support.world import World
 from worker.config import Secret, Settings
 from worker.deps import Deps
 from worker.ingest.webhooks import create_app
@@ -86,7 +87,7 @@ def deliveries(deps: Deps, event_id: str) -> list[str]:
 
 @pytest.mark.parametrize("version", ["2025-01-01", "2026-02-03"])
 def test_message_sent_of_either_version_records_outbound_activity(
-    receiver: ReceiverServer, sim: SimulatorAdmin, deps: Deps, version: str
+    receiver: ReceiverServer, sim: SimulatorAdmin, deps: Deps, version: Literal["2025-01-01", "2026-02-03"]
 ) -> None:
     chat = str(uuid.uuid4())
     sent = dt.datetime(2026, 3, 2, 15, 4, 4, 900_000, tzinfo=dt.UTC)
@@ -190,6 +191,7 @@ def test_bad_signatures_get_401_a_reason_and_write_nothing(
         getattr(r, "fields", {}).get("reason") for r in caplog.records if r.getMessage() == "webhook.rejected"
     ]
     assert len(reasons) == 1
+    assert reasons[0] is not None
     assert reason in reasons[0]
 
 

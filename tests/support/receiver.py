@@ -1,4 +1,4 @@
-"""Test helpers for ingestion: the webhook receiver served by uvicorn from a thread on loopback."""
+"""The webhook receiver served by uvicorn from a thread on loopback, and the secret it checks."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from worker.cards.desk import (
     normalize_phone,
     share_verdict,
 )
-from worker.cli.cards import render_table
+from worker.cli.common import render_table
 from worker.errors import InputError
 from worker.linq import Card, LinqCallError
 from worker.rules.classify import Transport

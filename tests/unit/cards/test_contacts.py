@@ -81,7 +81,8 @@ def test_parse_page_refuses_shapes_it_cannot_read() -> None:
     )
     assert ok.last
     assert ok.contacts == [{"id": 1}]
-    for bad in ({}, {"contacts": []}, {"contacts": [], "pagination": {"current_page": "x"}}, []):
+    bads: list[object] = [{}, {"contacts": []}, {"contacts": [], "pagination": {"current_page": "x"}}, []]
+    for bad in bads:
         with pytest.raises(ContactsError, match="unexpected response"):
             parse_page(bad)
 

@@ -1,0 +1,1 @@
+"""Helpers the tests share: builders, servers, processes. Fixtures stay in conftest.py."""

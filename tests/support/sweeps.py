@@ -1,0 +1,55 @@
+"""Sweeps and recovery passes from the test process, publishing to a collector instead of Redis."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import uuid
+from collections.abc import Sequence
+
+from worker.deps import Deps
+from worker.sharing.sweep import QueueDepth, SweepReport, run_recover, run_sweep
+from worker.store.engine import make_engine
+
+
+class Collector:
+    """A publisher that remembers what it was asked to enqueue."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[uuid.UUID, dt.date]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, ids: Sequence[uuid.UUID], day: dt.date) -> int:
+        with self.lock:
+            self.sent.extend((i, day) for i in ids)
+        return len(ids)
+
+    @property
+    def ids(self) -> list[uuid.UUID]:
+        return [i for i, _ in self.sent]
+
+
+def drained() -> QueueDepth:
+    return QueueDepth(0, 0)
+
+
+def busy() -> QueueDepth:
+    return QueueDepth(5, 0)
+
+
+def sweep(deps: Deps, publish: Collector, depth=busy) -> SweepReport:  # type: ignore[no-untyped-def]
+    assert deps.settings.database_url
+    engine = make_engine(deps.settings.database_url, pool_size=2)
+    try:
+        return run_sweep(deps, engine, publish, depth, queue_lease_s=1800)
+    finally:
+        engine.dispose()
+
+
+def recover(deps: Deps, publish: Collector, depth=busy) -> SweepReport:  # type: ignore[no-untyped-def]
+    assert deps.settings.database_url
+    engine = make_engine(deps.settings.database_url, pool_size=2)
+    try:
+        return run_recover(deps, engine, publish, depth, queue_lease_s=1800)
+    finally:
+        engine.dispose()
