@@ -85,7 +85,7 @@ def _handle(handle_id: str, handle: str, service: str, is_me: bool) -> dict[str,
 
 
 def build_event(spec: EventSpec, state: SimState | None = None) -> dict[str, Any]:
-    """The whole envelope Linq would send for `spec` (see linq-api.md §7.5-7.7)."""
+    """The whole envelope Linq would send for `spec` (see docs/linq-contract.md §7.5-§7.7)."""
     when = iso(spec.sent_at)
     me = _handle(str(uuid.uuid5(uuid.NAMESPACE_URL, spec.line)), spec.line, spec.service, True)
     them = _handle(str(uuid.uuid5(uuid.NAMESPACE_URL, spec.to)), spec.to, spec.service, False)
@@ -174,7 +174,7 @@ def build_event(spec: EventSpec, state: SimState | None = None) -> dict[str, Any
 def signed_headers(
     secret: str, webhook_id: str, timestamp: int, body: bytes, *, event_type: str | None = None
 ) -> dict[str, str]:
-    """Both header sets Linq sends with every delivery (linq-api.md §7.3-7.4).
+    """Both header sets Linq sends with every delivery (docs/linq-contract.md §7.3, §7.4).
 
     The legacy signature is keyed with the whole secret string, as the old docs' example does.
     """
