@@ -19,6 +19,7 @@ from worker.keys import CONTROL_QUEUE, RECOVER_TASK, SHARE_QUEUE, SWEEP_TASK, SY
 from worker.queue import signals  # noqa: F401 - connects the worker's and beat's signal handlers
 
 app = Celery("cardshare", include=["worker.queue.tasks"])
+# kombu's Redis transport minus one way to kill a worker (see redis_transport).
 TRANSPORT = "worker.queue.redis_transport:Transport"
 
 
@@ -29,9 +30,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_url": broker_url,
         # Plain redis:// gets the transport that drops malformed envelopes instead of dying;
         # rediss:// and unix:// keep kombu's own (their URL schemes select TLS / sockets).
-        "broker_transport": "worker.queue.redis_transport:Transport"
-        if broker_url.startswith("redis://")
-        else None,
+        "broker_transport": TRANSPORT if broker_url.startswith("redis://") else None,
         "result_backend": None,
         "task_ignore_result": True,
         "task_serializer": "json",

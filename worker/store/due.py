@@ -15,7 +15,6 @@ from collections.abc import Iterable
 
 from worker.rules.cadence import Policy, active_since
 from worker.rules.states import (
-    CLOSED_STATUSES,
     FINAL_STATUSES,
     LEASED_STATUSES,
     MISSABLE_STATUSES,
@@ -33,7 +32,6 @@ OPEN = sql_list(OPEN_STATUSES)
 FINAL = sql_list(FINAL_STATUSES)
 LEASED = sql_list(LEASED_STATUSES)
 MISSABLE = sql_list(MISSABLE_STATUSES)
-CLOSED = sql_list(CLOSED_STATUSES)
 
 # Every chat-level rule (NotDue from CHAT_NOT_FOUND to STALE); binds `binds()`. A NULL first
 # outbound time fails `<= :now`, which is NO_OUTBOUND.

@@ -68,3 +68,40 @@ def test_configure_with_another_broker_drops_the_cached_pool() -> None:
             assert conn.as_uri().endswith("127.0.0.1:1111/0")
     finally:
         configure(Settings())
+
+
+def test_celery_a_worker_celery_app_finds_the_app_configured_from_the_environment() -> None:
+    """`celery -A worker.celery_app` reads the environment once; a bad value must not break import."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import worker.celery_app as entry, worker.queue.app as queue_app\n"
+        "from worker import runtime\n"
+        "assert entry.app is queue_app.app\n"
+        "print(queue_app.app.conf.broker_url, runtime.settings().redis_url)\n"
+    )
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CARDSHARE_", "LINQ_", "REDIS_", "DATABASE_"))
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**base, "REDIS_URL": "redis://127.0.0.1:4321/0"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.split() == ["redis://127.0.0.1:4321/0", "redis://127.0.0.1:4321/0"]
+    refused = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**base, "CARDSHARE_SWEEP_INTERVAL": "soon"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert refused.stdout.split() == ["redis://127.0.0.1:6379/0", "None"]
