@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 from alembic.script import ScriptDirectory
 
-ROOT = Path(__file__).resolve().parents[2]
-SOURCES = ["pyproject.toml", "setup.py", "README.md", "worker", "migrations"]
+from tests.deploy.paths import ROOT, SOURCES
 
 
 @pytest.fixture(scope="module")
