@@ -1,26 +1,39 @@
-"""Benchmark plumbing: dedicated embedded servers, bulk seeding, child processes, tables."""
+"""Benchmark plumbing: dedicated embedded servers, fresh state, bulk seeding, child processes,
+tables, and (at the bottom) everything bench/ takes from worker/.
+
+Every import of a worker module by bench/ is in this file, so moving worker's modules around
+is a change here only (bench/sweep_child.py, run as its own process, takes them from here too;
+bench/naive_app.py imports nothing from worker/).
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
+import redis
 
 from worker import migrate
 from worker.embedded import EmbeddedPostgres, EmbeddedRedis
+from worker.embedded import free_port as free_port  # re-exported for bench/webhooks.py
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from worker.config import Settings
+    from worker.simulator import SimulatorServer
 
 LINE = "+12125550100"
-RESULTS = Path(__file__).resolve().parent / "results"
+API_KEY = "bench-key"
 
 
 @dataclass
@@ -36,6 +49,24 @@ class Servers:
     @property
     def dsn(self) -> str:
         return self.database_url.replace("postgresql+psycopg://", "postgresql://")
+
+    def pids(self) -> list[int]:
+        """The postmaster (pg_ctl daemonized it out of our process tree; backends are its
+        children) and the Redis server: for `repeat.Bench.track` and per-server CPU."""
+        return [self.postgres_pid(), self.redis_pid()]
+
+    def postgres_pid(self) -> int:
+        return int((self.postgres.pgdata / "postmaster.pid").read_text().split()[0])
+
+    def redis_pid(self) -> int:
+        return int((self.redis.directory / "redis.pid").read_text().strip())
+
+    def versions(self) -> dict[str, str]:
+        """Server versions, for the results' machine section."""
+        with psycopg.connect(self.dsn) as conn:
+            pg = conn.execute("SHOW server_version").fetchone()
+        info = redis.Redis.from_url(self.redis.url).info("server")
+        return {"postgresql_server": str(pg[0] if pg else "?"), "redis_server": str(info["redis_version"])}
 
 
 @contextmanager
@@ -57,8 +88,26 @@ def servers(stat_statements: bool = False) -> Iterator[Servers]:
         subprocess.run(["rm", "-rf", str(root)], check=False)
 
 
+def reset_state(srv: Servers) -> None:
+    """Fresh state for a run: every table emptied (all but alembic_version, so a new table
+    cannot be forgotten) and Redis flushed. TRUNCATE gives tables new files, so no run reads
+    pages another run left; what a run seeds next is as warm in run 1 as in run 3."""
+    with psycopg.connect(srv.dsn, autocommit=True) as conn:
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT quote_ident(tablename) FROM pg_tables "
+                "WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+            )
+        ]
+        if tables:
+            conn.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+    redis.Redis.from_url(srv.redis.url).flushall()
+
+
 def seed_due_chats(dsn: str, n: int, *, line: str = LINE) -> None:
-    """n due iMessage chats on one line with an active card, generated inside PostgreSQL."""
+    """n due iMessage chats on one line with an active card, generated inside PostgreSQL
+    (after `reset_state`, or on its own: it empties the tables it fills)."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("TRUNCATE share_days, attempts, chats, lines CASCADE")
         conn.execute(
@@ -95,10 +144,6 @@ def run_child(
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def machine() -> dict[str, Any]:
-    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
-
-
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
     line = "| " + " | ".join(str(h).ljust(w) for h, w in zip(headers, widths, strict=True)) + " |"
@@ -107,8 +152,87 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join([line, sep, *body])
 
 
-def save(name: str, data: dict[str, Any]) -> Path:
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps(data, indent=2, default=str))
-    return path
+# --- What bench/ uses from worker/ (imported inside the functions: a child process that needs
+# one part does not load the rest, and the import order of worker's modules stays theirs).
+
+
+def simulator(api_key: str = API_KEY) -> SimulatorServer:
+    """The Linq simulator on loopback, in this process (use as a context manager, or start())."""
+    from worker.simulator import SimulatorServer
+
+    return SimulatorServer(api_key=api_key)
+
+
+def bench_settings(**fields: Any) -> Settings:
+    """cardshare's Settings; `linq_api_key` is given as plain text."""
+    from worker.config import Secret, Settings
+
+    return Settings(**{**fields, "linq_api_key": Secret(fields.get("linq_api_key", API_KEY))})
+
+
+def settings_from_env(**overrides: Any) -> Settings:
+    """Settings from the environment (a child process), with overrides; plain-text linq_api_key."""
+    from worker.config import Secret, Settings
+
+    if "linq_api_key" in overrides:
+        overrides["linq_api_key"] = Secret(overrides["linq_api_key"])
+    return Settings.from_env().replace(**overrides)
+
+
+def configure_celery(settings: Settings) -> Any:
+    """cardshare's Celery app, configured for these settings."""
+    from worker.celery_app import app, configure
+
+    configure(settings)
+    return app
+
+
+def worker_command(**kw: Any) -> list[str]:
+    """The `celery worker` command line cardshare runs (pool, concurrency, loglevel)."""
+    from worker.queue.publish import worker_command as command
+
+    return command(**kw)
+
+
+def share_task() -> Any:
+    """cardshare's share task (the naive sweep publishes it one apply_async at a time)."""
+    from worker.queue.tasks import share_chat
+
+    return share_chat
+
+
+def engine(url: str, *, pool_size: int = 2) -> Engine:
+    from worker.store.engine import make_engine
+
+    return make_engine(url, pool_size=pool_size)
+
+
+@contextmanager
+def sweeper(settings: Settings, app: Any, *, queue_lease_s: float = 1800) -> Iterator[Callable[[], Any]]:
+    """A full cardshare sweep, ready to run: engine, Linq clients and deps are built before
+    (outside any timing) and closed after. Calling it runs one sweep and returns its report."""
+    from worker.deps import Deps
+    from worker.linq import ClientPool
+    from worker.queue.publish import Publisher, queue_depth
+    from worker.sharing.sweep import run_sweep
+    from worker.store.engine import session_factory
+
+    assert settings.database_url
+    eng = engine(settings.database_url)
+    clients = ClientPool(settings)
+    deps = Deps(settings, session_factory(eng), clients.get)
+
+    def sweep() -> Any:
+        with Publisher(app) as publish:
+            return run_sweep(deps, eng, publish, lambda: queue_depth(app), queue_lease_s=queue_lease_s)
+
+    try:
+        yield sweep
+    finally:
+        clients.close()
+        eng.dispose()
+
+
+def webhook_receiver_command(port: int) -> list[str]:
+    """`cardshare webhooks --port PORT` as a subprocess command line."""
+    return [sys.executable, "-c", "from worker.cli.main import main; main()", "webhooks", "--port", str(port)]

@@ -1,12 +1,16 @@
 """End-to-end benchmark: due chats to shares, through real workers and the simulator.
 
 python -m bench.e2e [--chats 20000] [--latency-ms 200] [--workers 2] [--concurrency 100]
-                    [--baseline-seconds 60]
+                    [--baseline-seconds 60] [--runs 3] [--quick] [--noisy-above 20]
 
+Each run starts from fresh state (tables emptied, chats re-seeded, Redis flushed, the simulator
+reset) and measures both, so the ratio is per run:
 cardshare: the sweep enqueues every due chat; N `celery worker` processes (threads pool) claim
 and share them against the simulator, which holds each share for --latency-ms. The baseline
 (bench/naive_app.py) runs on the same load for --baseline-seconds; its rate is steady-state.
-DB statements and time per share come from pg_stat_statements.
+DB statements and time per share come from pg_stat_statements; CPU per share of the workers,
+PostgreSQL (backends included), Redis and this process (simulator, sweep) from their process
+trees. A run whose other load on the box passed --noisy-above % is flagged NOISY.
 """
 
 from __future__ import annotations
@@ -21,13 +25,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 import psycopg
 
-from bench.common import LINE, machine, save, seed_due_chats, servers, table
-
-KEY = "bench-key"
-
+from bench import repeat
+from bench.common import (
+    API_KEY,
+    LINE,
+    Servers,
+    bench_settings,
+    configure_celery,
+    reset_state,
+    seed_due_chats,
+    servers,
+    simulator,
+    sweeper,
+    table,
+    worker_command,
+)
 
 LOG_DIR = Path(tempfile.gettempdir()) / "cardshare-bench-logs"
 
@@ -114,33 +128,18 @@ def latencies(dsn: str) -> dict[str, float]:
     }
 
 
-def cpu_seconds(pids: dict[str, list[int]]) -> dict[str, float]:
-    """User+system CPU so far of each group of processes. Children count for workers and
-    PostgreSQL (sandboxes, backends), not for this process (they are the other groups)."""
-    out: dict[str, float] = {}
-    for group, ids in pids.items():
-        total = 0.0
-        for pid in ids:
-            try:
-                proc = psutil.Process(pid)
-                procs = [proc] if pid == os.getpid() else [proc, *proc.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                continue
-            for p in procs:
-                try:
-                    t = p.cpu_times()
-                    total += t.user + t.system
-                except psutil.NoSuchProcess:
-                    pass
-        out[group] = total
-    return out
+def cpu_seconds(groups: dict[str, list[int]]) -> dict[str, float]:
+    """User+system CPU so far of each group's process trees, with their reaped children (a
+    PostgreSQL backend that exits is added to the postmaster's). "self" is this process alone:
+    its children are the other groups."""
+    return {
+        group: repeat.own_seconds() if pids == [os.getpid()] else repeat.tree_seconds(pids)
+        for group, pids in groups.items()
+    }
 
 
-def server_pids(srv: Any) -> dict[str, list[int]]:
-    """The PostgreSQL postmaster (its backends are children) and the Redis server."""
-    pg = int((srv.postgres.pgdata / "postmaster.pid").read_text().split()[0])
-    redis = int((srv.redis.directory / "redis.pid").read_text().strip())
-    return {"postgres": [pg], "redis": [redis]}
+def per_share(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:
+    return {g: round(1000 * (after[g] - before[g]) / max(n, 1), 3) for g in before}
 
 
 def sustained(samples: list[tuple[float, int]], total: int) -> float:
@@ -150,26 +149,37 @@ def sustained(samples: list[tuple[float, int]], total: int) -> float:
     return total * 0.8 / max(hi - lo, 1e-9)
 
 
-def run_cardshare(srv: Any, sim: Any, args: argparse.Namespace) -> dict[str, Any]:
-    from worker.celery_app import app, configure
-    from worker.config import Secret, Settings
-    from worker.deps import Deps
-    from worker.linq import ClientPool
-    from worker.queue.publish import Publisher, queue_depth, worker_command
-    from worker.sharing.sweep import run_sweep
-    from worker.store.engine import make_engine, session_factory
-
-    settings = Settings(
-        database_url=srv.database_url,
-        redis_url=srv.redis.url,
-        linq_api_key=Secret(KEY),
-        linq_base_url=sim.base_url,
-        worker_concurrency=args.concurrency,
-        worker_pool=args.pool,
-        db_pool_size=args.db_pool,
-        log_level="WARNING",
+def prepare_simulator(sim: Any, ids: list[str], latency_ms: int) -> None:
+    """A fresh simulator: the line's active card, the chats, every share held latency_ms."""
+    sim.admin.reset()
+    sim.admin.add_cards([{"phone_number": LINE, "first_name": "Bench", "is_active": True}])
+    sim.admin.add_chats(
+        [
+            {
+                "id": i,
+                "line": LINE,
+                "service": "iMessage",
+                "messages": [{"is_from_me": True, "sent_at": "2026-01-01T00:00:00+00:00"}],
+            }
+            for i in ids
+        ]
     )
-    configure(settings)
+    sim.admin.add_faults([{"path": "/share_contact_card$", "mode": "pass", "latency_ms": latency_ms}])
+
+
+def fresh_run(srv: Servers, sim: Any, args: argparse.Namespace) -> list[str]:
+    """Empty tables and Redis, re-seed the due chats, reset the simulator; returns the chat ids."""
+    reset_state(srv)
+    seed_due_chats(srv.dsn, args.chats)
+    with psycopg.connect(srv.dsn) as conn:
+        ids = [str(r[0]) for r in conn.execute("SELECT id FROM chats")]
+    prepare_simulator(sim, ids, args.latency_ms)
+    return ids
+
+
+def run_cardshare(
+    srv: Servers, sim: Any, settings: Any, app: Any, args: argparse.Namespace, run: repeat.Run
+) -> dict[str, Any]:
     env = {**os.environ, **settings.to_env(), "CARDSHARE_LOG_FORMAT": "json"}
     cmd = worker_command(pool=args.pool, concurrency=args.concurrency, loglevel="WARNING")
     workers = start_workers(cmd, args.workers, env)
@@ -178,35 +188,32 @@ def run_cardshare(srv: Any, sim: Any, args: argparse.Namespace) -> dict[str, Any
         while len(app.control.ping(timeout=0.5)) < args.workers:
             assert time.monotonic() < deadline, "workers did not start"
         reset_stats(srv.dsn)
-        engine = make_engine(srv.database_url, pool_size=2)
-        clients = ClientPool(settings)
-        deps = Deps(settings, session_factory(engine), clients.get)
         # This process hosts the simulator (and runs the sweep): its CPU is mostly Linq's side.
-        groups = {"workers": [w.pid for w in workers], "simulator+sweep": [os.getpid()], **server_pids(srv)}
-        probe = psycopg.connect(srv.dsn, autocommit=True)
-        opened_before = sessions_opened(srv.dsn)
-        cpu_before = cpu_seconds(groups)
-        start = time.monotonic()
-        with Publisher(app) as publish:
-            report = run_sweep(deps, engine, publish, lambda: queue_depth(app), queue_lease_s=1800)
-        samples = []
-        while (n := succeeded(probe)) < args.chats:
-            samples.append((time.monotonic() - start, n))
-            assert time.monotonic() - start < 1800, f"only {n} shared"
-            time.sleep(0.25)
-        samples.append((time.monotonic() - start, n))
-        elapsed = time.monotonic() - start
-        cpu_after = cpu_seconds(groups)
-        probe.close()
-        # CPU of backends that came and went is not in cpu_ms_per_share (they are gone before
-        # it is read): a pool that churns connections shows here instead.
+        groups = {
+            "workers": [w.pid for w in workers],
+            "simulator+sweep": [os.getpid()],
+            "postgres": [srv.postgres_pid()],
+            "redis": [srv.redis_pid()],
+        }
+        with sweeper(settings, app) as sweep, psycopg.connect(srv.dsn, autocommit=True) as probe:
+            opened_before = sessions_opened(srv.dsn)
+            with run.measure("cardshare"):
+                cpu_before = cpu_seconds(groups)
+                start = time.monotonic()
+                report = sweep()
+                samples = []
+                while (n := succeeded(probe)) < args.chats:
+                    samples.append((time.monotonic() - start, n))
+                    assert time.monotonic() - start < 1800, f"only {n} shared"
+                    time.sleep(0.25)
+                samples.append((time.monotonic() - start, n))
+                elapsed = time.monotonic() - start
+                cpu_after = cpu_seconds(groups)
+        # A pool that churns connections shows here (each one is a backend fork).
         opened = sessions_opened(srv.dsn) - opened_before
         calls, ms = db_stats(srv.dsn)
-        clients.close()
-        engine.dispose()
     finally:
         stop(workers)
-    shares = sim.admin.shares()
     return {
         "shares": n,
         "enqueued": report.enqueued,
@@ -216,41 +223,31 @@ def run_cardshare(srv: Any, sim: Any, args: argparse.Namespace) -> dict[str, Any
         "db_statements_per_share": round(calls / n, 2),
         "db_ms_per_share": round(ms / n, 3),
         "db_connections_opened": opened,
-        "simulator_accepted": shares["total_accepted"],
+        "simulator_accepted": sim.admin.shares()["total_accepted"],
         **latencies(srv.dsn),
-        "cpu_ms_per_share": {g: round(1000 * (cpu_after[g] - cpu_before[g]) / n, 2) for g in groups},
+        "cpu_ms_per_share": per_share(cpu_before, cpu_after, n),
     }
 
 
-def run_baseline(srv: Any, sim: Any, args: argparse.Namespace) -> dict[str, Any]:
+def run_baseline(
+    srv: Servers, sim: Any, ids: list[str], args: argparse.Namespace, run: repeat.Run
+) -> dict[str, Any]:
+    """The naive app on the same chats, same simulator, same latency, for --baseline-seconds.
+    Its rate counts only shares made inside that window (not those done while enqueueing)."""
     import datetime as dt
 
     from bench import naive_app
 
     with psycopg.connect(srv.dsn, autocommit=True) as conn:
         conn.execute("TRUNCATE share_days, attempts")
-        ids = [r[0] for r in conn.execute("SELECT id FROM chats")]
+    prepare_simulator(sim, ids, args.latency_ms)
     env = {
         **os.environ,
         "DATABASE_URL": srv.database_url,
         "REDIS_URL": srv.redis.url,
-        "LINQ_API_V3_API_KEY": KEY,
+        "LINQ_API_V3_API_KEY": API_KEY,
         "LINQ_API_V3_BASE_URL": sim.base_url,
     }
-    sim.admin.reset()
-    sim.admin.add_cards([{"phone_number": LINE, "first_name": "Bench", "is_active": True}])
-    sim.admin.add_chats(
-        [
-            {
-                "id": str(i),
-                "line": LINE,
-                "service": "iMessage",
-                "messages": [{"is_from_me": True, "sent_at": "2026-01-01T00:00:00+00:00"}],
-            }
-            for i in ids
-        ]
-    )
-    sim.admin.add_faults([{"path": "/share_contact_card$", "mode": "pass", "latency_ms": args.latency_ms}])
     naive_app.app.conf.broker_url = srv.redis.url
     day = dt.datetime.now(dt.UTC).date().isoformat()
     workers = start_workers(
@@ -262,11 +259,21 @@ def run_baseline(srv: Any, sim: Any, args: argparse.Namespace) -> dict[str, Any]
             assert time.monotonic() < deadline, "baseline worker did not start"
         reset_stats(srv.dsn)
         for chat_id in ids:
-            naive_app.share.apply_async(args=(str(chat_id), day))
-        start = time.monotonic()
-        time.sleep(args.baseline_seconds)
-        n = succeeded(srv.dsn)
-        elapsed = time.monotonic() - start
+            naive_app.share.apply_async(args=(chat_id, day))
+        groups = {
+            "workers": [w.pid for w in workers],
+            "simulator": [os.getpid()],
+            "postgres": [srv.postgres_pid()],
+            "redis": [srv.redis_pid()],
+        }
+        with psycopg.connect(srv.dsn, autocommit=True) as probe, run.measure("baseline"):
+            cpu_before = cpu_seconds(groups)
+            n0 = succeeded(probe)
+            start = time.monotonic()
+            time.sleep(args.baseline_seconds)
+            n = succeeded(probe) - n0
+            elapsed = time.monotonic() - start
+            cpu_after = cpu_seconds(groups)
         calls, ms = db_stats(srv.dsn)
     finally:
         stop(workers)
@@ -274,48 +281,56 @@ def run_baseline(srv: Any, sim: Any, args: argparse.Namespace) -> dict[str, Any]
         "shares": n,
         "seconds": round(elapsed, 1),
         "per_s": round(n / elapsed, 1),
-        "db_statements_per_share": round(calls / max(n, 1), 2),
-        "db_ms_per_share": round(ms / max(n, 1), 3),
+        # pg_stat_statements counts from before the enqueue: statements per share over all done.
+        "db_statements_per_share": round(calls / max(n + n0, 1), 2),
+        "db_ms_per_share": round(ms / max(n + n0, 1), 3),
+        "cpu_ms_per_share": per_share(cpu_before, cpu_after, n),
     }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--chats", type=int, default=20000)
     parser.add_argument("--latency-ms", type=int, default=200)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--pool", choices=["threads", "gevent"], default="threads")
     parser.add_argument("--db-pool", type=int, default=None, help="default: --concurrency")
-    parser.add_argument("--baseline-seconds", type=float, default=60)
-    args = parser.parse_args()
-    from worker.simulator import SimulatorServer
-
-    with servers(stat_statements=True) as srv, SimulatorServer(api_key=KEY) as sim:
-        seed_due_chats(srv.dsn, args.chats)
-        with psycopg.connect(srv.dsn) as conn:
-            ids = [str(r[0]) for r in conn.execute("SELECT id FROM chats")]
-        sim.admin.add_cards([{"phone_number": LINE, "first_name": "Bench", "is_active": True}])
-        sim.admin.add_chats(
-            [
-                {
-                    "id": i,
-                    "line": LINE,
-                    "service": "iMessage",
-                    "messages": [{"is_from_me": True, "sent_at": "2026-01-01T00:00:00+00:00"}],
-                }
-                for i in ids
-            ]
+    parser.add_argument("--baseline-seconds", type=float, default=60, help="0: no baseline")
+    repeat.add_arguments(parser, quick={"chats": 1500, "baseline_seconds": 10})
+    args = repeat.parse(parser)
+    bench = repeat.Bench("e2e", args)
+    with servers(stat_statements=True) as srv, simulator() as sim:
+        bench.track(srv.pids)
+        settings = bench_settings(
+            database_url=srv.database_url,
+            redis_url=srv.redis.url,
+            linq_base_url=sim.base_url,
+            worker_concurrency=args.concurrency,
+            worker_pool=args.pool,
+            db_pool_size=args.db_pool,
+            log_level="WARNING",
         )
-        sim.admin.add_faults(
-            [{"path": "/share_contact_card$", "mode": "pass", "latency_ms": args.latency_ms}]
-        )
-        ours = run_cardshare(srv, sim, args)
-        print("cardshare", ours, flush=True)
-        base = run_baseline(srv, sim, args) if args.baseline_seconds > 0 else None
-        print("baseline", base, flush=True)
-    ratio = f"{ours['per_s'] / base['per_s']:.1f}x" if base and base["per_s"] else "-"
-    print()
+        app = configure_celery(settings)
+        for run in bench.runs():
+            ids = fresh_run(srv, sim, args)
+            ours = run_cardshare(srv, sim, settings, app, args, run)
+            run.figures["cardshare"] = ours
+            print(f"cardshare: {ours['per_s']}/s, workers {ours['cpu_ms_per_share']['workers']} ms CPU/share")
+            if args.baseline_seconds > 0:
+                base = run_baseline(srv, sim, ids, args, run)
+                run.figures["baseline"] = base
+                if base["per_s"]:
+                    run.figures["vs_baseline"] = round(ours["per_s"] / base["per_s"], 2)
+                print(
+                    f"baseline: {base['per_s']}/s, workers {base['cpu_ms_per_share']['workers']} ms CPU/share"
+                )
+        bench.machine.update(srv.versions())
+    saved = bench.finish()
+    print(f"\nmedian (min-max, spread) of {args.runs} runs")
+    c, b = "cardshare.", "baseline."
     print(
         table(
             [
@@ -332,30 +347,48 @@ def main() -> None:
             [
                 [
                     "cardshare",
-                    ours["per_s"],
-                    ratio,
-                    ours["run_p50_ms"],
-                    ours["run_p99_ms"],
-                    ours["e2e_p50_s"],
-                    ours["e2e_p99_s"],
-                    ours["db_statements_per_share"],
-                    ours["db_ms_per_share"],
+                    bench.cell(c + "per_s"),
+                    bench.cell("vs_baseline"),
+                    bench.cell(c + "run_p50_ms"),
+                    bench.cell(c + "run_p99_ms"),
+                    bench.cell(c + "e2e_p50_s", 2),
+                    bench.cell(c + "e2e_p99_s", 2),
+                    bench.cell(c + "db_statements_per_share", 2),
+                    bench.cell(c + "db_ms_per_share", 3),
                 ],
                 [
                     "naive baseline",
-                    base["per_s"] if base else "-",
+                    bench.cell(b + "per_s"),
                     "1.0x",
                     "-",
                     "-",
                     "-",
                     "-",
-                    base["db_statements_per_share"] if base else "-",
-                    base["db_ms_per_share"] if base else "-",
+                    bench.cell(b + "db_statements_per_share", 2),
+                    bench.cell(b + "db_ms_per_share", 3),
                 ],
             ],
         )
     )
-    saved = save("e2e", {"machine": machine(), "args": vars(args), "cardshare": ours, "baseline": base})
+    print("\nCPU ms per share")
+    groups = [("workers", "workers"), ("PostgreSQL", "postgres"), ("Redis", "redis")]
+    print(
+        table(
+            ["run", "workers", "PostgreSQL", "Redis", "simulator (+sweep)"],
+            [
+                [
+                    "cardshare",
+                    *(bench.cell(f"{c}cpu_ms_per_share.{g}", 2) for _, g in groups),
+                    bench.cell(c + "cpu_ms_per_share.simulator+sweep", 2),
+                ],
+                [
+                    "naive baseline",
+                    *(bench.cell(f"{b}cpu_ms_per_share.{g}", 2) for _, g in groups),
+                    bench.cell(b + "cpu_ms_per_share.simulator", 2),
+                ],
+            ],
+        )
+    )
     print(f"\nsaved {saved}")
 
 

@@ -16,7 +16,16 @@ import psycopg
 import redis
 from sqlalchemy import text
 
-from bench.common import LINE
+from bench.common import (
+    API_KEY,
+    LINE,
+    configure_celery,
+    engine,
+    settings_from_env,
+    share_task,
+    simulator,
+    sweeper,
+)
 
 QUEUE = "cardshare"
 MESSAGE = b"x" * 950  # one Celery message is ~950 bytes
@@ -37,51 +46,32 @@ def wait_for(client: redis.Redis, key: str, n: int, started: float, timeout: flo
 
 
 def run_cardshare(n: int) -> float:
-    from worker.celery_app import app, configure
-    from worker.config import Secret, Settings
-    from worker.deps import Deps
-    from worker.linq import ClientPool
-    from worker.queue.publish import Publisher, queue_depth
-    from worker.sharing.sweep import run_sweep
-    from worker.simulator import SimulatorServer
-    from worker.store.engine import make_engine, session_factory
-
-    sim = SimulatorServer(api_key="bench-key")
+    sim = simulator()
     base = sim.start()
     sim.admin.add_cards([{"phone_number": LINE, "first_name": "Bench", "is_active": True}])
-    settings = Settings.from_env().replace(linq_api_key=Secret("bench-key"), linq_base_url=base)
-    configure(settings)
-    assert settings.database_url
-    engine = make_engine(settings.database_url, pool_size=2)
-    clients = ClientPool(settings)
-    deps = Deps(settings, session_factory(engine), clients.get)
+    settings = settings_from_env(linq_api_key=API_KEY, linq_base_url=base)
+    app = configure_celery(settings)
     client = redis.Redis.from_url(settings.redis_url or "")
-    started = time.perf_counter()
-    with Publisher(app) as publish:
-        report = run_sweep(deps, engine, publish, lambda: queue_depth(app), queue_lease_s=1800)
-    seconds = wait_for(client, QUEUE, n, started)
+    with sweeper(settings, app) as sweep:
+        started = time.perf_counter()
+        report = sweep()
+        seconds = wait_for(client, QUEUE, n, started)
     assert report.enqueued == n, report
-    clients.close()
-    engine.dispose()
     sim.stop()
     return seconds
 
 
 def run_naive(n: int) -> float:
     """The obvious loop: stream the due rows, one apply_async per chat."""
-    from worker.celery_app import configure
-    from worker.config import Settings
-    from worker.queue.tasks import share_chat
-    from worker.store.engine import make_engine
-
-    settings = Settings.from_env()
-    configure(settings)
+    settings = settings_from_env()
+    configure_celery(settings)
+    share_chat = share_task()
     assert settings.database_url
-    engine = make_engine(settings.database_url, pool_size=2)
+    eng = engine(settings.database_url)
     client = redis.Redis.from_url(settings.redis_url or "")
     day = dt.datetime.now(dt.UTC).date().isoformat()
     started = time.perf_counter()
-    with engine.connect() as conn:
+    with eng.connect() as conn:
         rows = conn.execution_options(stream_results=True, yield_per=1000).execute(
             text(
                 "SELECT c.id FROM chats c JOIN lines l ON l.phone_number = c.line_phone "
@@ -91,7 +81,7 @@ def run_naive(n: int) -> float:
         for (chat_id,) in rows:
             share_chat.apply_async(args=(str(chat_id), day))
     seconds = wait_for(client, QUEUE, n, started)
-    engine.dispose()
+    eng.dispose()
     return seconds
 
 

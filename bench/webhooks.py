@@ -1,11 +1,13 @@
 """Webhook receiver benchmark: signed message.sent deliveries per second, and latency.
 
-python -m bench.webhooks [--requests 20000] [--clients 2] [--threads 16]
+python -m bench.webhooks [--requests 20000] [--clients 2] [--threads 16] [--runs 3] [--quick]
 
 cardshare's receiver (`cardshare webhooks`: verify the Standard Webhooks signature, parse,
 dedupe and record in one short transaction) against the ceiling measured in the same run: the
 same uvicorn/Starlette stack answering 200 without verifying or writing (bench/webhook_baseline.py).
-The load comes from separate client processes with every delivery signed in advance.
+The load comes from separate client processes with every delivery signed in advance. Each run
+empties the tables, starts each server afresh and loads the ceiling then cardshare, so the ratio
+is per run; the servers' CPU per request is measured from their process trees.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ from typing import Any
 import httpx
 from standardwebhooks import Webhook
 
-from bench.common import LINE, machine, save, servers, table
-from worker.embedded import free_port
+from bench import repeat
+from bench.common import LINE, free_port, reset_state, servers, table, webhook_receiver_command
 
 SECRET = "whsec_" + base64.b64encode(b"cardshare-bench-webhook-secret!!").decode()
 
@@ -146,14 +148,23 @@ def wait_up(url: str) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
+CEILING = "ceiling (uvicorn+Starlette, no work)"
+CARDSHARE = "cardshare webhooks"
+KEYS = {CEILING: "ceiling", CARDSHARE: "cardshare"}
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--clients", type=int, default=2)
     parser.add_argument("--threads", type=int, default=16)
-    args = parser.parse_args()
-    results: dict[str, Any] = {}
+    repeat.add_arguments(parser, quick={"requests": 1000})
+    args = repeat.parse(parser)
+    bench = repeat.Bench("webhooks", args)
     with servers() as srv:
+        bench.track(srv.pids)
         env = {
             **os.environ,
             "DATABASE_URL": srv.database_url,
@@ -162,37 +173,72 @@ def main() -> None:
             "CARDSHARE_LOG_LEVEL": "WARNING",
             "CARDSHARE_LOG_FORMAT": "json",
         }
-        for name, argv in (
-            ("ceiling (uvicorn+Starlette, no work)", [sys.executable, "-m", "bench.webhook_baseline"]),
-            (
-                "cardshare webhooks",
-                [sys.executable, "-c", "from worker.cli.main import main; main()", "webhooks", "--port"],
-            ),
-        ):
-            port = free_port()
-            proc = subprocess.Popen(
-                [*argv, str(port)],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
+        commands = {
+            CEILING: lambda port: [sys.executable, "-m", "bench.webhook_baseline", str(port)],
+            CARDSHARE: webhook_receiver_command,
+        }
+        for run in bench.runs():
+            reset_state(srv)
+            for name, command in commands.items():
+                key = KEYS[name]
+                port = free_port()
+                proc = subprocess.Popen(
+                    command(port),
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+                try:
+                    url = f"http://127.0.0.1:{port}/webhooks/linq"
+                    wait_up(url)
+                    with run.measure(key):
+                        server_before = repeat.tree_seconds([proc.pid])
+                        pg_before = repeat.tree_seconds([srv.postgres_pid()])
+                        result: dict[str, Any] = load(url, args.requests, args.clients, args.threads)
+                        server_cpu = repeat.tree_seconds([proc.pid]) - server_before
+                        pg_cpu = repeat.tree_seconds([srv.postgres_pid()]) - pg_before
+                    n = max(result["requests"], 1)
+                    result["server_cpu_ms_per_request"] = round(1000 * server_cpu / n, 3)
+                    result["postgres_cpu_ms_per_request"] = round(1000 * pg_cpu / n, 3)
+                finally:
+                    proc.terminate()
+                    proc.wait(30)
+                run.figures[key] = result
+                print(name, result, flush=True)
+            run.figures["of_ceiling"] = round(
+                run.figures["cardshare"]["per_s"] / run.figures["ceiling"]["per_s"], 3
             )
-            try:
-                url = f"http://127.0.0.1:{port}/webhooks/linq"
-                wait_up(url)
-                results[name] = load(url, args.requests, args.clients, args.threads)
-            finally:
-                proc.terminate()
-                proc.wait(30)
-            print(name, results[name], flush=True)
-    base = results["ceiling (uvicorn+Starlette, no work)"]
+        bench.machine.update(srv.versions())
+    saved = bench.finish()
     rows = [
-        [name, r["per_s"], f"{r['per_s'] / base['per_s']:.2f}", r["p50_ms"], r["p99_ms"]]
-        for name, r in results.items()
+        [
+            name,
+            bench.cell(f"{key}.per_s"),
+            "1.00" if key == "ceiling" else bench.cell("of_ceiling", 2),
+            bench.cell(f"{key}.p50_ms", 2),
+            bench.cell(f"{key}.p99_ms", 2),
+            bench.cell(f"{key}.server_cpu_ms_per_request", 2),
+            bench.cell(f"{key}.postgres_cpu_ms_per_request", 3),
+        ]
+        for name, key in KEYS.items()
     ]
-    print()
-    print(table(["server", "requests/s", "of ceiling", "p50 ms", "p99 ms"], rows))
-    print(f"\nsaved {save('webhooks', {'machine': machine(), 'args': vars(args), 'results': results})}")
+    print(f"\nmedian (min-max, spread) of {args.runs} runs")
+    print(
+        table(
+            [
+                "server",
+                "requests/s",
+                "of ceiling",
+                "p50 ms",
+                "p99 ms",
+                "server CPU ms/req",
+                "PostgreSQL CPU ms/req",
+            ],
+            rows,
+        )
+    )
+    print(f"\nsaved {saved}")
 
 
 if __name__ == "__main__":

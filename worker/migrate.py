@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+# The top-level migrations/ is installed as this package (setup.py maps it), so wheels, editable
+# installs and a checkout all resolve it the same way: from the installed package.
+MIGRATIONS_PACKAGE = "worker._migrations"
+
+
+def migrations_dir() -> Path:
+    try:
+        root = resources.files(MIGRATIONS_PACKAGE)
+    except ModuleNotFoundError:
+        raise FileNotFoundError(f"{MIGRATIONS_PACKAGE} is not installed: reinstall cardshare") from None
+    # Alembic reads the scripts from a directory: a zipped install would not do.
+    if not isinstance(root, Path) or not (root / "env.py").is_file():
+        raise FileNotFoundError(f"the Alembic migrations are missing from {root}: reinstall cardshare")
+    return root
 
 
 def alembic_config(url: str) -> Config:
-    if not MIGRATIONS.is_dir():
-        raise FileNotFoundError(f"migrations directory not found at {MIGRATIONS}")
     cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("script_location", str(migrations_dir()))
     cfg.attributes["url"] = url
     return cfg
 

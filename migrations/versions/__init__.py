@@ -1,0 +1,1 @@
+"""The revisions, installed as `worker._migrations.versions` (Alembic skips this file)."""
