@@ -318,6 +318,27 @@ def test_the_probes_are_the_documented_commands_and_paths(manifests: list[dict[s
         assert f"`{ready_path}`" in readme
 
 
+def test_every_exec_probe_is_a_real_cardshare_health_command(manifests: list[dict[str, Any]]) -> None:
+    """Each probe command parses as `cardshare health` does in the image (worker.entry sends it
+    there without loading the CLI); tests/acceptance/test_probes.py runs them for real."""
+    from worker.ops.healthcheck import health
+
+    commands = [
+        probe["exec"]["command"]
+        for doc in workloads(manifests, "Deployment").values()
+        for c in containers(doc)
+        for probe in (c["startupProbe"], c["livenessProbe"], c["readinessProbe"])
+        if "exec" in probe
+    ]
+    assert len(commands) == 6
+    for argv in commands:
+        assert argv[:2] == ["cardshare", "health"], argv
+        ctx = health.make_context("cardshare health", list(argv[2:]))  # click.UsageError on a bad flag
+        assert ctx.params["live"] or ctx.params["ready"], argv
+    with pytest.raises(click.UsageError):
+        health.make_context("cardshare health", ["--liveness"])
+
+
 # --------------------------------------------------------------------------- roles
 
 

@@ -7,6 +7,7 @@ Answers: 200 recorded / duplicate / ignored, 400 malformed body (Linq does not r
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -33,13 +34,15 @@ from worker.logs import event, register_secret
 from worker.ops import metrics
 from worker.store.chats import record_activity
 from worker.store.ingest import Delivery, record_webhook_event
-from worker.store.session import transaction
+from worker.store.session import ping, transaction
 
 log = logging.getLogger("cardshare.webhooks")
 
 PATH = "/webhooks/linq"
 TOLERANCE_S = 300  # Linq and Standard Webhooks: a delivery more than 5 minutes off is refused
 MAX_BODY_BYTES = 1 << 20  # Linq's events are a few KB; refuse to buffer anything near this
+# /readyz answers within the probe's timeout (3 s in deploy/kubernetes) even if PostgreSQL hangs.
+READY_TIMEOUT_S = 2.5
 
 _LIBRARY_REASONS = {
     "Missing required headers": "missing webhook-id, webhook-timestamp or webhook-signature header",
@@ -189,7 +192,8 @@ def record(sessions: sessionmaker[Session], parsed: payloads.ParsedEvent, verifi
 def create_app(
     settings: Settings, sessions: sessionmaker[Session], *, clock: Callable[[], float] = time.time
 ) -> Starlette:
-    """The receiver's ASGI app: POST /webhooks/linq, GET /healthz, GET /metrics (Prometheus)."""
+    """The receiver's ASGI app: POST /webhooks/linq, GET /healthz (liveness: touches nothing),
+    GET /readyz (readiness: PostgreSQL answers, so a delivery would be recorded), GET /metrics."""
     verifier = verifier_for(settings)
 
     async def receive(request: Request) -> Response:
@@ -257,6 +261,14 @@ def create_app(
     async def health(request: Request) -> Response:
         return JSONResponse({"ok": True})
 
+    async def ready(request: Request) -> Response:
+        try:
+            await asyncio.wait_for(run_in_threadpool(ping, sessions), READY_TIMEOUT_S)
+        except (StoreUnavailable, sa_exc.SQLAlchemyError, TimeoutError) as exc:
+            reason = "timed out" if isinstance(exc, TimeoutError) else str(exc).splitlines()[0][:200]
+            return JSONResponse({"ok": False, "error": f"PostgreSQL does not answer: {reason}"}, 503)
+        return JSONResponse({"ok": True})
+
     async def metrics_page(request: Request) -> Response:
         body, content_type = metrics.exposition()
         return Response(body, media_type=content_type)
@@ -265,6 +277,7 @@ def create_app(
         routes=[
             Route(PATH, receive, methods=["POST"]),
             Route("/healthz", health, methods=["GET"]),
+            Route("/readyz", ready, methods=["GET"]),
             Route("/metrics", metrics_page, methods=["GET"]),
         ]
     )

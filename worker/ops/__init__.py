@@ -1,5 +1,5 @@
 """Operations: day status and chat history (`status`), heartbeats and probes (`health`), the
-`cardshare health` command (`healthcheck`), Prometheus metrics (`metrics`), the status page
+local heartbeat files liveness reads (`liveness`), the `cardshare health` command (`healthcheck`), Prometheus metrics (`metrics`), the status page
 (`status_page`) and the invariant checker (`check`).
 
 Kept light: `cardshare health` imports `healthcheck` and `health` from here in every container

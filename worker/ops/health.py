@@ -28,6 +28,9 @@ import redis
 
 from worker.keys import BEAT_KEY, SHARE_QUEUE, WORKER_PREFIX
 from worker.logs import event
+from worker.ops.liveness import Verdict as Verdict
+from worker.ops.liveness import ago as _ago
+from worker.ops.liveness import pid_alive
 
 log = logging.getLogger("cardshare.health")
 
@@ -55,16 +58,6 @@ def heartbeat_interval(stall_s: float) -> float:
 
 def this_host() -> str:
     return socket.gethostname()
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # a stopped (SIGSTOP) process still exists: that is the point of the probe
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # --------------------------------------------------------------------------- records
@@ -279,21 +272,6 @@ class BeatHeartbeat:
 # --------------------------------------------------------------------------- probes
 
 
-@dataclass(frozen=True)
-class Verdict:
-    ok: bool
-    line: str
-
-
-def _ago(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
-
-
 def assess_worker(record: WorkerRecord, *, ready: int, now: float, stall_s: float) -> Verdict:
     """Stalled: messages wait (queue, or held by this worker) and no progress for `stall_s`."""
     since = now - record.progress_at
@@ -314,9 +292,15 @@ def assess_worker(record: WorkerRecord, *, ready: int, now: float, stall_s: floa
 
 
 def probe_workers(
-    client: redis.Redis, *, stall_s: float, node: str | None = None, host: str | None = None
+    client: redis.Redis,
+    *,
+    stall_s: float,
+    node: str | None = None,
+    host: str | None = None,
+    fresh: bool = False,
 ) -> Verdict:
-    """The worker healthcheck: `node`, or every live worker of this host."""
+    """The worker healthcheck: `node`, or every live worker of this host. `fresh` (readiness):
+    each one's record must also have been renewed within MISSED_BEATS heartbeats."""
     now = redis_now(client)
     records = read_workers(client)
     if node is not None:
@@ -331,9 +315,25 @@ def probe_workers(
             gone = f" ({len(mine)} record(s) of exited workers)" if mine else ""
             return Verdict(False, f"no live cardshare worker has reported from {host}{gone}")
     ready = queue_ready(client)
-    verdicts = [assess_worker(r, ready=ready, now=now, stall_s=stall_s) for r in chosen]
+    verdicts = []
+    for r in chosen:
+        registered = _registered(r, now) if fresh else None
+        if registered is not None and not registered.ok:
+            verdicts.append(registered)
+        else:
+            verdicts.append(assess_worker(r, ready=ready, now=now, stall_s=stall_s))
     bad = [v for v in verdicts if not v.ok]
     return Verdict(not bad, "; ".join(v.line for v in (bad or verdicts)))
+
+
+def _registered(record: WorkerRecord, now: float) -> Verdict:
+    """Readiness: the record in Redis is being renewed (a frozen or broker-less worker's is not)."""
+    age, limit = now - record.heartbeat_at, MISSED_BEATS * record.interval_s
+    if age > limit:
+        return Verdict(
+            False, f"{record.node}: heartbeat in Redis {_ago(age)} old (limit {_ago(limit)}): not registered"
+        )
+    return Verdict(True, f"{record.node}: registered, heartbeat {_ago(age)} ago")
 
 
 def assess_beat(record: BeatRecord | None, *, now: float) -> Verdict:

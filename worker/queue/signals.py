@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
 from celery import signals
@@ -21,7 +22,7 @@ from worker.config import Settings
 from worker.errors import ConfigError
 from worker.logs import bind, unbind
 from worker.logs import configure as configure_logging
-from worker.ops import health, metrics
+from worker.ops import health, liveness, metrics
 
 _refused: ConfigError | None = None
 
@@ -100,6 +101,40 @@ def _worker_counters() -> tuple[int, int]:
     )
 
 
+def _worker_overrun() -> liveness.Overrun | None:
+    """The running task furthest into its hard time limit (its own, or the app's default)."""
+    now = time.monotonic()
+    worst: liveness.Overrun | None = None
+    for request in tuple(worker_state.active_requests):
+        started = getattr(request, "time_start", None)
+        if not started:
+            continue
+        limits = getattr(request, "time_limits", None) or (None, None)
+        task = getattr(request, "task", None)
+        hard = limits[1] or getattr(task, "time_limit", None) or runtime.settings().task_time_limit_s
+        candidate = liveness.Overrun(running_s=now - float(started), limit_s=float(hard))
+        if worst is None or candidate.running_s - candidate.limit_s > worst.running_s - worst.limit_s:
+            worst = candidate
+    return worst
+
+
+@signals.worker_init.connect
+def _start_heartbeat_file(sender: Any = None, **_: Any) -> None:
+    # From the start, before the broker answers: liveness must not depend on it (liveness.py).
+    settings = runtime.settings()
+    node = str(getattr(sender, "hostname", None) or f"celery@{health.this_host()}")
+    livefile = liveness.LocalHeartbeat(
+        settings.data_dir,
+        kind="worker",
+        node=node,
+        interval_s=health.heartbeat_interval(settings.health_stall_minutes * 60),
+        counters=_worker_counters,
+        overrun=_worker_overrun,
+    )
+    livefile.start()
+    _ops["livefile"] = livefile
+
+
 @signals.worker_ready.connect
 def _start_operations(sender: Any = None, **_: Any) -> None:
     settings = runtime.settings()
@@ -122,13 +157,17 @@ def _start_operations(sender: Any = None, **_: Any) -> None:
     )
     beat.start()
     _ops["heartbeat"] = beat
+    livefile = _ops.get("livefile")
+    if livefile is not None:
+        livefile.connected = True
 
 
 @signals.worker_shutdown.connect
 def _stop_operations(**_: Any) -> None:
-    beat = _ops.pop("heartbeat", None)
-    if beat is not None:
-        beat.stop()
+    for name in ("heartbeat", "livefile"):
+        beat = _ops.pop(name, None)
+        if beat is not None:
+            beat.stop()
     server = _ops.pop("metrics", None)
     if server is not None:
         server.shutdown()
@@ -142,10 +181,16 @@ def _child_exited(pid: int | None = None, **_: Any) -> None:
 @signals.beat_init.connect
 def _start_beat_heartbeat(sender: Any = None, **_: Any) -> None:
     # The sender is beat's Service; its app knows the broker even when REDIS_URL was not given.
-    url = runtime.settings().redis_url or sender.app.conf.broker_url
+    settings = runtime.settings()
+    url = settings.redis_url or sender.app.conf.broker_url
     beat = health.BeatHeartbeat(health.redis_client(url))
     beat.start()
     _ops["beat"] = beat
+    livefile = liveness.LocalHeartbeat(
+        settings.data_dir, kind="beat", node=health.this_host(), interval_s=beat.interval_s
+    )
+    livefile.start()
+    _ops["beat_livefile"] = livefile
 
 
 @signals.before_task_publish.connect

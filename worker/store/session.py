@@ -21,6 +21,7 @@ from worker.store.hot import HotConnection
 Db = Session | Connection | HotConnection
 
 SET_READ_ONLY_SQL = text("SET TRANSACTION READ ONLY")
+PING_SQL = text("SELECT 1")
 
 
 @contextmanager
@@ -51,3 +52,9 @@ def read_only(sessions: sessionmaker[Session]) -> Iterator[Session]:
     with transaction(sessions) as session:
         session.execute(SET_READ_ONLY_SQL)
         yield session
+
+
+def ping(sessions: sessionmaker[Session]) -> None:
+    """One round trip (readiness probes); StoreUnavailable when PostgreSQL does not answer."""
+    with transaction(sessions) as session:
+        session.execute(PING_SQL)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import cast
 
 import httpx
@@ -422,3 +423,33 @@ def test_the_cardshare_executable_runs_health_without_loading_the_cli(redis_url:
     assert done.returncode == 1
     assert done.stdout.startswith("unhealthy: beat: no heartbeat")
     assert "loaded: []" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "allowed"),
+    [(["--live"], ()), (["--beat", "--live"], ()), (["--ready"], ("psycopg",))],
+)
+def test_the_kubernetes_probes_stay_light_too(
+    redis_url: str, tmp_path: Path, flags: list[str], allowed: tuple[str, ...]
+) -> None:
+    """`--live` reads a file and nothing else; `--ready` adds the PostgreSQL driver, no more."""
+    code = (
+        "import atexit, sys\n"
+        "heavy = ('sqlalchemy', 'celery', 'linq', 'worker.cli', 'httpx', 'psycopg')\n"
+        "atexit.register(lambda: print('loaded:', [m for m in heavy if m in sys.modules], file=sys.stderr))\n"
+        f"sys.argv = ['cardshare', 'health', *{flags!r}]\n"
+        "from worker.entry import main\n"
+        "main()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CARDSHARE_", "LINQ_"))}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "REDIS_URL": redis_url, "CARDSHARE_DATA_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr  # nothing runs here
+    assert done.stdout.startswith("unhealthy: ")
+    assert f"loaded: {list(allowed)}" in done.stderr
