@@ -25,7 +25,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from tests.support.procs import Proc, Procs, wait_until, worker_consuming
+from tests.support.procs import Proc, Procs, timeout_for, wait_until, worker_consuming
 from tests.support.receiver import SECRET
 from tests.support.world import World
 from worker.config import Settings
@@ -108,6 +108,7 @@ def json_lines(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+@pytest.mark.timeout(timeout_for(60, 120, 20, 7, 120, 30))  # the waits below
 def test_a_worker_reports_metrics_status_and_health_and_fails_the_probe_when_stuck(
     procs: Procs, world: World, deps: Deps, settings: Settings, today: dt.date
 ) -> None:
@@ -276,6 +277,7 @@ def test_history_cli(procs: Procs, world: World) -> None:
     assert bad_day.stderr.strip() == "cardshare: --day 'yesterday' is not a date (YYYY-MM-DD)"
 
 
+@pytest.mark.timeout(timeout_for(60, 30, 120))  # the waits below
 def test_no_secret_reaches_any_output(
     procs: Procs, world: World, deps: Deps, settings: Settings, tmp_path: Path
 ) -> None:

@@ -23,7 +23,7 @@ import pytest
 from sqlalchemy.orm import sessionmaker
 
 from tests.support.manifests import probes
-from tests.support.procs import Procs, wait_until
+from tests.support.procs import Procs, timeout_for, wait_until
 from tests.support.receiver import SECRET, ReceiverServer
 from worker.config import Secret, Settings
 from worker.deps import Deps
@@ -36,6 +36,13 @@ pytestmark = pytest.mark.acceptance
 # A 6-second stall limit: heartbeats every 1.5 s, a file is stale after 6 s.
 FAST: dict[str, Any] = {"CARDSHARE_HEALTH_STALL_MINUTES": "0.1"}
 STALE_S = 6.0
+# The test's waits: every probe passing after the start, Redis away (longer than a stale file and
+# a stall limit), every probe passing again after it is back, a frozen worker seen, and thawed.
+UP_S = 90.0
+DOWN_S = STALE_S + 4
+BACK_S = 120.0
+FROZEN_S = STALE_S + 10
+THAWED_S = 30.0
 
 
 def executable(argv: list[str]) -> list[str]:
@@ -61,6 +68,14 @@ def passing(argv: list[str], env: dict[str, str]) -> Callable[[], bool]:
     return lambda: passes(argv, env)
 
 
+def all_pass(commands: list[list[str]], env: dict[str, str], timeout: float, what: str) -> None:
+    """Every command passes, each in turn, all within one `timeout`."""
+    deadline = time.monotonic() + timeout
+    for argv in commands:
+        left = max(0.0, deadline - time.monotonic())
+        wait_until(passing(argv, env), left, interval=0.5, what=f"{' '.join(argv)} {what}")
+
+
 def exec_probes(role: str) -> tuple[list[str], list[str]]:
     """(liveness, readiness) commands of `role` in deploy/kubernetes; startup is liveness."""
     found = probes(role)
@@ -78,6 +93,7 @@ def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
     server.stop()
 
 
+@pytest.mark.timeout(timeout_for(UP_S, DOWN_S, BACK_S, FROZEN_S, THAWED_S))
 def test_liveness_ignores_a_redis_outage_and_readiness_reports_it(
     settings: Settings, own_redis: EmbeddedRedis, tmp_path: Path
 ) -> None:
@@ -93,8 +109,7 @@ def test_liveness_ignores_a_redis_outage_and_readiness_reports_it(
     try:
         worker = procs.worker(concurrency=4, **FAST)
         procs.beat(**FAST)
-        for argv in live + ready:
-            wait_until(passing(argv, env), 90, interval=0.5, what=" ".join(argv))
+        all_pass(live + ready, env, UP_S, "after the start")
         # PostgreSQL is a readiness dependency of workers (not of beat, which no longer uses it).
         dead_db = env | {"DATABASE_URL": f"postgresql://cardshare@127.0.0.1:{free_port()}/cardshare"}
         no_db = run(worker_ready, dead_db)
@@ -106,7 +121,7 @@ def test_liveness_ignores_a_redis_outage_and_readiness_reports_it(
         seen: list[tuple[str, int, str]] = []
         # Longer than a stale file and a stall limit: liveness would have failed by now if it
         # depended on Redis.
-        while time.monotonic() - down_at < STALE_S + 4:
+        while time.monotonic() - down_at < DOWN_S:
             for argv in live + ready:
                 done = run(argv, env)
                 seen.append((" ".join(argv[2:]), done.returncode, done.stdout.strip()))
@@ -119,20 +134,19 @@ def test_liveness_ignores_a_redis_outage_and_readiness_reports_it(
         assert worker.alive
 
         own_redis.start()
-        for argv in live + ready:
-            wait_until(passing(argv, env), 120, interval=0.5, what=" ".join(argv) + " after Redis")
+        all_pass(live + ready, env, BACK_S, "after Redis is back")
 
         # Alive but frozen: the process exists, its heartbeat file stops.
         os.kill(worker.pid, signal.SIGSTOP)
         try:
-            wait_until(lambda: not passes(worker_live, env), STALE_S + 10, interval=0.5)
+            wait_until(lambda: not passes(worker_live, env), FROZEN_S, interval=0.5, what="a frozen worker")
             frozen = run(worker_live, env)
             assert frozen.returncode == 1
             assert "the process is frozen or stuck" in frozen.stdout
             assert len(frozen.stdout.strip().splitlines()) == 1
         finally:
             os.kill(worker.pid, signal.SIGCONT)
-        wait_until(passing(worker_live, env), 30, interval=0.5, what="live after SIGCONT")
+        wait_until(passing(worker_live, env), THAWED_S, interval=0.5, what="live after SIGCONT")
     finally:
         procs.stop_all()
 

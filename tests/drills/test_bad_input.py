@@ -12,19 +12,24 @@ import pytest
 import redis
 
 from tests.support.drills import SHARE, Figures, check, seed_chats, settle, sweep_now
-from tests.support.procs import Procs, worker_consuming
+from tests.support.procs import CONSUMING_S, Procs, timeout_for, worker_consuming
 from tests.support.world import World
 from worker.deps import Deps
 
 pytestmark = pytest.mark.drill
 
+SETTLE_S = 90.0
+CLI_S = 60.0
 
+
+@pytest.mark.timeout(timeout_for(CONSUMING_S, SETTLE_S, CLI_S))
 def test_bad_messages_and_bad_answers_crash_nothing(
     world: World, deps: Deps, procs: Procs, today: dt.date
 ) -> None:
     from worker.keys import SHARE_QUEUE, SHARE_TASK
     from worker.queue.app import app
 
+    fig = Figures("bad input (malformed messages, non-JSON and garbage answers)")
     line = world.line()
     chats = seed_chats(deps, world.sim, line, 40)
     # Linq misbehaves for some chats: a non-JSON 500, a 200 with garbage, a 502 HTML page.
@@ -76,7 +81,7 @@ def test_bad_messages_and_bad_answers_crash_nothing(
     finally:
         raw.close()
     sweep_now(deps)
-    settle(deps, today, chats, timeout=90)
+    settle(deps, today, chats, timeout=SETTLE_S, fig=fig)
     assert worker.alive
     # The CLI answers bad input with one line and a non-zero exit.
     cli = subprocess.run(
@@ -84,12 +89,11 @@ def test_bad_messages_and_bad_answers_crash_nothing(
         env=procs.env(),
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=CLI_S,
         check=False,
     )
     report = check(deps, world.sim, today)
     log = (procs.log_dir / "worker.log").read_text()
-    fig = Figures("bad input (malformed messages, non-JSON and garbage answers)")
     fig.add(
         bad_messages=len(bad_args) + 2,
         worker_alive=worker.alive,

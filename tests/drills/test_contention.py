@@ -9,17 +9,25 @@ import pytest
 from sqlalchemy import text
 
 from tests.support.drills import SHARE, Figures, Supervisor, check, seed_chats, settle
-from tests.support.procs import Procs, worker_consuming
+from tests.support.procs import CONSUMING_S, Procs, timeout_for, worker_consuming
 from tests.support.world import World
 from worker.deps import Deps
 
 pytestmark = pytest.mark.drill
 
+# Each drill's waits, in seconds; its pytest timeout is sized from the same numbers.
+CLI_SWEEP_S = 60.0  # each of the two `cardshare sweep` commands
+BEAT_TICKS_S = 8.0  # both beats tick several times while the shares run
+CONTENTION_SETTLE_S = 120.0
+POISON_SETTLE_S = 180.0
 
+
+@pytest.mark.timeout(timeout_for(CONSUMING_S, 2 * CLI_SWEEP_S, BEAT_TICKS_S, CONTENTION_SETTLE_S))
 def test_two_beats_and_two_sweeps_at_once(world: World, deps: Deps, procs: Procs, today: dt.date) -> None:
     from worker.queue.app import app
 
     n = 400
+    fig = Figures("two beats and two sweeps at once")
     line = world.line()
     chats = seed_chats(deps, world.sim, line, n)
     world.sim.add_faults([{"path": SHARE, "mode": "pass", "latency_ms": 100}])
@@ -31,16 +39,15 @@ def test_two_beats_and_two_sweeps_at_once(world: World, deps: Deps, procs: Procs
     clis = [procs.cli("sweep"), procs.cli("sweep")]
     for proc in clis:
         assert proc.popen is not None
-        proc.popen.wait(60)
-    time.sleep(8)  # several beat ticks from both beats while the shares run
-    settle(deps, today, chats, timeout=120)
+        proc.popen.wait(CLI_SWEEP_S)
+    time.sleep(BEAT_TICKS_S)  # several beat ticks from both beats while the shares run
+    settle(deps, today, chats, timeout=CONTENTION_SETTLE_S, fig=fig)
     report = check(deps, world.sim, today)
     with deps.sessions() as s:
         enqueues, rows, claims = s.execute(
             text("SELECT sum(enqueues), count(*), sum(claims) FROM share_days WHERE day = :d"), {"d": today}
         ).one()
         sweeps = s.execute(text("SELECT count(*) FROM sweep_runs WHERE kind = 'sweep'")).scalar_one()
-    fig = Figures("two beats and two sweeps at once")
     fig.add(
         chats=n,
         sweeps_that_ran=sweeps,
@@ -58,6 +65,7 @@ def test_two_beats_and_two_sweeps_at_once(world: World, deps: Deps, procs: Procs
     assert world.sim.shares()["total_accepted"] == n
 
 
+@pytest.mark.timeout(timeout_for(CONSUMING_S, POISON_SETTLE_S))
 def test_poison_chat_is_tried_three_times_then_failed(
     world: World, deps: Deps, procs: Procs, today: dt.date
 ) -> None:
@@ -66,6 +74,7 @@ def test_poison_chat_is_tried_three_times_then_failed(
     line = world.line()
     chats = seed_chats(deps, world.sim, line, 200)
     poison = chats[37]
+    fig = Figures("poison chat (its share call kills the process)")
     world.sim.add_faults([{"path": SHARE, "mode": "pass", "latency_ms": 100}])
     procs.beat()
     supervisor = Supervisor(lambda: procs.worker(concurrency=32, CARDSHARE_DRILL_CRASH_CHATS=str(poison)))
@@ -74,7 +83,7 @@ def test_poison_chat_is_tried_three_times_then_failed(
         from tests.support.drills import sweep_now
 
         sweep_now(deps)
-        settle(deps, today, chats, timeout=180)
+        settle(deps, today, chats, timeout=POISON_SETTLE_S, fig=fig)
     finally:
         supervisor.stop()
     report = check(deps, world.sim, today)
@@ -89,7 +98,6 @@ def test_poison_chat_is_tried_three_times_then_failed(
             text("SELECT count(*) FROM share_days WHERE day = :d AND chat_id <> :c AND status = 'succeeded'"),
             {"d": today, "c": poison},
         ).scalar()
-    fig = Figures("poison chat (its share call kills the process)")
     fig.add(
         poison_attempts=attempts,
         poison_status=status,

@@ -14,7 +14,7 @@ import redis
 from sqlalchemy import text
 
 from tests.support.drills import SHARE, Figures, check, day_counts, scaled, seed_chats, settle, sweep_now
-from tests.support.procs import Procs, wait_until, worker_consuming
+from tests.support.procs import CONSUMING_S, Procs, timeout_for, wait_until, worker_consuming
 from tests.support.world import World
 from worker import migrate
 from worker.config import Settings
@@ -26,6 +26,17 @@ from worker.store.engine import make_engine, session_factory
 
 pytestmark = pytest.mark.drill
 
+# Each drill's waits, in seconds; its pytest timeout is sized from the same numbers.
+REDIS_CHATS = scaled(3000, 10000)
+REDIS_QUEUED_S = 60.0  # a quarter of the chat-days queued by the first sweep
+REDIS_SWEEP_JOIN_S = 60.0  # the interrupted sweep gives up
+REDIS_RESUME_S = 90.0  # the worker consumes again after the restart
+REDIS_SETTLE_S = 240.0
+PG_CHATS = scaled(600, 2000)
+PG_OUTAGE_S = float(scaled(15, 60))
+PG_FIFTH_S = 60.0  # a fifth shared before PostgreSQL stops
+PG_SETTLE_S = 240.0
+
 
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
@@ -35,12 +46,16 @@ def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
     server.stop()
 
 
+@pytest.mark.timeout(
+    timeout_for(CONSUMING_S, REDIS_QUEUED_S, REDIS_SWEEP_JOIN_S, REDIS_RESUME_S, REDIS_SETTLE_S)
+)
 def test_redis_restarted_empty_during_a_sweep(
     world: World, deps: Deps, settings: Settings, own_redis: EmbeddedRedis, tmp_path: Path, today: dt.date
 ) -> None:
     from worker.queue.app import app, configure
 
-    n = scaled(3000, 10000)
+    n = REDIS_CHATS
+    fig = Figures("Redis restarted empty during a sweep")
     settings = settings.replace(redis_url=own_redis.url, sweep_page_size=250)
     configure(settings)
     deps = Deps(settings, deps.sessions, deps.client)
@@ -62,23 +77,25 @@ def test_redis_restarted_empty_during_a_sweep(
         sweeper = threading.Thread(target=first_sweep)
         sweeper.start()
         wait_until(
-            lambda: day_counts(deps, today, None).get("queued", 0) >= n // 4, 60, 0.01, "a quarter queued"
+            lambda: day_counts(deps, today, None).get("queued", 0) >= n // 4,
+            REDIS_QUEUED_S,
+            0.01,
+            "a quarter queued",
         )
         own_redis.restart()
         restarted = time.monotonic()
-        sweeper.join(60)
+        sweeper.join(REDIS_SWEEP_JOIN_S)
         before = day_counts(deps, today, None).get("succeeded", 0)
         resumed = wait_until(
             lambda: day_counts(deps, today, None).get("succeeded", 0) > before + 5,
-            90,
+            REDIS_RESUME_S,
             0.2,
             "the worker to consume again",
         )
         resume_s = time.monotonic() - restarted
         sweep_now(deps)  # "the next sweep"
-        seconds = settle(deps, today, chats, timeout=240)
+        seconds = settle(deps, today, chats, timeout=REDIS_SETTLE_S, fig=fig)
         report = check(deps, world.sim, today)
-        fig = Figures("Redis restarted empty during a sweep")
         fig.add(
             chats=n,
             first_sweep_error=type(failure[0]).__name__ if failure else None,
@@ -104,13 +121,15 @@ def own_postgres(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
     server.stop()
 
 
+@pytest.mark.timeout(timeout_for(CONSUMING_S, PG_FIFTH_S, PG_OUTAGE_S, PG_SETTLE_S))
 def test_postgres_stopped_under_load(
     sim: SimulatorAdmin, settings: Settings, own_postgres: EmbeddedPostgres, tmp_path: Path, today: dt.date
 ) -> None:
     from worker.queue.app import app, configure
 
-    n = scaled(600, 2000)
-    outage = scaled(15, 60)
+    n = PG_CHATS
+    outage = PG_OUTAGE_S
+    fig = Figures("PostgreSQL stopped under load")
     settings = settings.replace(database_url=own_postgres.url())
     configure(settings)
     engine = make_engine(own_postgres.url(), pool_size=5)
@@ -127,14 +146,17 @@ def test_postgres_stopped_under_load(
         worker_consuming(app)
         sweep_now(deps)
         wait_until(
-            lambda: day_counts(deps, today, chats).get("succeeded", 0) >= n // 5, 60, 0.05, "a fifth shared"
+            lambda: day_counts(deps, today, chats).get("succeeded", 0) >= n // 5,
+            PG_FIFTH_S,
+            0.05,
+            "a fifth shared",
         )
         own_postgres.stop()
         stopped_at = time.time()
         time.sleep(outage)
         own_postgres.start_again()
         engine.dispose()
-        seconds = settle(deps, today, chats, timeout=240)
+        seconds = settle(deps, today, chats, timeout=PG_SETTLE_S, fig=fig)
         report = check(deps, sim, today)
         # No share call without a claim row: every share Linq accepted has an attempt row of
         # ours for that chat, started before Linq saw it.
@@ -152,7 +174,6 @@ def test_postgres_stopped_under_load(
             e for e in events if e["chat_id"] not in rows or float(rows[e["chat_id"]]) > e["at"] + 0.05
         ]
         during = [e for e in events if stopped_at <= e["at"] <= stopped_at + outage]
-        fig = Figures("PostgreSQL stopped under load")
         fig.add(
             chats=n,
             outage_s=outage,
@@ -172,6 +193,7 @@ def test_postgres_stopped_under_load(
         engine.dispose()
 
 
+@pytest.mark.timeout(timeout_for())
 def test_redis_client_survives(own_redis: EmbeddedRedis) -> None:
     """The restart helper really empties Redis (the drills depend on it)."""
     client = redis.Redis.from_url(own_redis.url)

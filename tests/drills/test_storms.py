@@ -22,12 +22,18 @@ from tests.support.drills import (
     settle,
     sweep_now,
 )
-from tests.support.procs import Procs, worker_consuming
+from tests.support.procs import CONSUMING_S, Procs, timeout_for, worker_consuming
 from tests.support.world import World
 from worker.deps import Deps
 from worker.simulator.client import FaultSpec
 
 pytestmark = pytest.mark.drill
+
+# Each storm's waits, in seconds; its pytest timeout is sized from the same numbers.
+SETTLE_S = 180.0
+STORM_503_S = float(scaled(20, 120))
+STORM_429_S = 5.0
+STORM_500_S = float(scaled(15, 120))
 
 
 def retry_figures(attempts: list[dict[str, Any]], budget: float) -> dict[str, Any]:
@@ -76,6 +82,7 @@ def storm(
 ) -> tuple[dict[str, Any], Any]:
     from worker.queue.app import app
 
+    fig = Figures(name)
     line = world.line()
     chats = seed_chats(deps, world.sim, line, n)
     world.sim.add_faults([cast("FaultSpec", rule)])
@@ -87,7 +94,7 @@ def storm(
     time.sleep(seconds)
     world.sim.clear_faults()
     recovered = time.monotonic()
-    settle(deps, today, chats, timeout=180)
+    settle(deps, today, chats, timeout=SETTLE_S, fig=fig)
     done = time.monotonic()
     figs = retry_figures(attempts_of(deps, today), deps.settings.retry_budget_s)
     figs.update(
@@ -97,7 +104,6 @@ def storm(
         total_s=round(done - started, 1),
     )
     report = check(deps, world.sim, today)
-    fig = Figures(name)
     fig.add(**figs)
     fig.add_check(report)
     fig.write()
@@ -115,16 +121,18 @@ def assert_disciplined(figs: dict[str, Any], report: Any, budget: float, read_ti
     assert report.duplicates == []
 
 
+@pytest.mark.timeout(timeout_for(CONSUMING_S, STORM_503_S, SETTLE_S))
 def test_503_for_every_call(world: World, deps: Deps, procs: Procs, today: dt.date) -> None:
     rule = {"path": SHARE, "mode": "respond", "status": 503, "code": 3006}
-    figs, report = storm(world, deps, procs, today, rule, scaled(20, 120), "Linq storm: 503 on every call")
+    figs, report = storm(world, deps, procs, today, rule, STORM_503_S, "Linq storm: 503 on every call")
     assert_disciplined(figs, report, deps.settings.retry_budget_s, deps.settings.http_read_timeout_s)
     assert report.succeeded == figs["chats"]
 
 
+@pytest.mark.timeout(timeout_for(CONSUMING_S, STORM_429_S, SETTLE_S))
 def test_429_with_retry_after_30(world: World, deps: Deps, procs: Procs, today: dt.date) -> None:
     rule = {"path": SHARE, "mode": "respond", "status": 429, "code": 1007, "retry_after": 30}
-    figs, report = storm(world, deps, procs, today, rule, 5, "Linq storm: 429 with Retry-After 30")
+    figs, report = storm(world, deps, procs, today, rule, STORM_429_S, "Linq storm: 429 with Retry-After 30")
     assert figs["retry_after_violations"] == 0
     assert figs["max_attempts_per_run"] <= 4
     assert report.missed == []
@@ -132,10 +140,11 @@ def test_429_with_retry_after_30(world: World, deps: Deps, procs: Procs, today: 
     assert report.succeeded == figs["chats"]
 
 
+@pytest.mark.timeout(timeout_for(CONSUMING_S, STORM_500_S, SETTLE_S))
 def test_500_3006_half_the_time(world: World, deps: Deps, procs: Procs, today: dt.date) -> None:
     rule = {"path": SHARE, "mode": "respond", "status": 500, "code": 3006, "probability": 0.5}
     figs, report = storm(
-        world, deps, procs, today, rule, scaled(15, 120), "Linq storm: 500/3006 half the time", n=120
+        world, deps, procs, today, rule, STORM_500_S, "Linq storm: 500/3006 half the time", n=120
     )
     assert_disciplined(figs, report, deps.settings.retry_budget_s, deps.settings.http_read_timeout_s)
     assert report.succeeded == figs["chats"]

@@ -96,13 +96,23 @@ def settled(deps: Deps, day: dt.date, chats: list[uuid.UUID]) -> bool:
     return final == len(chats)
 
 
-def settle(deps: Deps, day: dt.date, chats: list[uuid.UUID], timeout: float) -> float:
-    return wait_until(
-        lambda: settled(deps, day, chats),
-        timeout,
-        interval=0.25,
-        what=f"{len(chats)} chat-days to finish (now {day_counts(deps, day, chats)})",
-    )
+def settle(
+    deps: Deps, day: dt.date, chats: list[uuid.UUID], timeout: float, fig: Figures | None = None
+) -> float:
+    """Seconds until every chat-day of `chats` is final. Past `timeout`, the drill fails here with
+    its own name, the wait and the day's counts, and writes its figures so far (never the pytest
+    timeout: each drill's is sized from its waits, `procs.timeout_for`)."""
+    try:
+        return wait_until(lambda: settled(deps, day, chats), timeout, interval=0.25)
+    except AssertionError:
+        counts = day_counts(deps, day, chats)
+        name = fig.drill if fig is not None else "drill"
+        if fig is not None:
+            fig.add(settled=False, settle_timeout_s=timeout, counts_at_timeout=counts)
+            fig.write()
+        raise AssertionError(
+            f"{name}: {len(chats)} chat-days did not settle within {timeout:.0f}s; now {counts}"
+        ) from None
 
 
 def check(deps: Deps, sim: SimulatorAdmin, day: dt.date) -> CheckReport:

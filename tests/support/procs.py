@@ -20,6 +20,21 @@ import psutil
 from worker.config import Settings
 from worker.queue.publish import worker_command
 
+# What a test spends besides its own waits (servers, processes, seeding, teardown) on a loaded box,
+# and the margin over the sum: a test's waits must run out, with their own message, before its
+# pytest timeout does (`timeout_for`).
+SETUP_S = 60.0
+MARGIN = 1.25
+# How long `worker_consuming` waits by default.
+CONSUMING_S = 30.0
+
+
+def timeout_for(*waits: float, setup: float = SETUP_S) -> int:
+    """A pytest timeout for a test whose waits (each a `wait_until` timeout, a sleep, an outage)
+    add up to `sum(waits)`: `@pytest.mark.timeout(timeout_for(...))`, from the same constants
+    the test waits with, so a slow wait fails with its own message and figures."""
+    return int((sum(waits) + setup) * MARGIN)
+
 
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.1, what: str = "") -> float:
     """Seconds it took; AssertionError on timeout."""
@@ -140,6 +155,6 @@ class Procs:
             proc.stop(timeout=5)
 
 
-def worker_consuming(app: Any, timeout: float = 30) -> float:
+def worker_consuming(app: Any, timeout: float = CONSUMING_S) -> float:
     """Wait until some worker answers a ping (it is connected and consuming)."""
     return wait_until(lambda: bool(app.control.ping(timeout=0.5)), timeout, interval=0.2, what="worker ping")
