@@ -9,6 +9,8 @@ runs it configures it with the process's settings (`bootstrap.resolve` for the C
 from __future__ import annotations
 
 import datetime as dt
+import ssl
+import urllib.parse
 from typing import Any
 
 from celery import Celery
@@ -23,14 +25,34 @@ app = Celery("cardshare", include=["worker.queue.tasks"])
 TRANSPORT = "worker.queue.redis_transport:Transport"
 
 
+# rediss:// query parameters that configure TLS, as kombu and redis-py read them.
+TLS_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
+
+
+def broker_tls(url: str) -> dict[str, Any] | None:
+    """TLS options of a rediss:// broker URL (None for plain redis://): the certificate is
+    verified unless `?ssl_cert_reqs=none` says otherwise (redis-py's default, not kombu's)."""
+    if not url.startswith("rediss://"):
+        return None
+    query = {k: v[-1] for k, v in urllib.parse.parse_qs(urllib.parse.urlsplit(url).query).items()}
+    reqs = query.get("ssl_cert_reqs", "required").lower().removeprefix("cert_")
+    options: dict[str, Any] = {"ssl_cert_reqs": CERT_REQS.get(reqs, ssl.CERT_REQUIRED)}
+    options.update({k: query[k] for k in TLS_FILES if k in query})
+    return options
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings derived from ours; the ordering of the time limits is checked by a test."""
     broker_url = settings.redis_url or "redis://127.0.0.1:6379/0"
     return {
         "broker_url": broker_url,
-        # Plain redis:// gets the transport that drops malformed envelopes instead of dying;
-        # rediss:// and unix:// keep kombu's own (their URL schemes select TLS / sockets).
-        "broker_transport": TRANSPORT if broker_url.startswith("redis://") else None,
+        # redis:// and rediss:// (TLS) get the transport that drops malformed envelopes instead
+        # of dying (redis_transport); unix:// keeps kombu's own (its scheme selects a socket).
+        "broker_transport": TRANSPORT if broker_url.startswith(("redis://", "rediss://")) else None,
+        # Naming our transport hides the rediss scheme from kombu, which would otherwise turn TLS
+        # on itself (without verifying the certificate): say it here, verifying by default.
+        "broker_use_ssl": broker_tls(broker_url),
         "result_backend": None,
         "task_ignore_result": True,
         "task_serializer": "json",
