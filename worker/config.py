@@ -76,6 +76,13 @@ def _positive_int(raw: str) -> int:
     return value
 
 
+def _non_negative_float(raw: str) -> float:
+    value = float(raw)
+    if not value >= 0:
+        raise ValueError("must be zero or a positive number")
+    return value
+
+
 def _bool(raw: str) -> bool:
     low = raw.lower()
     if low in {"1", "true", "yes", "on"}:
@@ -412,6 +419,15 @@ class Settings:
         "port of a worker's `/metrics` (`0`: no metrics server); a worker that finds it taken logs "
         "`metrics.unavailable` and keeps sharing",
         default=9808,
+    )
+    shutdown_timeout_s: float = setting(
+        "CARDSHARE_SHUTDOWN_TIMEOUT",
+        _non_negative_float,
+        "seconds a stopping worker (SIGTERM) lets in-flight shares run before it hands their chat-days "
+        "back (released, and re-queued); Celery's `worker_soft_shutdown_timeout`. Keep it under the "
+        "grace period before SIGKILL (Kubernetes `terminationGracePeriodSeconds`, compose "
+        "`stop_grace_period`)",
+        default=60.0,
     )
     health_stall_minutes: float = setting(
         "CARDSHARE_HEALTH_STALL_MINUTES",

@@ -372,6 +372,10 @@ def test_exactly_one_beat_and_scalable_workers(manifests: list[dict[str, Any]]) 
 
     grace = deployments["worker"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert grace > Settings().task_time_limit_s
+    # The soft shutdown hands running shares back after CARDSHARE_SHUTDOWN_TIMEOUT; their threads
+    # then wait at most one Linq call: all of it before Kubernetes' SIGKILL.
+    s = Settings()
+    assert grace > s.shutdown_timeout_s + s.http_connect_timeout_s + s.http_read_timeout_s
     job = workloads(manifests, "Job")["migrate"]["spec"]
     assert job["template"]["spec"]["restartPolicy"] == "Never"
 

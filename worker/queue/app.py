@@ -20,7 +20,7 @@ from worker.config import Settings
 from worker.keys import CONTROL_QUEUE, RECOVER_TASK, SHARE_QUEUE, SWEEP_TASK, SYNC_TASK
 from worker.queue import signals  # noqa: F401 - connects the worker's and beat's signal handlers
 
-app = Celery("cardshare", include=["worker.queue.tasks"])
+app = Celery("cardshare", include=["worker.queue.tasks", "worker.queue.shutdown"])
 # kombu's Redis transport minus one way to kill a worker (see redis_transport).
 TRANSPORT = "worker.queue.redis_transport:Transport"
 
@@ -94,6 +94,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                 "time_limit": max(90.0, settings.sync_interval_s - 30.0),
             }
         },
+        # SIGTERM lets in-flight shares run this long, then hands their chat-days back
+        # (`queue.shutdown`); the same bound for Celery's own soft shutdown (SIGQUIT, or
+        # REMAP_SIGTERM=SIGQUIT with the prefork pool).
+        "worker_soft_shutdown_timeout": settings.shutdown_timeout_s,
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
         "task_send_sent_event": False,

@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 from worker.rules.facts import ChatFacts
 from worker.rules.states import CLOSED_STATUSES, FINAL_STATUSES, AttemptOutcome, DayStatus
@@ -296,8 +297,12 @@ def finish_day(
     return bool(getattr(result, "rowcount", 0))
 
 
+# Fenced by the claim token: a run may record its outcome while its claim is the latest one.
+# `retry`/`unknown` with the same token is a claim handed back at shutdown (`hand_back`) that
+# nobody has taken since: the run's late answer is still the truth (a 204 must land, or the next
+# run would share again), so it may land; any newer claim changed the token.
 FINISH_SQL = text(
-    """
+    f"""
             WITH a AS (
                 UPDATE attempts SET finished_at = clock_timestamp(), outcome = :outcome,
                     http_status = :http_status, linq_code = :code, error = :error,
@@ -309,7 +314,7 @@ FINISH_SQL = text(
                 finished_at = CASE WHEN :final THEN now() END,
                 confirmed_by_rate_limit = confirmed_by_rate_limit OR :confirmed,
                 updated_at = now()
-            WHERE chat_id = :chat_id AND day = :day AND claim_token = :token AND status = 'claimed'
+            WHERE chat_id = :chat_id AND day = :day AND claim_token = :token AND status IN {LEASED}
             RETURNING 1
             """
 )
@@ -368,3 +373,57 @@ def close_unclaimed(session: Db, chat_id: uuid.UUID, day: dt.date, status: DaySt
         {"status": status.value, "reason": reason, "chat_id": chat_id, "day": day},
     )
     return bool(getattr(result, "rowcount", 0))
+
+
+# --------------------------------------------------------------------------- shutdown
+
+HAND_BACK_SQL = text(
+    """
+            WITH d AS (
+                SELECT d.chat_id, d.day, d.claim_token, EXISTS (
+                    SELECT 1 FROM attempts a
+                    WHERE a.chat_id = d.chat_id AND a.day = d.day
+                      AND a.claim_token = d.claim_token AND a.finished_at IS NULL
+                ) AS in_call
+                FROM share_days d
+                WHERE d.task_id = ANY(:task_ids) AND d.status = 'claimed'
+                FOR UPDATE
+            ), u AS (
+                UPDATE share_days AS s SET
+                    status = CASE WHEN d.in_call THEN 'unknown' ELSE 'retry' END,
+                    lease_until = now() + make_interval(secs => CASE WHEN d.in_call THEN :call_s ELSE 0 END),
+                    reason = :reason, updated_at = now()
+                FROM d
+                WHERE s.chat_id = d.chat_id AND s.day = d.day
+                RETURNING s.chat_id, s.day, s.status, extract(epoch FROM s.lease_until - now()) AS wait_s
+            ), a AS (
+                UPDATE attempts SET finished_at = clock_timestamp(), outcome = 'unknown', error = :reason
+                FROM d
+                WHERE d.in_call AND attempts.chat_id = d.chat_id AND attempts.day = d.day
+                  AND attempts.claim_token = d.claim_token AND attempts.finished_at IS NULL
+            )
+            SELECT chat_id, day, status, wait_s FROM u
+            """
+)
+
+
+@dataclass(frozen=True)
+class HandedBack:
+    chat_id: uuid.UUID
+    day: dt.date
+    status: DayStatus
+    wait_s: float  # until the lease ends: nobody may call Linq for it before
+
+
+def hand_back(session: Session, task_ids: list[str], *, reason: str, call_s: float) -> list[HandedBack]:
+    """Release the chat-days these tasks still hold (a worker stopping), fenced as every write
+    after a claim. No Linq call in flight: `retry`, lease ended now. A call in flight: `unknown`
+    (its attempt too), lease ending when the call must have ended (`call_s`: connect plus read
+    timeout), so no second call overlaps it; the next run's 429 then confirms it if Linq
+    accepted it (docs/decisions.md §3). The claim token stays: the task can start no new attempt
+    (`begin_attempt` wants `claimed`), but the answer it is waiting for still lands (`finish`)
+    unless another worker has claimed the chat-day since."""
+    if not task_ids:
+        return []
+    rows = session.execute(HAND_BACK_SQL, {"task_ids": task_ids, "reason": reason, "call_s": call_s}).all()
+    return [HandedBack(r.chat_id, r.day, DayStatus(r.status), max(0.0, float(r.wait_s))) for r in rows]
