@@ -2,6 +2,7 @@
 
 python -m bench.e2e [--chats 20000] [--latency-ms 200] [--workers 2] [--concurrency 100]
                     [--baseline-seconds 60] [--runs 3] [--quick] [--noisy-above 20]
+                    [--events off|on|both]
 
 Each run starts from fresh state (tables emptied, chats re-seeded, Redis flushed, the simulator
 reset) and measures both, so the ratio is per run:
@@ -11,6 +12,11 @@ and share them against the simulator, which holds each share for --latency-ms. T
 DB statements and time per share come from pg_stat_statements; CPU per share of the workers,
 PostgreSQL (backends included), Redis and this process (simulator, sweep) from their process
 trees. A run whose other load on the box passed --noisy-above % is flagged NOISY.
+
+--events both measures cardshare twice per run, Celery task events off and then on
+(CARDSHARE_TASK_EVENTS: what Flower and celery-exporter read), each from fresh state, and
+reports the ratio of the two in the same run (no consumer of the events is attached: their
+cost to the workers, Redis and the sweep is what is measured).
 """
 
 from __future__ import annotations
@@ -178,7 +184,13 @@ def fresh_run(srv: Servers, sim: Any, args: argparse.Namespace) -> list[str]:
 
 
 def run_cardshare(
-    srv: Servers, sim: Any, settings: Any, app: Any, args: argparse.Namespace, run: repeat.Run
+    srv: Servers,
+    sim: Any,
+    settings: Any,
+    app: Any,
+    args: argparse.Namespace,
+    run: repeat.Run,
+    window: str = "cardshare",
 ) -> dict[str, Any]:
     env = {**os.environ, **settings.to_env(), "CARDSHARE_LOG_FORMAT": "json"}
     cmd = worker_command(pool=args.pool, concurrency=args.concurrency, loglevel="WARNING")
@@ -197,7 +209,7 @@ def run_cardshare(
         }
         with sweeper(settings, app) as sweep, psycopg.connect(srv.dsn, autocommit=True) as probe:
             opened_before = sessions_opened(srv.dsn)
-            with run.measure("cardshare"):
+            with run.measure(window):
                 cpu_before = cpu_seconds(groups)
                 start = time.monotonic()
                 report = sweep()
@@ -288,6 +300,17 @@ def run_baseline(
     }
 
 
+def events_cost(off: dict[str, Any], on: dict[str, Any]) -> dict[str, float]:
+    """Events on against off in the same run: throughput ratio and extra CPU per share."""
+    cpu_off, cpu_on = off["cpu_ms_per_share"], on["cpu_ms_per_share"]
+    return {
+        "per_s_ratio": round(on["per_s"] / off["per_s"], 3) if off["per_s"] else 0.0,
+        "workers_cpu_ratio": round(cpu_on["workers"] / cpu_off["workers"], 3) if cpu_off["workers"] else 0.0,
+        "workers_cpu_extra_ms": round(cpu_on["workers"] - cpu_off["workers"], 3),
+        "redis_cpu_extra_ms": round(cpu_on["redis"] - cpu_off["redis"], 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -299,6 +322,9 @@ def main() -> None:
     parser.add_argument("--pool", choices=["threads", "gevent"], default="threads")
     parser.add_argument("--db-pool", type=int, default=None, help="default: --concurrency")
     parser.add_argument("--baseline-seconds", type=float, default=60, help="0: no baseline")
+    parser.add_argument(
+        "--events", choices=["off", "on", "both"], default="off", help="Celery task events (both: compare)"
+    )
     repeat.add_arguments(parser, quick={"chats": 1500, "baseline_seconds": 10})
     args = repeat.parse(parser)
     bench = repeat.Bench("e2e", args)
@@ -312,6 +338,7 @@ def main() -> None:
             worker_pool=args.pool,
             db_pool_size=args.db_pool,
             log_level="WARNING",
+            task_events=args.events == "on",
         )
         app = configure_celery(settings)
         for run in bench.runs():
@@ -319,6 +346,18 @@ def main() -> None:
             ours = run_cardshare(srv, sim, settings, app, args, run)
             run.figures["cardshare"] = ours
             print(f"cardshare: {ours['per_s']}/s, workers {ours['cpu_ms_per_share']['workers']} ms CPU/share")
+            if args.events == "both":
+                fresh_run(srv, sim, args)
+                with_events = settings.replace(task_events=True)
+                configure_celery(with_events)
+                evented = run_cardshare(srv, sim, with_events, app, args, run, "cardshare_events")
+                configure_celery(settings)
+                run.figures["cardshare_events"] = evented
+                run.figures["events_vs_off"] = events_cost(ours, evented)
+                print(
+                    f"cardshare, task events on: {evented['per_s']}/s, "
+                    f"workers {evented['cpu_ms_per_share']['workers']} ms CPU/share"
+                )
             if args.baseline_seconds > 0:
                 base = run_baseline(srv, sim, ids, args, run)
                 run.figures["baseline"] = base
@@ -389,6 +428,34 @@ def main() -> None:
             ],
         )
     )
+    if args.events == "both":
+        e, v = "cardshare_events.", "events_vs_off."
+        print("\nCelery task events (CARDSHARE_TASK_EVENTS) on against off, same runs")
+        print(
+            table(
+                ["task events", "shares/s (sustained)", "workers CPU ms/share", "Redis CPU ms/share"],
+                [
+                    [
+                        "off",
+                        bench.cell(c + "per_s"),
+                        bench.cell(c + "cpu_ms_per_share.workers", 2),
+                        bench.cell(c + "cpu_ms_per_share.redis", 2),
+                    ],
+                    [
+                        "on",
+                        bench.cell(e + "per_s"),
+                        bench.cell(e + "cpu_ms_per_share.workers", 2),
+                        bench.cell(e + "cpu_ms_per_share.redis", 2),
+                    ],
+                    [
+                        "on / off",
+                        bench.cell(v + "per_s_ratio", 3),
+                        bench.cell(v + "workers_cpu_ratio", 3),
+                        "+" + bench.cell(v + "redis_cpu_extra_ms", 3) + " ms",
+                    ],
+                ],
+            )
+        )
     print(f"\nsaved {saved}")
 
 

@@ -83,6 +83,13 @@ def _non_negative_float(raw: str) -> float:
     return value
 
 
+def _ratio(raw: str) -> float:
+    value = float(raw)
+    if not 0 <= value <= 1:
+        raise ValueError("must be between 0 and 1")
+    return value
+
+
 def _bool(raw: str) -> bool:
     low = raw.lower()
     if low in {"1", "true", "yes", "on"}:
@@ -420,6 +427,13 @@ class Settings:
         "`metrics.unavailable` and keeps sharing",
         default=9808,
     )
+    task_events: bool = setting(
+        "CARDSHARE_TASK_EVENTS",
+        _bool,
+        "workers send Celery task events (received, started, succeeded...) and publishers `task-sent`, "
+        "for Flower and celery-exporter; the cost is measured in bench/README.md",
+        default=False,
+    )
     shutdown_timeout_s: float = setting(
         "CARDSHARE_SHUTDOWN_TIMEOUT",
         _non_negative_float,
@@ -428,6 +442,48 @@ class Settings:
         "grace period before SIGKILL (Kubernetes `terminationGracePeriodSeconds`, compose "
         "`stop_grace_period`)",
         default=60.0,
+    )
+    # --- observability extras (worker/ops/observability.py): off unless their variable is set
+    sentry_dsn: Secret = setting(
+        "SENTRY_DSN",
+        Secret,
+        "switches Sentry on (needs `cardshare[sentry]`): errors of workers, beat and the receiver, and "
+        "beat's schedule as cron monitors. Never printed or logged",
+        factory=lambda: Secret(""),
+        shown="unset (off)",
+    )
+    sentry_environment: str = setting(
+        "CARDSHARE_SENTRY_ENVIRONMENT",
+        str,
+        "Sentry's `environment` tag (e.g. `production`)",
+        default="",
+        shown="unset",
+    )
+    sentry_traces_sample_rate: float = setting(
+        "CARDSHARE_SENTRY_TRACES_SAMPLE_RATE",
+        _ratio,
+        "share of task runs Sentry traces (0 to 1; errors are always sent)",
+        default=0.0,
+    )
+    sentry_monitors: bool = setting(
+        "CARDSHARE_SENTRY_MONITORS",
+        _bool,
+        "report beat's sweep, recovery and sync as Sentry cron monitors (check-ins)",
+        default=True,
+    )
+    otel_endpoint: str | None = setting(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        _http_url,
+        "switches OpenTelemetry tracing on (needs `cardshare[otel]`): spans over OTLP/HTTP to this collector "
+        "(`/v1/traces` is added); the SDK reads its other `OTEL_*` variables itself",
+        default=None,
+        shown="unset (off)",
+    )
+    otel_sample_ratio: float = setting(
+        "CARDSHARE_OTEL_SAMPLE_RATIO",
+        _ratio,
+        "share of traces kept (0 to 1), parent-based",
+        default=1.0,
     )
     health_stall_minutes: float = setting(
         "CARDSHARE_HEALTH_STALL_MINUTES",

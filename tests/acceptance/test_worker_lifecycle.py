@@ -209,3 +209,39 @@ def test_a_worker_on_tls_redis_keeps_cardshares_transport(
         finally:
             procs.stop_all()
             configure(settings)
+
+
+@pytest.mark.timeout(timeout_for(60, 60))
+def test_with_sentry_and_opentelemetry_on_and_no_backend_a_worker_shares_the_same(
+    settings: Settings, world: World, deps: Deps, tmp_path: Path, today: dt.date
+) -> None:
+    """Both switched on, both backends unreachable (nothing listens on their ports): the worker
+    starts, says so, shares every chat once, as with both off."""
+    from worker.embedded import free_port
+    from worker.queue.app import app, configure
+
+    configure(settings)
+    procs = Procs(settings, tmp_path)
+    on: dict[str, Any] = {
+        "SENTRY_DSN": f"http://public@127.0.0.1:{free_port()}/1",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",  # export (and fail) often while the shares run
+    }
+    try:
+        worker = procs.worker(concurrency=4, **on)
+        worker_consuming(app, timeout=60)
+        world.line()
+        chats = [world.chat() for _ in range(5)]
+        world.sim.add_faults([{"path": SHARE, "status": 503, "code": 3006, "times": 1}])
+        for chat in chats:
+            app.send_task(SHARE_TASK, args=(str(chat), today.isoformat()), queue=SHARE_QUEUE)
+        wait_until(lambda: all(shared(deps, c) for c in chats), 60, what="5 shares")
+        assert worker.alive
+        assert world.sim.shares()["total_accepted"] == 5
+        log = (tmp_path / "worker.log").read_text()
+        (line,) = [ln for ln in log.splitlines() if '"event":"observability.on"' in ln]
+        assert '"sentry":true' in line
+        assert on["OTEL_EXPORTER_OTLP_ENDPOINT"] in line
+        assert settings.linq_api_key.get() not in log
+    finally:
+        procs.stop_all()

@@ -103,6 +103,8 @@ def test_to_env_round_trips_and_covers_every_variable() -> None:
         retry_base_s=0.25,
         webhook_secrets=(Secret("whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),),
         sync_message_lookups=0,
+        sentry_dsn=Secret("https://public@sentry.example.com/1"),
+        otel_endpoint="http://collector:4318",
     )
     env = s.to_env()
     assert Settings.from_env(env) == s

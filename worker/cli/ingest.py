@@ -33,6 +33,7 @@ from worker.ingest import webhooks as receiver
 from worker.ingest.payloads import E164
 from worker.ingest.sync import SyncProgress, run_sync
 from worker.logs import configure as configure_logging
+from worker.ops import observability
 from worker.store.audit import audit
 from worker.store.session import transaction
 
@@ -57,6 +58,8 @@ def webhooks(host: str | None, port: int | None) -> None:
         settings = b.settings
         # The receiver's own lines (rejections, outages) are the point of running it: log at INFO.
         configure_logging(settings.log_level, settings.log_format)
+        observability.setup(settings, "webhooks")
+        observability.announce(settings, "webhooks")
         app = receiver.create_app(settings, runtime.get().sessions)
         where = (host or settings.webhook_host, settings.webhook_port if port is None else port)
         try:

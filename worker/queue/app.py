@@ -99,8 +99,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # REMAP_SIGTERM=SIGQUIT with the prefork pool).
         "worker_soft_shutdown_timeout": settings.shutdown_timeout_s,
         "worker_hijack_root_logger": False,
-        "worker_send_task_events": False,
-        "task_send_sent_event": False,
+        # Task events for Flower and celery-exporter (CARDSHARE_TASK_EVENTS; bench/README.md).
+        "worker_send_task_events": settings.task_events,
+        "task_send_sent_event": settings.task_events,
         "timezone": "UTC",
         "enable_utc": True,
         "beat_schedule": {

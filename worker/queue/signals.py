@@ -22,7 +22,7 @@ from worker.config import Settings
 from worker.errors import ConfigError
 from worker.logs import bind, unbind
 from worker.logs import configure as configure_logging
-from worker.ops import health, liveness, metrics
+from worker.ops import health, liveness, metrics, observability
 
 _refused: ConfigError | None = None
 
@@ -119,6 +119,12 @@ def _worker_overrun() -> liveness.Overrun | None:
 
 
 @signals.worker_init.connect
+def _observability(**_: Any) -> None:
+    # Sentry's and OpenTelemetry's Celery integrations want this signal (before the pool starts).
+    observability.setup(runtime.settings(), "worker")
+
+
+@signals.worker_init.connect
 def _start_heartbeat_file(sender: Any = None, **_: Any) -> None:
     # From the start, before the broker answers: liveness must not depend on it (liveness.py).
     settings = runtime.settings()
@@ -157,6 +163,7 @@ def _start_operations(sender: Any = None, **_: Any) -> None:
     )
     beat.start()
     _ops["heartbeat"] = beat
+    observability.announce(settings, "worker")
     livefile = _ops.get("livefile")
     if livefile is not None:
         livefile.connected = True
@@ -182,6 +189,8 @@ def _child_exited(pid: int | None = None, **_: Any) -> None:
 def _start_beat_heartbeat(sender: Any = None, **_: Any) -> None:
     # The sender is beat's Service; its app knows the broker even when REDIS_URL was not given.
     settings = runtime.settings()
+    observability.setup(settings, "beat")
+    observability.announce(settings, "beat")
     url = settings.redis_url or sender.app.conf.broker_url
     beat = health.BeatHeartbeat(health.redis_client(url))
     beat.start()

@@ -22,7 +22,7 @@ from worker.deps import Deps
 from worker.errors import StoreUnavailable
 from worker.linq import LinqCallError
 from worker.logs import event
-from worker.ops import metrics
+from worker.ops import metrics, tracing
 from worker.rules.cadence import EXPLANATIONS, NotDue, share_day, why_not_due
 from worker.rules.classify import Action, CallResult, Transport, Verdict, classify
 from worker.rules.retrying import Exhausted, Retryable, build
@@ -93,7 +93,9 @@ def explain(reason: NotDue) -> str:
 def share_chat(chat_id: uuid.UUID, day: dt.date, deps: Deps, *, task_id: str | None = None) -> ShareResult:
     """Share `chat_id`'s card for `day`, at most once. Raises StoreUnavailable if the DB is down."""
     started = time.monotonic()
-    result = _share_chat(chat_id, day, deps, task_id)
+    with tracing.span("cardshare.share", carry=True, chat_id=str(chat_id), day=str(day)) as span:
+        result = _share_chat(chat_id, day, deps, task_id)
+        span.set(outcome=result.outcome.value, attempts=result.attempts, linq_trace_id=result.trace_id)
     metrics.share_finished(result.outcome.value, time.monotonic() - started)
     if result.outcome in (Outcome.BUSY, Outcome.LOST):
         metrics.claim_conflict(result.outcome.value)
@@ -169,26 +171,33 @@ def _attempt(run: _Run, line_phone: str, deps: Deps, task_id: str | None) -> Sha
     run.last_attempt_no = attempt_no
     run.http_attempts += 1
     called = time.monotonic()
-    try:
-        if claim.lost_claims >= 1 and deps.sandbox is not None:
-            response = deps.sandbox.share(claim.chat_id)
-        else:
-            drill_hooks.before_share_call(claim.chat_id)
-            if deps.lease is not None:
-                with deps.lease() as gateway:
-                    response = gateway.share_contact_card(str(claim.chat_id))
+    with tracing.span("linq.share_contact_card", chat_id=str(claim.chat_id), attempt=attempt_no) as span:
+        try:
+            if claim.lost_claims >= 1 and deps.sandbox is not None:
+                response = deps.sandbox.share(claim.chat_id)
             else:
-                response = deps.client().share_contact_card(str(claim.chat_id))
-        err: LinqCallError | None = None
-        verdict = classify(CallResult(status=response.status))
-        trace = response.trace_id
-    except LinqCallError as exc:
-        err = exc
-        verdict = classify(exc.result)
-        trace = exc.trace_id
-    except SandboxCrashed as crash:
-        metrics.http_attempt(None, "crash", time.monotonic() - called)
-        return _crashed(run, attempt_id, crash, deps)
+                drill_hooks.before_share_call(claim.chat_id)
+                if deps.lease is not None:
+                    with deps.lease() as gateway:
+                        response = gateway.share_contact_card(str(claim.chat_id))
+                else:
+                    response = deps.client().share_contact_card(str(claim.chat_id))
+            err: LinqCallError | None = None
+            verdict = classify(CallResult(status=response.status))
+            trace = response.trace_id
+        except LinqCallError as exc:
+            err = exc
+            verdict = classify(exc.result)
+            trace = exc.trace_id
+        except SandboxCrashed as crash:
+            metrics.http_attempt(None, "crash", time.monotonic() - called)
+            return _crashed(run, attempt_id, crash, deps)
+        span.set(
+            http_status=err.status if err else response.status,
+            outcome=verdict.outcome.value,
+            linq_code=err.code if err else None,
+            linq_trace_id=trace,
+        )
     metrics.http_attempt(
         err.status if err else response.status,
         "timeout" if err and err.transport is Transport.MAYBE_SENT else "connection",
