@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import uuid
@@ -69,18 +70,20 @@ def celery_inspect(procs: Procs, *args: str) -> subprocess.CompletedProcess[str]
 INSPECT_S = 60.0
 
 
-@pytest.mark.timeout(timeout_for(INSPECT_S, 30, INSPECT_S))
-def test_celery_inspect_ping_active_and_stats_answer(
-    settings: Settings, world: World, tmp_path: Path, today: dt.date
+@pytest.mark.timeout(timeout_for(INSPECT_S, 30, INSPECT_S, 30))
+def test_celery_inspect_ping_active_and_stats_answer_and_task_events_flow(
+    settings: Settings, world: World, deps: Deps, tmp_path: Path, today: dt.date
 ) -> None:
     """The commands the README gives operators, against a worker started as cardshare starts one
-    (--without-mingle --without-gossip: remote control still answers)."""
+    (--without-mingle --without-gossip: remote control still answers); with
+    CARDSHARE_TASK_EVENTS on, the events Flower reads arrive."""
     from worker.queue.app import app, configure
 
     configure(settings)
     procs = Procs(settings, tmp_path)
+    events: list[dict[str, Any]] = []
     try:
-        worker = procs.worker(concurrency=4)
+        worker = procs.worker(concurrency=4, CARDSHARE_TASK_EVENTS="true")
         node = node_of(worker)
         assert "--without-mingle" in worker.argv
         assert "--without-gossip" in worker.argv
@@ -88,23 +91,38 @@ def test_celery_inspect_ping_active_and_stats_answer(
         ping = celery_inspect(procs, "ping", "--json", "-d", node, "-t", "10")
         assert ping.returncode == 0, ping.stdout + ping.stderr
         assert json.loads(ping.stdout) == {node: {"ok": "pong"}}
-        # A share Linq holds for a few seconds shows in `active`, with its chat id.
-        world.line()
-        chat = world.chat()
-        world.sim.add_faults([{"path": SHARE, "mode": "pass", "latency_ms": 6000}])
-        app.send_task(SHARE_TASK, args=(str(chat), today.isoformat()), queue=SHARE_QUEUE)
-        wait_until(lambda: bool(world.sim.inflight()), 30, what="the share to reach Linq")
-        active = celery_inspect(procs, "active", "--json", "-d", node, "-t", "10")
-        assert active.returncode == 0, active.stdout + active.stderr
-        (running,) = json.loads(active.stdout)[node]
-        assert running["name"] == SHARE_TASK
-        assert running["args"] == [str(chat), today.isoformat()]
-        stats = celery_inspect(procs, "stats", "--json", "-d", node, "-t", "10")
-        assert stats.returncode == 0, stats.stdout + stats.stderr
-        doc = json.loads(stats.stdout)[node]
-        assert doc["pool"]["max-concurrency"] == 4
-        assert doc["prefetch_count"] == 4
-        assert doc["broker"]["transport"] == "worker.queue.redis_transport:Transport"
+        with app.connection_for_read() as conn:
+            receiver = app.events.Receiver(conn, handlers={"*": events.append})
+            listening = threading.Thread(target=lambda: receiver.capture(limit=None, timeout=60), daemon=True)
+            listening.start()
+            time.sleep(1)  # subscribed before the task runs (events are Redis pub/sub)
+            # A share Linq holds for a few seconds shows in `active`, with its chat id.
+            world.line()
+            chat = world.chat()
+            world.sim.add_faults([{"path": SHARE, "mode": "pass", "latency_ms": 6000}])
+            task_id = app.send_task(SHARE_TASK, args=(str(chat), today.isoformat()), queue=SHARE_QUEUE).id
+            wait_until(lambda: bool(world.sim.inflight()), 30, what="the share to reach Linq")
+            active = celery_inspect(procs, "active", "--json", "-d", node, "-t", "10")
+            assert active.returncode == 0, active.stdout + active.stderr
+            (running,) = json.loads(active.stdout)[node]
+            assert running["name"] == SHARE_TASK
+            assert running["args"] == [str(chat), today.isoformat()]
+            stats = celery_inspect(procs, "stats", "--json", "-d", node, "-t", "10")
+            assert stats.returncode == 0, stats.stdout + stats.stderr
+            doc = json.loads(stats.stdout)[node]
+            assert doc["pool"]["max-concurrency"] == 4
+            assert doc["prefetch_count"] == 4
+            assert doc["broker"]["transport"] == "worker.queue.redis_transport:Transport"
+
+            def seen() -> set[str]:
+                return {e["type"] for e in list(events) if e.get("uuid") == task_id}
+
+            wait_until(lambda: "task-succeeded" in seen(), 30, what="the task's events")
+            receiver.should_stop = True
+            listening.join(10)
+        assert {"task-received", "task-started", "task-succeeded"} <= seen()
+        # (Held past the 2 s read timeout of these settings, the share itself waits for a retry.)
+        assert day_row(deps, chat) is not None
     finally:
         procs.stop_all()
 
