@@ -11,6 +11,7 @@ import atexit
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from alembic.script import ScriptDirectory
 from sqlalchemy.exc import OperationalError
@@ -47,19 +48,21 @@ class Booted:
             self.services = None
 
 
-def resolve(settings: Settings, *, auto_migrate: bool | None = None) -> Booted:
+def resolve(settings: Settings, *, auto_migrate: bool | None = None, broker: bool = True) -> Booted:
     """Make settings concrete: start embedded services for missing URLs, install the runtime.
 
     Embedded databases are development databases, so they are migrated automatically; a real
-    database is only checked (deploys migrate as their own step).
+    database is only checked (deploys migrate as their own step). `broker=False` (the `db`
+    commands): Redis is neither needed nor started, so a migration runs with DATABASE_URL alone.
     """
     register_secret(settings.linq_api_key.get())
     services: EmbeddedServices | None = None
-    if settings.embedded:
+    wants_redis = broker and settings.redis_url is None
+    if settings.database_url is None or wants_redis:
         services = EmbeddedServices.start(
             settings.data_dir,
             database=settings.database_url is None,
-            redis=settings.redis_url is None,
+            redis=wants_redis,
         )
         atexit.register(services.stop)
         settings = settings.replace(
@@ -67,7 +70,7 @@ def resolve(settings: Settings, *, auto_migrate: bool | None = None) -> Booted:
             redis_url=settings.redis_url or services.redis_url,
         )
     assert settings.database_url is not None
-    assert settings.redis_url is not None
+    assert settings.redis_url is not None or not broker
     if auto_migrate is None:
         auto_migrate = services is not None and services.postgres is not None
     try:
@@ -93,7 +96,7 @@ def ensure_schema(url: str) -> None:
 
 
 @contextlib.contextmanager
-def booted(settings: Settings, **kw: bool | None) -> Iterator[Booted]:
+def booted(settings: Settings, **kw: Any) -> Iterator[Booted]:
     b = resolve(settings, **kw)
     try:
         yield b

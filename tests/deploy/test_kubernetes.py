@@ -47,7 +47,7 @@ SECRETS_BY_ROLE = {
     "worker": {"DATABASE_URL", "REDIS_URL", "LINQ_API_V3_API_KEY"},
     "beat": {"DATABASE_URL", "REDIS_URL"},
     "webhooks": {"DATABASE_URL", "REDIS_URL", "CARDSHARE_WEBHOOK_SECRETS"},
-    "migrate": {"DATABASE_URL", "REDIS_URL"},
+    "migrate": {"DATABASE_URL"},  # `db upgrade` needs no broker (tests/acceptance/test_db_cli.py)
 }
 
 

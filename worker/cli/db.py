@@ -21,14 +21,15 @@ def db() -> None:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Apply migrations up to the newest."""
-    with boot(auto_migrate=True) as b:
+    # No broker: a migration needs DATABASE_URL alone (the migrate Job gets nothing else).
+    with boot(auto_migrate=True, broker=False) as b:
         click.echo(f"schema is current on {mask_url(b.settings.database_url or '')}")
 
 
 @db.command("check")
 def db_check() -> None:
     """Fail unless the models and the migrations agree (alembic check)."""
-    with boot(auto_migrate=False) as b:
+    with boot(auto_migrate=False, broker=False) as b:
         assert b.settings.database_url
         migrate.check(b.settings.database_url)
         click.echo("models and migrations agree")
