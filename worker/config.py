@@ -180,15 +180,25 @@ def _as_text(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Var:
-    """One setting's environment variable: its name, its parser, and its README row."""
+    """One setting's environment variable: its name, its parser, and its README row. A secret's
+    value may come from a file instead (`from_file`: `NAME_FILE`, for Kubernetes and compose
+    secrets mounted as files)."""
 
     name: str
     parse: Callable[[str], Any]
     shown_default: str
     meaning: str
+    from_file: bool = False
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.name}_FILE"
 
     def readme_row(self) -> str:
-        return f"| `{self.name}` | {self.shown_default} | {self.meaning} |"
+        meaning = self.meaning
+        if self.from_file:
+            meaning += f"; or `{self.file_name}`: the path of a file holding it"
+        return f"| `{self.name}` | {self.shown_default} | {meaning} |"
 
 
 _VAR = "cardshare.var"
@@ -202,11 +212,12 @@ def setting(
     default: Any = dataclasses.MISSING,
     factory: Callable[[], Any] | None = None,
     shown: str | None = None,
+    from_file: bool = False,
 ) -> Any:
     """A `Settings` field together with its variable: declared once, read and written by name."""
     if shown is None:
         shown = f"`{_as_text(factory() if factory is not None else default)}`"
-    var = Var(name, parse, shown, meaning)
+    var = Var(name, parse, shown, meaning, from_file)
     if factory is not None:
         return field(default_factory=factory, metadata={_VAR: var})
     return field(default=default, metadata={_VAR: var})
@@ -222,6 +233,7 @@ class Settings:
         "PostgreSQL URL (`postgresql://user:pass@host/db`; psycopg 3 is used)",
         default=None,
         shown="embedded",
+        from_file=True,
     )
     redis_url: str | None = setting(
         "REDIS_URL",
@@ -229,6 +241,7 @@ class Settings:
         "Redis URL for the Celery broker",
         default=None,
         shown="embedded",
+        from_file=True,
     )
     linq_api_key: Secret = setting(
         "LINQ_API_V3_API_KEY",
@@ -236,6 +249,7 @@ class Settings:
         "Linq Partner API token, sent as a Bearer token",
         factory=lambda: Secret(""),
         shown="(required to share)",
+        from_file=True,
     )
     linq_base_url: str = setting(
         "LINQ_API_V3_BASE_URL",
@@ -383,6 +397,7 @@ class Settings:
         "during a rotation. Never printed or logged",
         default=(),
         shown="(required by `cardshare webhooks`)",
+        from_file=True,
     )
     webhook_legacy_signatures: bool = setting(
         "CARDSHARE_WEBHOOK_LEGACY_SIGNATURES",
@@ -451,6 +466,7 @@ class Settings:
         "beat's schedule as cron monitors. Never printed or logged",
         factory=lambda: Secret(""),
         shown="unset (off)",
+        from_file=True,
     )
     sentry_environment: str = setting(
         "CARDSHARE_SENTRY_ENVIRONMENT",
@@ -566,11 +582,23 @@ class Settings:
         kw: dict[str, Any] = {}
         for attr, var in cls.variables():
             raw = env.get(var.name)
+            path = env.get(var.file_name, "").strip() if var.from_file else ""
+            if path:
+                if raw is not None and raw.strip():
+                    raise ConfigError(var.file_name, f"and {var.name} are both set: give one")
+                try:
+                    raw = Path(path).read_text()
+                except OSError as exc:
+                    raise ConfigError(var.file_name, f"cannot read {path!r}: {exc.strerror or exc}") from None
             if raw is None or raw.strip() == "":
                 continue
             try:
                 kw[attr] = var.parse(raw.strip())
             except (ValueError, TypeError) as exc:
+                if path:  # a secret's file: say what is wrong, never what it holds
+                    raise ConfigError(
+                        var.file_name, f"the content of {path!r} cannot be used: {exc}"
+                    ) from None
                 raise ConfigError(var.name, f"cannot parse {raw.strip()!r}: {exc}") from None
         return cls(**kw)
 
