@@ -78,6 +78,7 @@ class FaultSpec(TypedDict):
     content_type: NotRequired[str]
     latency_ms: NotRequired[int]
     hang_s: NotRequired[float]
+    headers: NotRequired[dict[str, str]]
     times: NotRequired[int | None]
     probability: NotRequired[float]
 
