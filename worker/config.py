@@ -386,6 +386,20 @@ class Settings:
     webhook_port: int = setting(
         "CARDSHARE_WEBHOOK_PORT", _port, "port `cardshare webhooks` listens on", default=8080
     )
+    webhook_header_timeout_s: float = setting(
+        "CARDSHARE_WEBHOOK_HEADER_TIMEOUT",
+        _positive_float,
+        "seconds a client of `cardshare webhooks` (or `web`) has to send a request's headers; "
+        "then the connection is closed",
+        default=10.0,
+    )
+    webhook_body_timeout_s: float = setting(
+        "CARDSHARE_WEBHOOK_BODY_TIMEOUT",
+        _positive_float,
+        "seconds the receiver waits for a webhook's whole body (at most 1 MiB, counted as it "
+        "streams); then 408",
+        default=10.0,
+    )
     sync_interval_s: float = setting(
         "CARDSHARE_SYNC_INTERVAL",
         _positive_float,

@@ -64,7 +64,7 @@ def webhooks(host: str | None, port: int | None) -> None:
         except OSError as exc:
             raise InputError(f"cannot listen on {where[0]}:{where[1]}: {exc.strerror or exc}") from None
         click.echo(f"receiving Linq webhooks at {receiver.url_of(sock)}")
-        serve(app, sock)
+        serve(app, sock, header_timeout_s=settings.webhook_header_timeout_s)
 
 
 @click.command()

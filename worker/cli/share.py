@@ -9,7 +9,7 @@ import click
 from worker import runtime
 from worker.cli.common import boot, fail, parse_chat_id
 from worker.errors import InputError, UnknownChat
-from worker.queue.tasks import run_pass
+from worker.queue.tasks import resolve_pending_events, run_pass
 from worker.queue.tasks import share_chat as share_task
 from worker.rules.cadence import share_day, why_not_due
 from worker.sharing import share as sharing
@@ -94,3 +94,5 @@ def _run_pass(kind: str) -> None:
     with boot():
         report = run_pass(kind)
         click.echo(report.one_line())
+        if kind == "recover":
+            click.echo(resolve_pending_events())
