@@ -265,7 +265,8 @@ class _Linq:
 
     async def list_messages(self, call: Call) -> Response:
         query = call.request.query_params
-        limit = _int_param(query.get("limit"), "limit", default=20, low=1, high=100)
+        # Linq's documented default page size for messages is 50 (chats: 20).
+        limit = _int_param(query.get("limit"), "limit", default=50, low=1, high=100)
         cursor = _int_param(query.get("cursor"), "cursor", default=0, low=0)
         messages, next_cursor = self.state.list_messages(call.request.path_params["chat_id"], limit, cursor)
         return self._json(call, {"messages": messages, "next_cursor": next_cursor})
