@@ -100,7 +100,7 @@ def test_every_linq_answer_ends_recorded_on_a_real_worker(
 ) -> None:
     world.line()
     chat = world.chat()
-    world.sim.add_fault(path=SHARE, chat_id=str(chat), **ODD_ANSWERS[answer])  # type: ignore[misc]
+    world.sim.add_fault(path=SHARE, chat_id=str(chat), **ODD_ANSWERS[answer])
     done = cardshare(settings, "share", str(chat))
     assert done.returncode == 0, done.stderr
     wait_until(lambda: settled(deps, chat), 60, what=f"chat-day of {answer} recorded")
