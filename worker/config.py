@@ -16,6 +16,7 @@ import dataclasses
 import itertools
 import os
 import sys
+import urllib.parse
 import zoneinfo
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from worker.errors import ConfigError
+from worker.rules.bounds import mask_url as mask_url  # re-exported: how every URL is shown
 
 T = TypeVar("T")
 
@@ -128,9 +130,30 @@ def _log_level(raw: str) -> str:
     return level
 
 
+def _check_url(raw: str, *, need_host: bool) -> None:
+    """A URL that will parse later too: no spaces or controls, a numeric port in range, a host.
+    The messages never repeat the URL (it may hold a password)."""
+    if any(ch.isspace() or not ch.isprintable() for ch in raw):
+        raise ValueError("contains spaces or control characters")
+    try:
+        parts = urllib.parse.urlsplit(raw)
+        port = parts.port  # raises on a non-numeric or out-of-range port
+    except ValueError as exc:
+        reason = (
+            "has a malformed host or port" if "port" in str(exc).lower() or "IPv6" in str(exc) else str(exc)
+        )
+        raise ValueError(reason) from None
+    if port == 0:
+        raise ValueError("has port 0")
+    if need_host and not parts.hostname:
+        raise ValueError("has no host")
+
+
 def _database_url(raw: str) -> str:
     for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
         if raw.startswith(prefix):
+            # A socket directory (?host=/run/postgresql) may stand in for the host.
+            _check_url(raw, need_host="host=" not in raw)
             # One driver everywhere: psycopg 3.
             return "postgresql+psycopg://" + raw[len(prefix) :]
     raise ValueError("must be a postgresql:// URL")
@@ -139,12 +162,14 @@ def _database_url(raw: str) -> str:
 def _redis_url(raw: str) -> str:
     if not raw.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError("must be a redis:// URL")
+    _check_url(raw, need_host=not raw.startswith("unix://"))
     return raw
 
 
 def _http_url(raw: str) -> str:
     if not raw.startswith(("http://", "https://")):
         raise ValueError("must be an http(s) URL")
+    _check_url(raw, need_host=True)
     return raw.rstrip("/")
 
 
@@ -513,7 +538,9 @@ class Settings:
             try:
                 kw[attr] = var.parse(raw.strip())
             except (ValueError, TypeError) as exc:
-                raise ConfigError(var.name, f"cannot parse {raw.strip()!r}: {exc}") from None
+                # A URL may carry a password, malformed or not: never echo it as given.
+                shown = mask_url(raw.strip()) if var.name.endswith("_URL") else raw.strip()
+                raise ConfigError(var.name, f"cannot parse {shown!r}: {exc}") from None
         return cls(**kw)
 
     def to_env(self) -> dict[str, str]:
@@ -548,16 +575,6 @@ ENV_NAMES: dict[str, str] = {var.name: attr for attr, var in Settings.variables(
 def readme_rows() -> list[str]:
     """The README's configuration table rows for every setting, in declaration order."""
     return [var.readme_row() for _, var in Settings.variables()]
-
-
-def mask_url(url: str) -> str:
-    """Hide the password of a URL for display."""
-    if "://" not in url or "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:****@{host}" if ":" in creds else url
 
 
 if __name__ == "__main__":

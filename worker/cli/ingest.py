@@ -24,7 +24,7 @@ from rich.progress import (
 )
 
 from worker import runtime
-from worker.cli.common import boot, load_settings
+from worker.cli.common import boot, load_settings, safe
 from worker.deps import Deps
 from worker.errors import InputError
 from worker.http_server import bind, serve
@@ -47,7 +47,10 @@ def register(cli: click.Group) -> None:
 @click.command()
 @click.option("--host", default=None, help="Address to listen on (default CARDSHARE_WEBHOOK_HOST).")
 @click.option(
-    "--port", type=int, default=None, help="Port (default CARDSHARE_WEBHOOK_PORT; 0 picks a free one)."
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Port (default CARDSHARE_WEBHOOK_PORT; 0 picks a free one).",
 )
 def webhooks(host: str | None, port: int | None) -> None:
     """Receive Linq's signed webhooks at POST /webhooks/linq until stopped."""
@@ -77,9 +80,10 @@ def webhooks(host: str | None, port: int | None) -> None:
 )
 def sync(lines: tuple[str, ...], lookups: int | None) -> None:
     """Read every line's chats from Linq and look for outbound messages where none is known."""
+    lines = tuple(line.strip() for line in lines)  # a pasted "+1...\n" is still that line
     for line in lines:
-        if not E164.match(line):
-            raise InputError(f"line {line!r} is not an E.164 phone number (+ and digits)")
+        if not E164.fullmatch(line):
+            raise InputError(f"line {safe(line[:40])!r} is not an E.164 phone number (+ and digits)")
     with boot():
         rt = runtime.get()
         with _progress() as progress:

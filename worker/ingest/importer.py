@@ -93,7 +93,7 @@ def _chat_id(raw: str) -> uuid.UUID:
 def _phone(raw: str) -> str:
     if not raw:
         raise _Refused("line is empty")
-    if E164.match(raw):
+    if E164.fullmatch(raw):
         return raw
     # Other systems write "+1 (222) 333-4444": accept any spelling of a possible E.164 number.
     try:
@@ -102,7 +102,7 @@ def _phone(raw: str) -> str:
         number = None
     if number is not None and phonenumbers.is_possible_number(number):
         formatted = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-        if E164.match(formatted):
+        if E164.fullmatch(formatted):
             return str(formatted)
     raise _Refused(f"line {raw[:30]!r} is not an E.164 phone number (+, country code, number)")
 

@@ -269,7 +269,7 @@ def _uuid(value: object, field: str) -> uuid.UUID:
 
 
 def _phone(value: object) -> str | None:
-    return value if isinstance(value, str) and E164.match(value) else None
+    return value if isinstance(value, str) and E164.fullmatch(value) else None
 
 
 def _handle(value: object) -> str | None:

@@ -29,6 +29,13 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _SPACE = re.compile(r"[\t\n\r]+")
 
 EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)  # before Linq (and iMessage) existed
+# Days an operator may ask about: any zone's day bounds of these stay representable.
+DAY_MIN = dt.date(2000, 1, 1)
+DAY_MAX = dt.date(9999, 12, 30)
+
+
+def day_in_range(day: dt.date) -> bool:
+    return DAY_MIN <= day <= DAY_MAX
 
 
 def clean_text(value: object, limit: int = ERROR_MAX) -> str | None:
@@ -149,3 +156,25 @@ def bound_answer(
 def _raw(value: object) -> str:
     text = clean_text(repr(value) if not isinstance(value, str) else value, RAW_MAX) or "''"
     return text
+
+
+_SECRET_QUERY = re.compile(r"((?:password|passwd|pass|token|secret|key)=)[^&#\s]*", re.IGNORECASE)
+
+
+def mask_url(raw: str) -> str:
+    """A URL safe to print: whatever stands between `scheme://` and the last `@` of the
+    authority (user and password, however malformed) and password-like query values become
+    `***`. Used for every URL setting in errors, including URLs that do not parse."""
+    text = clean_text(raw, 300) or ""
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "", text
+    authority, slash, tail = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rsplit("@", 1)[1]
+    elif "@" in tail.split("?", 1)[0]:
+        # an '@' after a '/' inside the userinfo: hide everything up to the last '@' of the path
+        _, _, after = (authority + slash + tail).rpartition("@")
+        authority, slash, tail = "***@" + after, "", ""
+    masked = f"{scheme}{sep}{authority}{slash}{tail}"
+    return _SECRET_QUERY.sub(r"\1***", masked)
