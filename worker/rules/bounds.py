@@ -162,19 +162,20 @@ _SECRET_QUERY = re.compile(r"((?:password|passwd|pass|token|secret|key)=)[^&#\s]
 
 
 def mask_url(raw: str) -> str:
-    """A URL safe to print: whatever stands between `scheme://` and the last `@` of the
-    authority (user and password, however malformed) and password-like query values become
-    `***`. Used for every URL setting in errors, including URLs that do not parse."""
+    """A URL safe to print: the password (whatever follows the user's first `:` up to the last
+    `@` of the authority, however malformed) and password-like query values become `****`. Used for every URL setting in errors, including URLs that do not parse."""
     text = clean_text(raw, 300) or ""
     scheme, sep, rest = text.partition("://")
     if not sep:
         scheme, rest = "", text
     authority, slash, tail = rest.partition("/")
     if "@" in authority:
-        authority = "***@" + authority.rsplit("@", 1)[1]
+        userinfo, host = authority.rsplit("@", 1)
+        user, colon, _ = userinfo.partition(":")
+        authority = f"{user}:****@{host}" if colon else f"{userinfo}@{host}"
     elif "@" in tail.split("?", 1)[0]:
         # an '@' after a '/' inside the userinfo: hide everything up to the last '@' of the path
         _, _, after = (authority + slash + tail).rpartition("@")
-        authority, slash, tail = "***@" + after, "", ""
+        authority, slash, tail = "****@" + after, "", ""
     masked = f"{scheme}{sep}{authority}{slash}{tail}"
-    return _SECRET_QUERY.sub(r"\1***", masked)
+    return _SECRET_QUERY.sub(r"\1****", masked)
