@@ -114,14 +114,14 @@ def import_chats(file: Path, fmt: str | None) -> None:
                 deps.sessions,
                 now=deps.clock(),
                 fmt=cast("importer.Format | None", fmt),
-                on_bad_row=lambda bad: click.echo(f"cardshare: {bad.one_line(str(file))}", err=True),
+                on_bad_row=lambda bad: click.echo(f"cardshare: {safe(bad.one_line(str(file)))}", err=True),
             )
         except InputError as exc:
             _audit_import(deps, "refused", f"{file.name}: {exc}")
             raise InputError(f"{file}: {exc}") from None
-        _audit_import(deps, "partial" if report.bad else "imported", report.one_line())
+        _audit_import(deps, "partial" if report.bad_count else "imported", report.one_line())
         click.echo(report.one_line())
-        if report.bad:
+        if report.bad_count:
             sys.exit(1)
 
 

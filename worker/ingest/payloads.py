@@ -54,7 +54,7 @@ def parse_event(body: bytes, *, webhook_id: str | None = None, now: dt.datetime 
     `now` is the receipt time: a timestamp after it is clamped to it, one before 2000 is refused.
     """
     now = now or dt.datetime.now(dt.UTC)
-    if _too_deep(body, MAX_JSON_DEPTH):
+    if too_deep(body, MAX_JSON_DEPTH):
         raise MalformedPayload(f"body nests deeper than {MAX_JSON_DEPTH} levels")
     try:
         doc = json.loads(body)
@@ -116,7 +116,7 @@ class _Clock:
         return checked
 
 
-def _too_deep(body: bytes, limit: int) -> bool:
+def too_deep(body: bytes, limit: int) -> bool:
     """Deeper than `limit` brackets anywhere? A cheap scan before json.loads, whose recursion
     a few thousand brackets would exhaust (brackets inside strings count too: harmless, since
     only a pathological body has that many)."""

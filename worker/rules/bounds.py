@@ -163,7 +163,8 @@ _SECRET_QUERY = re.compile(r"((?:password|passwd|pass|token|secret|key)=)[^&#\s]
 
 def mask_url(raw: str) -> str:
     """A URL safe to print: the password (whatever follows the user's first `:` up to the last
-    `@` of the authority, however malformed) and password-like query values become `****`. Used for every URL setting in errors, including URLs that do not parse."""
+    `@` of the authority, however malformed) and password-like query values become `****`.
+    Used for every URL setting in errors, including URLs that do not parse."""
     text = clean_text(raw, 300) or ""
     scheme, sep, rest = text.partition("://")
     if not sep:
