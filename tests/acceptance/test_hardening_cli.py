@@ -210,3 +210,31 @@ def test_an_unexpected_error_is_one_line_with_a_hint(settings: Settings, data_di
     debug = cardshare(settings, "status", CARDSHARE_LOG_LEVEL="DEBUG", **env)
     assert debug.returncode != 0
     assert "Traceback" in debug.stderr
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "why"),
+    [
+        ("--image", "https://127.1/logo.jpg", "private or local"),
+        ("--image", "https://0x7f000001/logo.jpg", "private or local"),
+        ("--image", "https://[::ffff:169.254.169.254]/latest", "private or local"),
+        ("--image", "https://cdn.localhost/logo.jpg", "public host"),
+        ("--image", "https://metadata.google.internal/computeMetadata/v1/", "metadata"),
+        ("--first", "Acme\u202egnp.exe", "invisible formatting"),
+        ("--first", "Acme\x9b31m", "control characters"),
+    ],
+)
+def test_card_input_is_refused_in_every_spelling_before_any_call(
+    settings: Settings, world: World, flag: str, value: str, why: str
+) -> None:
+    world.line("+12223334444", active=False)
+    before = world.sim.requests()
+    args = ["card", "create", "--phone", "+12223334444", "--first", "Acme", flag, value]
+    if flag == "--first":
+        args = ["card", "create", "--phone", "+12223334444", "--first", value]
+    done = cardshare(settings, *args)
+    one_line_failure(done, mentions=why)
+    assert done.returncode == 2
+    assert "\x9b" not in done.stderr
+    assert "\u202e" not in done.stderr
+    assert world.sim.requests() == before
