@@ -288,10 +288,15 @@ def _attempt(run: _Run, line_phone: str, deps: Deps, task_id: str | None) -> Sha
     return _final(run, attempt_id, record, verdict, line_phone, err, deps)
 
 
+# The share path confirms only this far inside the window, so that the 429's recorded time
+# (a few milliseconds later) is inside it too when `cardshare check` judges it.
+CONFIRM_MARGIN_S = 5.0
+
+
 def rate_limit_confirms(unknown_age_s: float) -> bool:
     """A 429 proves an earlier share of unknown outcome was accepted only when it came less than
     Linq's share window after that share was sent (docs/decisions.md §3)."""
-    return 0.0 <= unknown_age_s < LINQ_SHARE_WINDOW_S
+    return 0.0 <= unknown_age_s < LINQ_SHARE_WINDOW_S - CONFIRM_MARGIN_S
 
 
 def _final(
