@@ -56,7 +56,7 @@ def webhooks(host: str | None, port: int | None) -> None:
     """Receive Linq's signed webhooks at POST /webhooks/linq until stopped."""
     settings = load_settings()
     receiver.verifier_for(settings)  # a missing or bad secret stops us before anything starts
-    with boot(settings) as b:
+    with boot(settings, watch=True) as b:
         settings = b.settings
         # The receiver's own lines (rejections, outages) are the point of running it: log at INFO.
         configure_logging(settings.log_level, settings.log_format)
