@@ -33,6 +33,10 @@ class MalformedPayload(ValueError):
     """A payload cardshare cannot use; the message says which field and why, in one line."""
 
 
+class _NoChat(Exception):
+    """A 2025-01-01 message event without `chat_id`, which that schema allows: no fact to record."""
+
+
 @dataclass(frozen=True)
 class ParsedEvent:
     event_id: str
@@ -88,7 +92,11 @@ def parse_event(body: bytes, *, webhook_id: str | None = None, now: dt.datetime 
         )
     else:
         created_at = clock.check(_time(doc.get("created_at"), "created_at"), "created_at")
-        activity = activity_from_message(event_type, data, created_at=created_at, clock=clock)
+        try:
+            activity = activity_from_message(event_type, data, created_at=created_at, clock=clock)
+        except _NoChat:
+            # Knowingly ignored (200): there is no chat to attach anything to.
+            return ParsedEvent(event_id, event_type, version, None, notes=("no chat_id: nothing to record",))
     return ParsedEvent(
         event_id,
         event_type,
@@ -158,6 +166,8 @@ def activity_from_message(
         if clock is not None:
             when = clock.check(when, "data.sent_at")
     else:
+        if data.get("chat_id") is None:
+            raise _NoChat
         chat_id = _uuid(data.get("chat_id"), "data.chat_id")
         is_from_me = data.get("is_from_me")
         if is_from_me is not None and not isinstance(is_from_me, bool):
