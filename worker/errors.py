@@ -34,5 +34,11 @@ class StoreUnavailable(CardshareError):
     exit_code = 3
 
 
+class BrokerUnavailable(CardshareError):
+    """Redis (the broker) is unreachable; try again later."""
+
+    exit_code = 3
+
+
 class UnknownChat(InputError):
     """No such chat."""

@@ -140,7 +140,7 @@ def _body_message(body: object) -> str | None:
 def _body_trace_id(response: httpx.Response) -> str | None:
     try:
         data = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if isinstance(data, dict):
         trace = data.get("trace_id")

@@ -12,6 +12,8 @@ import datetime as dt
 import ipaddress
 import logging
 import re
+import socket
+import unicodedata
 import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -126,16 +128,72 @@ def check_image_url(raw: str) -> str:
     host = parts.hostname or ""
     if not host:
         raise bad("has no host")
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        ip = None
-    if ip is not None:
-        if not ip.is_global:
-            raise bad("points at a private or local address Linq cannot reach")
-    elif host == "localhost" or "." not in host.strip(".") or not _valid_hostname(host):
-        raise bad("needs a public host name")
+    problem = host_problem(host)
+    if problem is not None:
+        raise bad(problem)
     return url
+
+
+# Names that resolve to the machine itself or to a cloud's metadata service, or that only exist
+# on a private network (RFC 6761, 6762, 8375; GCP, AWS and Azure metadata names).
+_LOCAL_SUFFIXES = ("localhost", "local", "internal", "home.arpa", "localdomain", "lan", "intranet")
+_METADATA_NAMES = frozenset({"metadata", "metadata.google.internal", "instance-data", "metadata.azure.com"})
+_NUMERIC_LABEL = re.compile(r"(0x[0-9a-f]*|[0-9]+)")
+
+
+def host_problem(raw_host: str) -> str | None:
+    """Why Linq could not (or must not) fetch from this host, or None for a public one. Pure.
+
+    Every spelling is normalized first, as a resolver or URL parser would: IDNA (which folds
+    full-width digits), trailing dots, brackets; then IPv4 in the forms `inet_aton` accepts
+    (127.1, 0177.0.0.1, 0x7f000001, 2130706433), IPv6 with the IPv4 it embeds (mapped, 6to4,
+    Teredo, NAT64) checked too.
+    """
+    host = raw_host.strip().strip("[]")
+    try:
+        host = host.encode("idna").decode("ascii") if host.isascii() is False else host
+    except UnicodeError:
+        return "has a host name that is not valid IDNA"
+    host = host.lower().rstrip(".")
+    if not host:
+        return "has no host"
+    ip = _as_ip(host)
+    if ip is not None:
+        return None if _is_public(ip) else "points at a private or local address Linq cannot reach"
+    labels = host.split(".")
+    if _NUMERIC_LABEL.fullmatch(labels[-1]):
+        # A URL parser takes a host ending in a number for an IPv4 address; this one is not valid.
+        return "needs a public host name (a host ending in a number must be a valid IPv4 address)"
+    if host in _METADATA_NAMES:
+        return f"needs a public host name ({host} is a cloud metadata service)"
+    if any(host == s or host.endswith("." + s) for s in _LOCAL_SUFFIXES):
+        return f"needs a public host name ({host} is a local or private name)"
+    if len(labels) < 2 or not _valid_hostname(host):
+        return "needs a public host name"
+    return None
+
+
+def _as_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        pass
+    if re.fullmatch(r"[0-9a-fx.]+", host):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    return None
+
+
+def _is_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = [ip.ipv4_mapped, ip.sixtofour, ip.teredo[1] if ip.teredo else None]
+        if ip in ipaddress.IPv6Network("64:ff9b::/96"):
+            embedded.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+        if any(v4 is not None and not _is_public(v4) for v4 in embedded):
+            return False
+    return ip.is_global and not ip.is_multicast and not ip.is_reserved
 
 
 def _valid_hostname(host: str) -> bool:
@@ -147,14 +205,28 @@ def _valid_hostname(host: str) -> bool:
     return all(re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?", label) for label in labels)
 
 
+# Allowed although invisible: the zero-width joiner inside emoji sequences (a family, a flag).
+_ALLOWED_FORMAT = frozenset({"\u200d"})
+
+
 def check_name(raw: str, what: str) -> str:
+    """A name Linq shows on the customer's phone: no control characters (C0, DEL, C1), no line
+    or paragraph separators, and no invisible format characters (bidi overrides and isolates,
+    zero-width spaces, BOM) that could disguise it."""
     name = raw.strip()
     if not name:
         raise InputError(f"{what} must not be empty")
     if len(name) > NAME_MAX:
         raise InputError(f"{what} is longer than {NAME_MAX} characters")
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in name):
-        raise InputError(f"{what} must not contain control characters")
+    for ch in name:
+        category = unicodedata.category(ch)
+        if category in ("Cc", "Zl", "Zp", "Cs", "Co", "Cn"):
+            raise InputError(f"{what} must not contain control characters (U+{ord(ch):04X})")
+        if category == "Cf" and ch not in _ALLOWED_FORMAT:
+            raise InputError(
+                f"{what} must not contain invisible formatting characters "
+                f"such as bidi overrides (U+{ord(ch):04X})"
+            )
     return name
 
 

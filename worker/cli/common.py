@@ -6,6 +6,7 @@ Command modules import this and the packages that do the work, never `main` or e
 from __future__ import annotations
 
 import datetime as dt
+import re
 import sys
 import uuid
 from collections.abc import Iterator, Sequence
@@ -17,8 +18,22 @@ import click
 from worker import bootstrap
 from worker.bootstrap import Booted
 from worker.config import Settings
-from worker.errors import CardshareError, InputError
+from worker.errors import BrokerUnavailable, CardshareError, InputError
 from worker.logs import configure as configure_logging
+from worker.rules import bounds
+
+# Terminal control: C0 controls but tab and newline (ESC starts every escape sequence), DEL, C1
+# controls (CSI, OSC ...), and the invisible format characters that reorder text (bidi).
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+
+
+def safe(text: object) -> str:
+    """Text from the database or Linq, made safe to print: control and bidi characters shown as
+    escapes (`\x1b`), so stored text can neither drive the terminal nor disguise itself."""
+    return _UNSAFE.sub(
+        lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}",
+        str(text),
+    )
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -46,11 +61,26 @@ def boot(settings: Settings | None = None, **kw: Any) -> Iterator[Booted]:
         b.close()
 
 
+@contextmanager
+def broker_errors(redis_url: str | None) -> Iterator[None]:
+    """Redis down (or refusing us) becomes one line naming it, without its password."""
+    import kombu.exceptions
+    import redis.exceptions
+
+    try:
+        yield
+    except (kombu.exceptions.OperationalError, redis.exceptions.RedisError, ConnectionError) as exc:
+        where = bounds.mask_url(redis_url or "the broker")
+        raise BrokerUnavailable(
+            f"Redis at {where} is unavailable ({type(exc).__name__}); nothing was enqueued, try again later"
+        ) from None
+
+
 def parse_chat_id(raw: str) -> uuid.UUID:
     try:
         return uuid.UUID(raw.strip())
     except ValueError:
-        raise InputError(f"chat id {raw!r} is malformed: Linq chat ids are UUIDs") from None
+        raise InputError(f"chat id {safe(raw[:80])!r} is malformed: Linq chat ids are UUIDs") from None
 
 
 def parse_day(raw: str | None) -> dt.date | None:
@@ -58,9 +88,12 @@ def parse_day(raw: str | None) -> dt.date | None:
     if raw is None:
         return None
     try:
-        return dt.date.fromisoformat(raw)
+        day = dt.date.fromisoformat(raw.strip())
     except ValueError:
-        raise InputError(f"--day {raw!r} is not a date (YYYY-MM-DD)") from None
+        raise InputError(f"--day {safe(raw)!r} is not a date (YYYY-MM-DD)") from None
+    if not bounds.day_in_range(day):
+        raise InputError(f"--day {day} is out of range ({bounds.DAY_MIN} to {bounds.DAY_MAX})")
+    return day
 
 
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -78,7 +111,7 @@ def _cell(value: object) -> str:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    return " ".join(str(value).split())  # a newline in a name must not break the table
+    return safe(" ".join(str(value).split()))  # a newline in a name must not break the table
 
 
 def ago(seconds: float | None) -> str:

@@ -16,7 +16,7 @@ def register(cli: click.Group) -> None:
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8765, show_default=True, type=int)
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
 @click.option(
     "--api-key",
     envvar="LINQ_API_V3_API_KEY",

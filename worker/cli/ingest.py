@@ -24,7 +24,7 @@ from rich.progress import (
 )
 
 from worker import runtime
-from worker.cli.common import boot, load_settings
+from worker.cli.common import boot, load_settings, safe
 from worker.deps import Deps
 from worker.errors import InputError
 from worker.http_server import bind, serve
@@ -48,13 +48,16 @@ def register(cli: click.Group) -> None:
 @click.command()
 @click.option("--host", default=None, help="Address to listen on (default CARDSHARE_WEBHOOK_HOST).")
 @click.option(
-    "--port", type=int, default=None, help="Port (default CARDSHARE_WEBHOOK_PORT; 0 picks a free one)."
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Port (default CARDSHARE_WEBHOOK_PORT; 0 picks a free one).",
 )
 def webhooks(host: str | None, port: int | None) -> None:
     """Receive Linq's signed webhooks at POST /webhooks/linq until stopped."""
     settings = load_settings()
     receiver.verifier_for(settings)  # a missing or bad secret stops us before anything starts
-    with boot(settings) as b:
+    with boot(settings, watch=True) as b:
         settings = b.settings
         # The receiver's own lines (rejections, outages) are the point of running it: log at INFO.
         configure_logging(settings.log_level, settings.log_format)
@@ -67,7 +70,7 @@ def webhooks(host: str | None, port: int | None) -> None:
         except OSError as exc:
             raise InputError(f"cannot listen on {where[0]}:{where[1]}: {exc.strerror or exc}") from None
         click.echo(f"receiving Linq webhooks at {receiver.url_of(sock)}")
-        serve(app, sock)
+        serve(app, sock, header_timeout_s=settings.webhook_header_timeout_s)
 
 
 @click.command()
@@ -80,9 +83,10 @@ def webhooks(host: str | None, port: int | None) -> None:
 )
 def sync(lines: tuple[str, ...], lookups: int | None) -> None:
     """Read every line's chats from Linq and look for outbound messages where none is known."""
+    lines = tuple(line.strip() for line in lines)  # a pasted "+1...\n" is still that line
     for line in lines:
-        if not E164.match(line):
-            raise InputError(f"line {line!r} is not an E.164 phone number (+ and digits)")
+        if not E164.fullmatch(line):
+            raise InputError(f"line {safe(line[:40])!r} is not an E.164 phone number (+ and digits)")
     with boot():
         rt = runtime.get()
         with _progress() as progress:
@@ -113,14 +117,14 @@ def import_chats(file: Path, fmt: str | None) -> None:
                 deps.sessions,
                 now=deps.clock(),
                 fmt=cast("importer.Format | None", fmt),
-                on_bad_row=lambda bad: click.echo(f"cardshare: {bad.one_line(str(file))}", err=True),
+                on_bad_row=lambda bad: click.echo(f"cardshare: {safe(bad.one_line(str(file)))}", err=True),
             )
         except InputError as exc:
             _audit_import(deps, "refused", f"{file.name}: {exc}")
             raise InputError(f"{file}: {exc}") from None
-        _audit_import(deps, "partial" if report.bad else "imported", report.one_line())
+        _audit_import(deps, "partial" if report.bad_count else "imported", report.one_line())
         click.echo(report.one_line())
-        if report.bad:
+        if report.bad_count:
             sys.exit(1)
 
 

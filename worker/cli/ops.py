@@ -12,13 +12,14 @@ import sys
 from collections.abc import Sequence
 
 import click
+import httpx
 from rich.console import Console
 from rich.table import Table
 
 from worker import runtime
-from worker.cli.common import ago, boot, parse_chat_id, parse_day, render_table
+from worker.cli.common import ago, boot, parse_chat_id, parse_day, render_table, safe
 from worker.config import Settings
-from worker.errors import InputError, UnknownChat
+from worker.errors import CardshareError, InputError, UnknownChat
 from worker.http_server import address, bind, serve
 from worker.ops import status as status_mod
 from worker.ops import status_page
@@ -27,6 +28,7 @@ from worker.ops.healthcheck import health
 from worker.ops.status import Counts, History, Status
 from worker.rules.cadence import share_day
 from worker.simulator import SimulatorAdmin
+from worker.simulator.client import SimulatorAdminError
 
 
 def register(cli: click.Group) -> None:
@@ -73,7 +75,8 @@ def _reasons(counter: dict[str, int]) -> str:
 
 def _print_status(st: Status) -> None:
     # A pipe gets no colour and a fixed width, so the table does not wrap at 80 columns.
-    console = Console(width=None if sys.stdout.isatty() else 140)
+    # markup=False: stored reasons and names are data; "[/bold]" in one must print as itself.
+    console = _SafeConsole(width=None if sys.stdout.isatty() else 140, markup=False)
     table = Table(title=f"cardshare {st.day}", title_justify="left")
     for name in (
         "line",
@@ -90,7 +93,7 @@ def _print_status(st: Status) -> None:
 
     def add(label: str, card: str, c: Counts, style: str | None = None) -> None:
         table.add_row(
-            label,
+            safe(label),
             card,
             *(str(v) for v in (c.due, c.shared, c.skipped_total, c.failed_total, c.unknown, c.in_flight)),
             str(c.not_enqueued),
@@ -160,12 +163,21 @@ def _print_status(st: Status) -> None:
             )
 
 
+class _SafeConsole(Console):
+    """A console whose every printed string has terminal control characters neutralized."""
+
+    def print(self, *objects: object, **kw: object) -> None:
+        super().print(*(safe(o) if isinstance(o, str) else o for o in objects), **kw)  # type: ignore[arg-type]
+
+
 # --------------------------------------------------------------------------- history
 
 
 @click.command()
 @click.argument("chat_id")
-@click.option("--days", type=click.IntRange(min=1), default=None, help="Only the last N days (default all).")
+@click.option(
+    "--days", type=click.IntRange(min=1, max=36_600), default=None, help="Only the last N days (default all)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def history(chat_id: str, days: int | None, as_json: bool) -> None:
     """Every day and HTTP attempt of CHAT_ID, and why it is not due today."""
@@ -179,7 +191,7 @@ def history(chat_id: str, days: int | None, as_json: bool) -> None:
         click.echo(json.dumps(story.as_dict(), indent=2))
         return
     for line in history_lines(story):
-        click.echo(line)
+        click.echo(safe(line))
 
 
 def _ts(value: dt.datetime | None) -> str:
@@ -253,7 +265,13 @@ def history_lines(story: History) -> list[str]:
 @click.option(
     "--host", default="127.0.0.1", show_default=True, help="Address to listen on (keep it loopback)."
 )
-@click.option("--port", default=8090, show_default=True, type=int, help="Port (0 picks a free one).")
+@click.option(
+    "--port",
+    default=8090,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port (0 picks a free one).",
+)
 def web(host: str, port: int) -> None:
     """Serve the read-only status page (today's numbers and the last failures) until stopped."""
     with boot() as b:
@@ -263,7 +281,7 @@ def web(host: str, port: int) -> None:
         except OSError as exc:
             raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         click.echo(f"status page at {address(sock)}/")
-        serve(app, sock)
+        serve(app, sock, header_timeout_s=b.settings.webhook_header_timeout_s)
 
 
 # --------------------------------------------------------------------------- check
@@ -284,8 +302,7 @@ def check(day_text: str | None, sim_url: str | None, as_json: bool) -> None:
         day = parse_day(day_text or None) or share_day(dt.datetime.now(dt.UTC), b.settings.zone)
         events = None
         if sim_url:
-            with SimulatorAdmin(sim_url) as admin:
-                events = admin.share_events()
+            events = _simulator_events(sim_url)
         deps = runtime.get().deps
         with deps.sessions() as s:
             report = run_check(s, day, deps.policy, now=dt.datetime.now(dt.UTC), share_events=events)
@@ -293,6 +310,19 @@ def check(day_text: str | None, sim_url: str | None, as_json: bool) -> None:
             click.echo(json.dumps(report.as_dict(), indent=2, default=str))
         else:
             for line in report.lines():
-                click.echo(line)
+                click.echo(safe(line))
         if not report.ok:
             sys.exit(1)
+
+
+def _simulator_events(url: str) -> list[dict[str, object]]:
+    """The simulator's share log, or one line saying why it cannot be had."""
+    if not url.startswith(("http://", "https://")):
+        raise InputError(f"--simulator {safe(url[:80])!r} is not an http(s) URL")
+    try:
+        with SimulatorAdmin(url) as admin:
+            return admin.share_events()
+    except (httpx.HTTPError, SimulatorAdminError, ValueError, KeyError, TypeError) as exc:
+        raise CardshareError(
+            f"--simulator {safe(url[:80])}: no share log there ({type(exc).__name__}: {safe(str(exc)[:120])})"
+        ) from None

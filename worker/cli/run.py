@@ -25,7 +25,7 @@ def register(cli: click.Group) -> None:
 @click.option("--loglevel", "-l", default="INFO")
 def worker(concurrency: int | None, pool: str | None, name: str | None, loglevel: str) -> None:
     """Run a Celery worker (starts embedded services when no URLs are set)."""
-    with boot() as b:
+    with boot(watch=True) as b:
         app.worker_main(
             argv=worker_args(
                 pool=pool or b.settings.worker_pool,
@@ -40,7 +40,7 @@ def worker(concurrency: int | None, pool: str | None, name: str | None, loglevel
 @click.option("--loglevel", "-l", default="INFO")
 def beat(loglevel: str) -> None:
     """Run Celery beat: the sweep every interval, recovery every minute. Run exactly one."""
-    with boot() as b:
+    with boot(watch=True) as b:
         schedule = Path(b.settings.data_dir) / "celerybeat-schedule"
         schedule.parent.mkdir(parents=True, exist_ok=True)
         app.start(argv=["beat", "--schedule", str(schedule), "--loglevel", loglevel])

@@ -7,9 +7,9 @@ import sys
 import click
 
 from worker import runtime
-from worker.cli.common import boot, fail, parse_chat_id
+from worker.cli.common import boot, broker_errors, fail, parse_chat_id
 from worker.errors import InputError, UnknownChat
-from worker.queue.tasks import run_pass
+from worker.queue.tasks import resolve_pending_events, run_pass
 from worker.queue.tasks import share_chat as share_task
 from worker.rules.cadence import share_day, why_not_due
 from worker.sharing import share as sharing
@@ -74,7 +74,8 @@ def share(chat_id: str, wait: bool) -> None:
             if result.outcome not in (sharing.Outcome.SHARED, sharing.Outcome.CONFIRMED):
                 sys.exit(1)
             return
-        sent = share_task.apply_async(args=(str(cid), day.isoformat()))
+        with broker_errors(b.settings.redis_url):
+            sent = share_task.apply_async(args=(str(cid), day.isoformat()))
         click.echo(f"enqueued chat {cid} for {day} (task {sent.id}); a worker will share it")
 
 
@@ -91,6 +92,8 @@ def recover() -> None:
 
 
 def _run_pass(kind: str) -> None:
-    with boot():
+    with boot() as b, broker_errors(b.settings.redis_url):
         report = run_pass(kind)
         click.echo(report.one_line())
+        if kind == "recover":
+            click.echo(resolve_pending_events())

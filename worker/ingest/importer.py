@@ -11,7 +11,7 @@ import csv
 import datetime as dt
 import json
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal
@@ -20,7 +20,8 @@ import phonenumbers
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.errors import InputError, StoreUnavailable
-from worker.ingest.payloads import E164, SERVICES
+from worker.ingest.payloads import E164, MAX_JSON_DEPTH, SERVICES, too_deep
+from worker.rules import bounds
 from worker.rules.facts import ChatActivity
 from worker.store.chats import record_activity
 from worker.store.session import transaction
@@ -28,6 +29,8 @@ from worker.store.session import transaction
 Format = Literal["csv", "jsonl"]
 REQUIRED = ("chat_id", "line", "service", "last_outbound_at")
 BATCH = 1000
+MAX_LINE_CHARS = 64 * 1024  # a JSON Lines row is a few hundred characters; longer is not a row
+KEEP_BAD_ROWS = 100  # bad rows kept (and printed) in full; the rest are only counted
 # A last outbound time this far ahead of our clock is bad data, not clock skew.
 FUTURE_SLACK = dt.timedelta(minutes=5)
 _SERVICES = {s.lower(): s for s in SERVICES}
@@ -55,11 +58,14 @@ class _Refused(ValueError):
 
 
 def parse_row(fields: Mapping[str | None, object], *, now: dt.datetime) -> ChatActivity | str:
-    """One row's facts, or the reason it is refused (naming the column and the value)."""
+    """One row's facts, or the reason it is refused (naming the column and the value). Never
+    raises: whatever is wrong with a row, it is that row's reason."""
     try:
         return _parse(fields, now)
     except _Refused as exc:
-        return str(exc)
+        return bounds.clean_text(str(exc), 300) or "is not usable"
+    except Exception as exc:  # anything unforeseen in one row must not end the import
+        return f"cannot be read ({type(exc).__name__})"
 
 
 def _parse(fields: Mapping[str | None, object], now: dt.datetime) -> ChatActivity:
@@ -93,7 +99,7 @@ def _chat_id(raw: str) -> uuid.UUID:
 def _phone(raw: str) -> str:
     if not raw:
         raise _Refused("line is empty")
-    if E164.match(raw):
+    if E164.fullmatch(raw):
         return raw
     # Other systems write "+1 (222) 333-4444": accept any spelling of a possible E.164 number.
     try:
@@ -102,7 +108,7 @@ def _phone(raw: str) -> str:
         number = None
     if number is not None and phonenumbers.is_possible_number(number):
         formatted = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-        if E164.match(formatted):
+        if E164.fullmatch(formatted):
             return str(formatted)
     raise _Refused(f"line {raw[:30]!r} is not an E.164 phone number (+, country code, number)")
 
@@ -125,10 +131,16 @@ def _timestamp(value: object, now: dt.datetime) -> dt.datetime:
     except ValueError:
         raise _Refused(f"last_outbound_at {raw[:40]!r} is not an ISO-8601 timestamp") from None
     if when.tzinfo is None:
-        raise _Refused(f"last_outbound_at {raw!r} has no time zone (add Z or an offset such as +00:00)")
-    if when > now + FUTURE_SLACK:
-        raise _Refused(f"last_outbound_at {raw!r} is in the future")
-    return when.astimezone(dt.UTC)
+        raise _Refused(f"last_outbound_at {raw[:40]!r} has no time zone (add Z or an offset such as +00:00)")
+    try:
+        utc = when.astimezone(dt.UTC)
+    except OverflowError:
+        raise _Refused(f"last_outbound_at {raw[:40]!r} is out of range") from None
+    if utc < bounds.EARLIEST:
+        raise _Refused(f"last_outbound_at {raw[:40]!r} is before 2000")
+    if utc > now + FUTURE_SLACK:
+        raise _Refused(f"last_outbound_at {raw[:40]!r} is in the future")
+    return utc
 
 
 def _flag(value: object) -> bool | None:
@@ -164,19 +176,40 @@ def read_rows(stream: IO[str], fmt: Format, *, now: dt.datetime) -> Iterator[Row
         yield from _csv_rows(stream, now)
 
 
-def _jsonl_rows(lines: Iterable[str], now: dt.datetime) -> Iterator[Row | RowError]:
-    for number, text in enumerate(lines, 1):
+def _jsonl_rows(stream: IO[str], now: dt.datetime) -> Iterator[Row | RowError]:
+    for number, text in enumerate(_bounded_lines(stream), 1):
+        if text is None:
+            yield RowError(number, f"is longer than {MAX_LINE_CHARS} characters")
+            continue
         if not text.strip():
+            continue
+        if too_deep(text.encode(), MAX_JSON_DEPTH):
+            yield RowError(number, f"nests deeper than {MAX_JSON_DEPTH} levels")
             continue
         try:
             doc = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             yield RowError(number, "is not a JSON object (JSON Lines: one object per line)")
             continue
         if not isinstance(doc, dict):
             yield RowError(number, "is not a JSON object (JSON Lines: one object per line)")
             continue
         yield _row(number, {str(k).strip().lower(): v for k, v in doc.items()}, now)
+
+
+def _bounded_lines(stream: IO[str]) -> Iterator[str | None]:
+    """The file's lines, never holding more than MAX_LINE_CHARS of one: a longer line is read
+    through in pieces and yielded as None."""
+    while True:
+        text = stream.readline(MAX_LINE_CHARS + 1)
+        if not text:
+            return
+        if len(text) > MAX_LINE_CHARS and not text.endswith("\n"):
+            while (rest := stream.readline(MAX_LINE_CHARS)) and not rest.endswith("\n"):
+                pass
+            yield None
+            continue
+        yield text
 
 
 def _csv_rows(stream: IO[str], now: dt.datetime) -> Iterator[Row | RowError]:
@@ -212,13 +245,26 @@ def _row(number: int, fields: Mapping[str | None, object], now: dt.datetime) -> 
 
 @dataclass
 class ImportReport:
+    """Counts, and the first KEEP_BAD_ROWS bad rows: memory stays bounded whatever the file."""
+
     name: str
     imported: int = 0
-    bad: list[RowError] = field(default_factory=list)
+    bad_count: int = 0
+    bad: list[RowError] = field(default_factory=list)  # the first KEEP_BAD_ROWS only
+
+    def add_bad(self, row: RowError) -> bool:
+        """Count a bad row; True when it is among those kept (and shown)."""
+        self.bad_count += 1
+        if len(self.bad) < KEEP_BAD_ROWS:
+            self.bad.append(row)
+            return True
+        return False
 
     def one_line(self) -> str:
-        bad = len(self.bad)
+        bad = self.bad_count
         tail = f"; {bad} bad row{'s' if bad != 1 else ''} skipped" if bad else ""
+        if bad > len(self.bad):
+            tail += f" (the first {len(self.bad)} shown)"
         return f"imported {self.imported} row{'s' if self.imported != 1 else ''} from {self.name}{tail}"
 
 
@@ -241,28 +287,51 @@ def import_file(
     with stream:
         head = stream.read(4096)
         stream.seek(0)
-        batch: list[ChatActivity] = []
+        batch: list[Row] = []
+
+        def bad(row: RowError) -> None:
+            if report.add_bad(row):
+                on_bad_row(row)
+
         for item in read_rows(stream, fmt or detect_format(path, head), now=now):
             if isinstance(item, RowError):
-                report.bad.append(item)
-                on_bad_row(item)
+                bad(item)
                 continue
-            batch.append(item.activity)
+            batch.append(item)
             if len(batch) >= BATCH:
-                _flush(sessions, batch, report)
-        _flush(sessions, batch, report)
+                _flush(sessions, batch, report, bad)
+        _flush(sessions, batch, report, bad)
     return report
 
 
-def _flush(sessions: sessionmaker[Session], batch: list[ChatActivity], report: ImportReport) -> None:
+def _flush(
+    sessions: sessionmaker[Session], batch: list[Row], report: ImportReport, bad: Callable[[RowError], None]
+) -> None:
+    """One transaction per batch. If the database refuses the batch for a reason other than
+    being unreachable, each row is tried alone: the bad one is reported, the good ones kept."""
     if not batch:
         return
     try:
+        _write(sessions, [r.activity for r in batch], report)
+    except StoreUnavailable:
+        raise
+    except Exception:
+        for row in batch:
+            try:
+                _write(sessions, [row.activity], report)
+            except StoreUnavailable:
+                raise
+            except Exception as exc:
+                bad(RowError(row.line, f"was refused by the database ({type(exc).__name__})"))
+    batch.clear()
+
+
+def _write(sessions: sessionmaker[Session], facts: list[ChatActivity], report: ImportReport) -> None:
+    try:
         with transaction(sessions) as session:
-            record_activity(session, batch)
+            record_activity(session, facts)
     except StoreUnavailable as exc:
         raise StoreUnavailable(
             f"{exc}; {report.imported} rows were imported before it (importing is idempotent: run it again)"
         ) from exc
-    report.imported += len(batch)
-    batch.clear()
+    report.imported += len(facts)

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
+import datetime as dt
 import hashlib
 import hmac
 import logging
+import math
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -30,10 +33,12 @@ from worker.config import Settings
 from worker.errors import ConfigError, StoreUnavailable
 from worker.http_server import address
 from worker.ingest import payloads
+from worker.ingest import pending as pending_store
 from worker.logs import event, register_secret
 from worker.ops import metrics
+from worker.rules import bounds
 from worker.store.chats import record_activity
-from worker.store.ingest import Delivery, record_webhook_event
+from worker.store.ingest import Delivery, add_pending, line_of_chat, record_webhook_event
 from worker.store.session import ping, transaction
 
 log = logging.getLogger("cardshare.webhooks")
@@ -136,7 +141,10 @@ class Verifier:
                 raise Rejected("body is not UTF-8, so its signature cannot be checked") from None
             except ValueError:  # an entry without "v1," or with bad base64
                 raise Rejected("webhook-signature is malformed (expected 'v1,<base64>' entries)") from None
-            return Verified(webhook_id, f"{webhook_id}.{timestamp}", "standard")
+            # Keyed on the time the signature covers (the library signs floor(float(header))), so
+            # the same request with its timestamp spelled differently ("1.7e9", " 0017...") is
+            # still the same delivery, and so a replay.
+            return Verified(webhook_id, f"{webhook_id}.{canonical_timestamp(timestamp)}", "standard")
         raise Rejected(reason)
 
     def _verify_legacy(self, body: bytes, headers: Mapping[str, str], now: float) -> Verified:
@@ -156,6 +164,11 @@ class Verifier:
         raise Rejected("X-Webhook-Signature matches none of the configured secrets")
 
 
+def canonical_timestamp(raw: str) -> int:
+    """The Unix second a Standard Webhooks timestamp header means (the library's own parse)."""
+    return math.floor(float(raw))
+
+
 def legacy_signature(key: bytes, timestamp: int, body: bytes) -> str:
     """The legacy scheme (docs/linq-contract.md §7.4): lowercase hex HMAC-SHA256 of "timestamp.body"."""
     return hmac.new(key, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
@@ -169,24 +182,76 @@ def verifier_for(settings: Settings) -> Verifier:
     return Verifier(secrets, legacy=settings.webhook_legacy_signatures)
 
 
-def record(sessions: sessionmaker[Session], parsed: payloads.ParsedEvent, verified: Verified) -> Delivery:
-    """One short transaction: the dedupe row, and the chat's facts if the event is new."""
-    assert parsed.activity is not None
+def record(
+    sessions: sessionmaker[Session], parsed: payloads.ParsedEvent, verified: Verified
+) -> tuple[Delivery, bool]:
+    """One short transaction: the dedupe row, and the chat's facts if the event is new.
+
+    An event that names no line takes the line of the chat cardshare knows; for a chat not
+    known yet it is kept in `webhook_pending` (`ingest.pending`). Returns the delivery and
+    whether the event was kept pending."""
+    activity = parsed.activity
+    assert activity is not None
+    pending = False
     try:
         with transaction(sessions) as session:
             outcome = record_webhook_event(
                 session,
                 event_id=parsed.event_id,
-                webhook_id=(verified.webhook_id or "")[:128] or None,
+                webhook_id=bounds.clean_text(verified.webhook_id, 128),
                 event_type=parsed.event_type,
-                chat_id=parsed.activity.chat_id,
+                chat_id=activity.chat_id,
                 delivery=verified.delivery,
             )
             if outcome is Delivery.NEW:
-                record_activity(session, [parsed.activity])
-            return outcome
+                if parsed.line_unknown:
+                    line = line_of_chat(session, activity.chat_id)
+                    if line is None:
+                        pending = True
+                        add_pending(
+                            session,
+                            event_id=parsed.event_id,
+                            event_type=parsed.event_type,
+                            chat_id=activity.chat_id,
+                            activity_json=pending_store.to_json(activity),
+                        )
+                    else:
+                        activity = dataclasses.replace(activity, line_phone=line)
+                if not pending:
+                    record_activity(session, [activity])
+            return outcome, pending
     except sa_exc.TimeoutError as exc:  # every pooled connection busy: same answer as an outage
         raise StoreUnavailable("database connection pool exhausted") from exc
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, counted while it streams in: past `limit` bytes the read stops (nothing more is
+    buffered, whatever Content-Length said or whether the upload is chunked)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(reason: str) -> Response:
+    event(log, "webhook.rejected", logging.WARNING, reason=reason)
+    metrics.webhook_delivery("too_large")
+    # Connection: close, so the rest of an oversized upload is not read (uvicorn closes).
+    return JSONResponse({"error": "body too large"}, 413, headers={"Connection": "close"})
+
+
+def _malformed(reason: str, webhook_id: str | None) -> Response:
+    event(log, "webhook.malformed", logging.WARNING, reason=reason, webhook_id=webhook_id)
+    metrics.webhook_delivery("malformed")
+    return JSONResponse({"error": f"malformed payload: {reason}"}, 400)
 
 
 def create_app(
@@ -195,32 +260,41 @@ def create_app(
     """The receiver's ASGI app: POST /webhooks/linq, GET /healthz (liveness: touches nothing),
     GET /readyz (readiness: PostgreSQL answers, so a delivery would be recorded), GET /metrics."""
     verifier = verifier_for(settings)
+    body_timeout_s = settings.webhook_body_timeout_s
 
     async def receive(request: Request) -> Response:
         started = time.monotonic()
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            event(log, "webhook.rejected", logging.WARNING, reason=f"body of {declared} bytes is too large")
-            metrics.webhook_delivery("too_large")
-            return JSONResponse({"error": "body too large"}, 413)
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            event(log, "webhook.rejected", logging.WARNING, reason=f"body of {len(body)} bytes is too large")
-            metrics.webhook_delivery("too_large")
-            return JSONResponse({"error": "body too large"}, 413)
-        webhook_id = request.headers.get("webhook-id", "")[:128] or None
+            return _too_large(f"declared body of {declared[:20]} bytes is too large")
+        try:
+            async with asyncio.timeout(body_timeout_s):
+                body = await read_body(request, MAX_BODY_BYTES)
+        except BodyTooLarge as exc:
+            return _too_large(str(exc))
+        except TimeoutError:
+            event(
+                log, "webhook.rejected", logging.WARNING, reason=f"body not received within {body_timeout_s}s"
+            )
+            metrics.webhook_delivery("timeout")
+            return JSONResponse({"error": "body read timeout"}, 408, headers={"Connection": "close"})
+        webhook_id = bounds.clean_text(request.headers.get("webhook-id", ""), 128)
         try:
             verified = verifier.verify(body, request.headers, now=clock())
         except Rejected as exc:
             event(log, "webhook.rejected", logging.WARNING, reason=exc.reason, webhook_id=webhook_id)
             metrics.webhook_delivery("rejected")
             return JSONResponse({"error": "signature rejected"}, 401)
+        received = dt.datetime.fromtimestamp(clock(), dt.UTC)
         try:
-            parsed = payloads.parse_event(body, webhook_id=verified.webhook_id)
+            parsed = payloads.parse_event(body, webhook_id=verified.webhook_id, now=received)
         except payloads.MalformedPayload as exc:
-            event(log, "webhook.malformed", logging.WARNING, reason=str(exc), webhook_id=webhook_id)
-            metrics.webhook_delivery("malformed")
-            return JSONResponse({"error": f"malformed payload: {exc}"}, 400)
+            return _malformed(str(exc), webhook_id)
+        except Exception as exc:  # a signed body our parser did not expect: 400, never 500
+            log.error("webhook.unparsable", exc_info=exc, extra={"event": "webhook.unparsable"})
+            return _malformed(f"unusable payload ({type(exc).__name__})", webhook_id)
+        if parsed.notes:
+            event(log, "webhook.clamped", logging.WARNING, event_id=parsed.event_id, notes=list(parsed.notes))
         if parsed.activity is None:
             event(
                 log, "webhook.ignored", logging.DEBUG, event_id=parsed.event_id, event_type=parsed.event_type
@@ -228,11 +302,13 @@ def create_app(
             metrics.webhook_delivery("ignored")
             return JSONResponse({"status": "ignored"})
         try:
-            outcome = await run_in_threadpool(record, sessions, parsed, verified)
+            outcome, kept = await run_in_threadpool(record, sessions, parsed, verified)
         except StoreUnavailable as exc:
             event(log, "webhook.db_unavailable", logging.ERROR, event_id=parsed.event_id, error=str(exc))
             metrics.webhook_delivery("db_unavailable")
             return JSONResponse({"error": "database unavailable; retry later"}, 503)
+        except sa_exc.DataError as exc:  # a value PostgreSQL refused: the body is unusable as sent
+            return _malformed(f"unusable value ({type(exc.orig or exc).__name__})", webhook_id)
         if outcome is Delivery.REPLAYED:
             event(
                 log,
@@ -244,9 +320,10 @@ def create_app(
             )
             metrics.webhook_delivery("replayed")
             return JSONResponse({"error": "signature rejected"}, 401)
+        result = "pending" if kept else ("recorded" if outcome is Delivery.NEW else "duplicate")
         event(
             log,
-            "webhook.recorded" if outcome is Delivery.NEW else "webhook.duplicate",
+            "webhook.duplicate" if outcome is Delivery.DUPLICATE else f"webhook.{result}",
             event_id=parsed.event_id,
             event_type=parsed.event_type,
             version=parsed.version,
@@ -254,7 +331,6 @@ def create_app(
             scheme=verified.scheme,
             ms=round((time.monotonic() - started) * 1000, 1),
         )
-        result = "recorded" if outcome is Delivery.NEW else "duplicate"
         metrics.webhook_delivery(result)
         return JSONResponse({"status": result})
 

@@ -1,9 +1,13 @@
 """The invariant checker: was every due chat-day shared once, and if not, why.
 
 missed = due but never succeeded and not ended for a stated reason (still open after the run,
-ended by the day's end, or due with no row at all). duplicates = more than one share Linq
-accepted for a chat-day: counted from the simulator's log when one is given, otherwise
-estimated from our own attempts (2xx answers, plus unknown outcomes followed by a 2xx).
+ended by the day's end, or due with no row at all); a day that ended failed (poison included)
+with no call that reached Linq; and a day "confirmed" by a 429 that came outside Linq's 5-minute
+window after the unknown attempt it confirms (docs/decisions.md §3, §16).
+
+duplicates = more than one share Linq accepted for a chat-day: counted from the simulator's log
+when one is given, otherwise estimated from our own attempts (2xx answers, plus unknown outcomes
+followed by a 2xx).
 
 Chats no sweep reached are judged with the Python rule (`rules.cadence.why_not_due`), not with
 the SQL predicate the sweep used (`store.due`): the checker must not share the worker's bugs.
@@ -20,6 +24,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from worker.config import LINQ_SHARE_WINDOW_S
 from worker.rules.cadence import Policy, day_bounds, share_day, why_not_due
 from worker.rules.states import MISSABLE_STATUSES, DayStatus
 from worker.store.reports import chat_facts, day_attempts, day_entries, repeated_with_success
@@ -44,6 +49,8 @@ class CheckReport:
     failed: Counter[str] = field(default_factory=Counter)
     unknown: int = 0
     missed: list[uuid.UUID] = field(default_factory=list)
+    missed_why: dict[uuid.UUID, str] = field(default_factory=dict)
+    poison: list[tuple[uuid.UUID, str]] = field(default_factory=list)  # (chat, what crashed)
     duplicates: list[Duplicate] = field(default_factory=list)
     duplicate_source: str = "attempts"
 
@@ -66,6 +73,8 @@ class CheckReport:
             "unknown": self.unknown,
             "missed": len(self.missed),
             "missed_chats": [str(c) for c in self.missed[:50]],
+            "missed_why": {str(c): self.missed_why[c] for c in self.missed[:50] if c in self.missed_why},
+            "poison": [{"chat_id": str(c), "reason": r} for c, r in self.poison[:50]],
             "duplicates": len(self.duplicates),
             "duplicate_source": self.duplicate_source,
             "duplicate_details": [
@@ -90,7 +99,10 @@ class CheckReport:
             for reason, n in sorted(counts.items()):
                 out.append(f"  {label}: {reason}: {n}")
         for chat in self.missed[:20]:
-            out.append(f"  missed: {chat}")
+            why = self.missed_why.get(chat)
+            out.append(f"  missed: {chat}{': ' + why if why else ''}")
+        for chat, reason in self.poison[:20]:
+            out.append(f"  poison: {chat}: {reason}")
         for dup in self.duplicates[:20]:
             out.append(f"  duplicate: {dup.chat_id} accepted {dup.accepted}x: {dup.explanation}")
             for a in dup.attempts:
@@ -111,18 +123,31 @@ def run_check(
 ) -> CheckReport:
     """Check `day`. `share_events` (the simulator's log) makes duplicate counting exact."""
     report = CheckReport(day)
-    for r in day_entries(session, day):
+    reached_sim = _reached_from_events(day, policy, share_events) if share_events is not None else None
+    for r in day_entries(session, day, window_s=LINQ_SHARE_WINDOW_S):
         report.tracked += 1
         reason = r.reason.rstrip(":")
+        reached = r.reached_linq or (reached_sim is not None and str(r.chat_id) in reached_sim)
         if r.status == DayStatus.SUCCEEDED:
             report.succeeded += 1
             report.confirmed_by_rate_limit += int(r.confirmed_by_rate_limit)
+            if r.confirmed_by_rate_limit and not r.confirmation_in_window:
+                report.missed.append(r.chat_id)
+                report.missed_why[r.chat_id] = (
+                    "confirmed by a 429 that came 300 s or more after the unknown attempt: "
+                    "not the share window's answer"
+                )
         elif r.status == DayStatus.SKIPPED:
             report.skipped[reason] += 1
         elif r.status == DayStatus.FAILED:
             report.failed[reason] += 1
+            if reason == "poison":
+                report.poison.append((r.chat_id, r.full_reason or "poison"))
             if reason.startswith("day_over"):
                 report.missed.append(r.chat_id)
+            elif not reached:
+                report.missed.append(r.chat_id)
+                report.missed_why[r.chat_id] = f"ended {reason} with no call that reached Linq"
         elif r.status == DayStatus.UNKNOWN:
             report.unknown += 1
         elif r.status in MISSABLE_STATUSES:
@@ -136,6 +161,13 @@ def run_check(
     else:
         report.duplicates = _duplicates_from_attempts(session, day)
     return report
+
+
+def _reached_from_events(day: dt.date, policy: Policy, events: Sequence[Mapping[str, Any]]) -> set[str]:
+    """Chats any of whose share calls of `day` reached the simulator (answered or not)."""
+    start, end = day_bounds(day, policy.zone)
+    lo, hi = start.timestamp(), end.timestamp()
+    return {str(e["chat_id"]) for e in events if lo <= float(e["at"]) < hi}
 
 
 def _unseen_due(session: Session, day: dt.date, policy: Policy, now: dt.datetime) -> list[uuid.UUID]:

@@ -18,6 +18,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from worker.ops.status import Counts, Status
+from worker.rules import bounds
 
 REFRESH_S = 30
 
@@ -157,7 +158,11 @@ def create_app(collect: Callable[[dt.date | None], Status]) -> Starlette:
         try:
             day = dt.date.fromisoformat(raw) if raw else None
         except ValueError:
-            return JSONResponse({"error": f"day {raw!r} is not YYYY-MM-DD"}, 400)
+            return JSONResponse({"error": f"day {(raw or '')[:40]!r} is not YYYY-MM-DD"}, 400)
+        if day is not None and not bounds.day_in_range(day):
+            return JSONResponse(
+                {"error": f"day {day} is out of range ({bounds.DAY_MIN} to {bounds.DAY_MAX})"}, 400
+            )
         status = await run_in_threadpool(collect, day)
         return JSONResponse(status.as_dict())
 

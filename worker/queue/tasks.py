@@ -11,7 +11,7 @@ from typing import Any
 from worker import runtime
 from worker.config import Settings
 from worker.errors import StoreUnavailable
-from worker.ingest import sync
+from worker.ingest import pending, sync
 from worker.keys import RECOVER_TASK, SHARE_TASK, SWEEP_TASK, SYNC_TASK
 from worker.logs import bound, event
 from worker.queue.app import app
@@ -74,7 +74,14 @@ def sweep_task() -> str:
 
 @app.task(name=RECOVER_TASK, ignore_result=True, acks_late=False)
 def recover_task() -> str:
-    return run_pass("recover").one_line()
+    line = run_pass("recover").one_line()
+    return f"{line}; {resolve_pending_events()}"
+
+
+def resolve_pending_events() -> str:
+    """Webhook events kept for a chat cardshare did not know (ingest.pending), applied now that
+    it may; with every recovery pass."""
+    return pending.resolve_pending(runtime.get().sessions).one_line()
 
 
 @app.task(name=SYNC_TASK, ignore_result=True, acks_late=False)

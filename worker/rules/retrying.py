@@ -17,6 +17,7 @@ from typing import Any
 import tenacity
 from tenacity import RetryCallState
 
+from worker.rules import bounds
 from worker.rules.classify import Verdict
 
 
@@ -46,35 +47,35 @@ class Exhausted:
     attempts: int
 
 
-def parse_retry_after(
-    headers: Mapping[str, str], body_retry_after: float | None, now: dt.datetime
-) -> float | None:
-    """Seconds to wait, the longest of every hint given (header ms, header seconds/date, body)."""
-    hints: list[float] = []
+def parse_retry_after(headers: Mapping[str, str], body_retry_after: object, now: dt.datetime) -> float | None:
+    """Seconds to wait, the longest of every hint given (header ms, header seconds/date, body),
+    each finite and clamped to [0, bounds.RETRY_AFTER_MAX_S]; unusable hints are ignored."""
+    hints: list[float | None] = []
     ms = headers.get("retry-after-ms")
     if ms is not None:
         with contextlib.suppress(ValueError):
-            hints.append(float(ms) / 1000.0)
+            hints.append(bounds.retry_after(float(ms) / 1000.0))
     raw = headers.get("retry-after")
     if raw is not None:
         hints.extend(_retry_after_value(raw.strip(), now))
-    if body_retry_after is not None and body_retry_after >= 0:
-        hints.append(float(body_retry_after))
-    return max(hints) if hints else None
+    if body_retry_after is not None:
+        hints.append(bounds.retry_after(body_retry_after))
+    usable = [h for h in hints if h is not None]
+    return max(usable) if usable else None
 
 
-def _retry_after_value(raw: str, now: dt.datetime) -> list[float]:
+def _retry_after_value(raw: str, now: dt.datetime) -> list[float | None]:
     try:
-        return [max(0.0, float(raw))]
+        return [bounds.retry_after(float(raw))]
     except ValueError:
         pass
     try:
         when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError, IndexError):
         return []
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
-    return [max(0.0, (when - now).total_seconds())]
+    return [bounds.retry_after((when - now).total_seconds())]
 
 
 def full_jitter(attempt: int, base_s: float, cap_s: float, rng: Callable[[], float] = random.random) -> float:

@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import threading
@@ -33,9 +34,24 @@ from worker.sharing import drill_hooks
 class SandboxCrashed(Exception):
     """The sandbox process died during the call: the chat it was sharing crashed it."""
 
-    def __init__(self, exit_code: int | None) -> None:
+    def __init__(self, exit_code: int | None, *, timed_out: bool = False) -> None:
         self.exit_code = exit_code
-        super().__init__(f"share call crashed its process (exit {exit_code})")
+        self.timed_out = timed_out
+        super().__init__(f"the sandbox process making the share call {describe_exit(exit_code, timed_out)}")
+
+
+def describe_exit(exit_code: int | None, timed_out: bool = False) -> str:
+    """What happened to a child process, in words: 'was killed by SIGKILL', 'exited with code 1'."""
+    if timed_out:
+        return f"gave no answer in time and was killed (exit {exit_code})"
+    if exit_code is None:
+        return "died"
+    if exit_code < 0:
+        try:
+            return f"was killed by {signal.Signals(-exit_code).name}"
+        except ValueError:
+            return f"was killed by signal {-exit_code}"
+    return f"exited with code {exit_code}"
 
 
 class Sandbox:
@@ -67,12 +83,18 @@ class Sandbox:
                 proc.stdin.write(json.dumps({"chat_id": str(chat_id)}) + "\n")
                 proc.stdin.flush()
                 line = _readline(proc.stdout, self._timeout)
-            except (BrokenPipeError, TimeoutError):
+            except BrokenPipeError:
                 line = ""
+                timed_out = False
+            except TimeoutError:
+                line = ""
+                timed_out = True
+            else:
+                timed_out = False
             if not line:
                 code = _reap(proc)
                 self._proc = None
-                raise SandboxCrashed(code)
+                raise SandboxCrashed(code, timed_out=timed_out)
         answer = json.loads(line)
         if "error" in answer:
             err = answer["error"]

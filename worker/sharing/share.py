@@ -23,6 +23,7 @@ from worker.errors import StoreUnavailable
 from worker.linq import LinqCallError
 from worker.logs import event
 from worker.ops import metrics, tracing
+from worker.rules import bounds
 from worker.rules.cadence import EXPLANATIONS, NotDue, share_day, why_not_due
 from worker.rules.classify import Action, CallResult, Transport, Verdict, classify
 from worker.rules.retrying import Exhausted, Retryable, build
@@ -79,8 +80,13 @@ class _Run:
 
     claim: shares.Claim
     attempt: tuple[int, int] | None
-    prior_unknown: bool
+    # Monotonic time at which the newest share of ours whose outcome is unknown was sent
+    # (this run's, or an earlier run's within Linq's window): a 429 confirms it only if it
+    # comes less than LINQ_SHARE_WINDOW_S after (docs/decisions.md §3).
+    unknown_since: float | None
     unknown_in_run: bool = False
+    open_attempt: int | None = None  # attempt id whose call went out and is not recorded yet
+    accepted: shares.AttemptResult | None = None  # a 2xx (or confirming 429) not yet recorded
     http_attempts: int = 0
     last_attempt_no: int | None = None  # attempt_no of the newest attempts row, for the log
     trace_ids: list[str] = field(default_factory=list)
@@ -139,6 +145,9 @@ def _share_chat(chat_id: uuid.UUID, day: dt.date, deps: Deps, task_id: str | Non
                 Outcome.BUSY, chat_id, day, reason="another worker holds or finished this chat-day"
             )
         prior_unknown = chat.unconfirmed_recent
+        unknown_since = (
+            time.monotonic() - chat.unconfirmed_age_s if chat.unconfirmed_age_s is not None else None
+        )
         first = claim.first_attempt
     event(
         log,
@@ -149,11 +158,16 @@ def _share_chat(chat_id: uuid.UUID, day: dt.date, deps: Deps, task_id: str | Non
         prior_unknown=prior_unknown,
     )
 
-    run = _Run(claim=claim, attempt=first, prior_unknown=prior_unknown)
+    run = _Run(claim=claim, attempt=first, unknown_since=unknown_since)
     retrying = build(deps.retry_policy, sleep=deps.sleep, rng=deps.rng, before_sleep=_log_sleep(chat_id, day))
-    result = retrying(lambda: _attempt(run, chat.line_phone, deps, task_id))
-    if isinstance(result, Exhausted):
-        return _reschedule(run, result, deps)
+    try:
+        result = retrying(lambda: _attempt(run, chat.line_phone, deps, task_id))
+        if isinstance(result, Exhausted):
+            return _reschedule(run, result, deps)
+    except StoreUnavailable:
+        raise
+    except Exception as exc:
+        return _after_error(run, exc, deps)
     assert isinstance(result, ShareResult)
     return result
 
@@ -171,6 +185,7 @@ def _attempt(run: _Run, line_phone: str, deps: Deps, task_id: str | None) -> Sha
     run.last_attempt_no = attempt_no
     run.http_attempts += 1
     called = time.monotonic()
+    run.open_attempt = attempt_id
     with tracing.span("linq.share_contact_card", chat_id=str(claim.chat_id), attempt=attempt_no) as span:
         try:
             if claim.lost_claims >= 1 and deps.sandbox is not None:
@@ -183,34 +198,53 @@ def _attempt(run: _Run, line_phone: str, deps: Deps, task_id: str | None) -> Sha
                 else:
                     response = deps.client().share_contact_card(str(claim.chat_id))
             err: LinqCallError | None = None
-            verdict = classify(CallResult(status=response.status))
-            trace = response.trace_id
         except LinqCallError as exc:
             err = exc
-            verdict = classify(exc.result)
-            trace = exc.trace_id
         except SandboxCrashed as crash:
             metrics.http_attempt(None, "crash", time.monotonic() - called)
+            run.open_attempt = None
             return _crashed(run, attempt_id, crash, deps)
+        answered = time.monotonic()
+        # Every field of Linq's answer bounded and typed before it goes anywhere near SQL.
+        if err is None:
+            b = bounds.bound_answer(status=response.status, trace_id=response.trace_id)
+            transport = None if b.http_status is not None else Transport.MAYBE_SENT
+        else:
+            b = bounds.bound_answer(
+                status=err.status,
+                code=err.code,
+                message=err.message,
+                retry_after_s=err.retry_after_s,
+                trace_id=err.trace_id,
+            )
+            transport = err.transport
+            if transport is None and b.http_status is None:
+                transport = Transport.MAYBE_SENT  # an answer we could not read: Linq may have acted
+        if b.notes:
+            event(
+                log, "share.answer_bounded", logging.WARNING, chat_id=str(claim.chat_id), notes=list(b.notes)
+            )
+        verdict = classify(CallResult(status=b.http_status, code=b.linq_code, transport=transport))
         span.set(
-            http_status=err.status if err else response.status,
+            http_status=b.http_status,
             outcome=verdict.outcome.value,
-            linq_code=err.code if err else None,
-            linq_trace_id=trace,
+            linq_code=b.linq_code,
+            linq_trace_id=b.trace_id,
         )
     metrics.http_attempt(
-        err.status if err else response.status,
-        "timeout" if err and err.transport is Transport.MAYBE_SENT else "connection",
-        time.monotonic() - called,
+        b.http_status,
+        "timeout" if transport is Transport.MAYBE_SENT else "connection",
+        answered - called,
     )
+    trace = b.trace_id
     if trace:
         run.trace_ids.append(trace)
     record = shares.AttemptResult(
         outcome=verdict.outcome,
-        http_status=err.status if err else response.status,
-        linq_code=err.code if err else None,
-        error=err.message if err else None,
-        retry_after_s=err.retry_after_s if err else None,
+        http_status=b.http_status,
+        linq_code=b.linq_code,
+        error=b.error,
+        retry_after_s=b.retry_after_s,
         trace_id=trace,
     )
     event(
@@ -227,27 +261,53 @@ def _attempt(run: _Run, line_phone: str, deps: Deps, task_id: str | None) -> Sha
     )
     run.attempt = None
 
-    if verdict.action is Action.RATE_LIMITED and (run.prior_unknown or run.unknown_in_run):
-        # docs/decisions.md §3: our earlier share's outcome was unknown; Linq's 5-minute limit
-        # says it was accepted. Record success, do not share again.
-        confirmed = shares.AttemptResult(
-            outcome=AttemptOutcome.OK,
-            http_status=record.http_status,
-            linq_code=record.linq_code,
-            error="429 confirms the earlier share whose outcome was unknown",
-            retry_after_s=record.retry_after_s,
-            trace_id=trace,
+    if verdict.action is Action.RATE_LIMITED and run.unknown_since is not None:
+        age = answered - run.unknown_since
+        if rate_limit_confirms(age):
+            # docs/decisions.md §3: our earlier share's outcome was unknown and this 429 came
+            # inside Linq's 5-minute window after it: it was accepted. Record success, do not
+            # share again.
+            confirmed = shares.AttemptResult(
+                outcome=AttemptOutcome.OK,
+                http_status=record.http_status,
+                linq_code=record.linq_code,
+                error=f"429 confirms the earlier share whose outcome was unknown ({age:.0f}s before)",
+                retry_after_s=record.retry_after_s,
+                trace_id=trace,
+            )
+            run.accepted = confirmed
+            return _finish(
+                run, attempt_id, confirmed, deps, DayStatus.SUCCEEDED, None, Outcome.CONFIRMED, confirmed=True
+            )
+        event(
+            log,
+            "share.rate_limit_not_confirming",
+            logging.WARNING,
+            chat_id=str(claim.chat_id),
+            unknown_age_s=round(age, 1),
         )
-        return _finish(
-            run, attempt_id, confirmed, deps, DayStatus.SUCCEEDED, None, Outcome.CONFIRMED, confirmed=True
-        )
+    if verdict.action is Action.SUCCESS:
+        run.accepted = record
     if verdict.retryable:
         with autocommit(deps.sessions) as s:
             shares.finish_attempt(s, attempt_id, record)
+        run.open_attempt = None
         if verdict.outcome is AttemptOutcome.UNKNOWN:
             run.unknown_in_run = True
-        raise Retryable(verdict, err.retry_after_s if err else None)
+            run.unknown_since = called
+        raise Retryable(verdict, record.retry_after_s)
     return _final(run, attempt_id, record, verdict, line_phone, err, deps)
+
+
+# The share path confirms only this far inside the window, so that the 429's recorded time
+# (a few milliseconds later) is inside it too when `cardshare check` judges it.
+CONFIRM_MARGIN_S = 5.0
+
+
+def rate_limit_confirms(unknown_age_s: float) -> bool:
+    """A 429 proves an earlier share of unknown outcome was accepted only when it came less than
+    Linq's share window after that share was sent (docs/decisions.md §3)."""
+    return 0.0 <= unknown_age_s < LINQ_SHARE_WINDOW_S - CONFIRM_MARGIN_S
 
 
 def _final(
@@ -320,7 +380,7 @@ def _final(
                 retry_in_s=deps.settings.sweep_interval_s,
             )
         case _:
-            detail = err.message if err else ""
+            detail = record.error or ""
             return _finish(
                 run,
                 attempt_id,
@@ -352,6 +412,7 @@ def _finish(
     """
     deadline = time.monotonic() + max(1.0, deps.settings.lease_s - deps.settings.task_soft_time_limit_s)
     delay = 0.5
+    fallback = False
     while True:
         try:
             # One statement, unless a side effect (card, opt-out, gone) must commit with it.
@@ -377,6 +438,31 @@ def _finish(
             event(log, "share.record_retry", logging.WARNING, chat_id=str(run.claim.chat_id), delay_s=delay)
             deps.sleep(delay)
             delay = min(delay * 2, 5.0)
+        except Exception as exc:
+            # Not the connection: something in what we tried to store. The outcome must still
+            # land (after a 2xx, a lost write means a second share), so store it once more
+            # with none of Linq's metadata and no side effect, and say so.
+            if fallback:
+                raise
+            fallback = True
+            event(
+                log,
+                "share.record_fallback",
+                logging.ERROR,
+                chat_id=str(run.claim.chat_id),
+                day=str(run.claim.day),
+                status=status.value,
+                error=bounds.clean_text(f"{type(exc).__name__}: {exc}", 200),
+            )
+            record = shares.AttemptResult(
+                outcome=record.outcome,
+                http_status=bounds.http_status(record.http_status),
+                error=f"metadata not stored ({type(exc).__name__})",
+            )
+            reason = None if reason is None else f"{status.value} (reason not stored: {type(exc).__name__})"
+            side = None
+    run.open_attempt = None
+    run.accepted = None
     trace = run.trace_ids[-1] if run.trace_ids else None
     if not held:
         return ShareResult(
@@ -410,6 +496,68 @@ def _finish(
     )
 
 
+def _after_error(run: _Run, exc: Exception, deps: Deps) -> ShareResult:
+    """An exception in our own code after the claim. The day must not stay 'claimed' (recovery
+    would take it for a crash and, three times over, fail it as poison): record what is known.
+
+    A 2xx not yet recorded is recorded as succeeded; a call that went out without an answer on
+    record leaves the day unknown (retried inside Linq's window, so a 429 can confirm it);
+    otherwise the day is handed back for a retry.
+    """
+    chat_id, day = run.claim.chat_id, run.claim.day
+    what = bounds.clean_text(f"{type(exc).__name__}: {exc}", 200) or type(exc).__name__
+    log.error(
+        "share.error",
+        exc_info=exc,
+        extra={"event": "share.error", "fields": {"chat_id": str(chat_id), "day": str(day), "error": what}},
+    )
+    status, outcome, retry_in_s = DayStatus.RETRY, Outcome.RESCHEDULED, deps.settings.lease_s
+    confirmed = False
+    if run.accepted is not None:
+        status, outcome, retry_in_s = DayStatus.SUCCEEDED, Outcome.SHARED, 0.0
+        confirmed = run.accepted.http_status == 429
+    elif run.open_attempt is not None or run.unknown_in_run:
+        status, outcome, retry_in_s = DayStatus.UNKNOWN, Outcome.UNKNOWN, 30.0
+    reason = None if status is DayStatus.SUCCEEDED else f"error: {what}"
+    # The day first, on its own: it is what keeps the chat from being shared twice or left
+    # claimed. The attempt row is best effort (it may be what failed).
+    with transaction(deps.sessions) as s:
+        held = shares.finish_day(
+            s, run.claim, status, reason=reason, retry_in_s=retry_in_s, confirmed_by_rate_limit=confirmed
+        )
+    if run.open_attempt is not None:
+        accepted = run.accepted
+        try:
+            with transaction(deps.sessions) as s:
+                shares.finish_attempt(
+                    s,
+                    run.open_attempt,
+                    shares.AttemptResult(
+                        outcome=accepted.outcome if accepted else AttemptOutcome.UNKNOWN,
+                        http_status=accepted.http_status if accepted else None,
+                        error=f"not fully recorded: {what}",
+                    ),
+                )
+        except StoreUnavailable:
+            raise
+        except Exception as again:
+            event(
+                log,
+                "share.attempt_unrecorded",
+                logging.ERROR,
+                chat_id=str(chat_id),
+                error=type(again).__name__,
+            )
+    return ShareResult(
+        outcome if held else Outcome.LOST,
+        chat_id,
+        day,
+        reason=reason if held else "claim taken over",
+        attempts=run.http_attempts,
+        retry_in_s=retry_in_s if held and status is not DayStatus.SUCCEEDED else None,
+    )
+
+
 def _crashed(run: _Run, attempt_id: int, crash: SandboxCrashed, deps: Deps) -> ShareResult:
     """The sandbox died during this chat's call: charge the crash to this chat-day alone."""
     record = shares.AttemptResult(outcome=AttemptOutcome.UNKNOWN, error=str(crash))
@@ -418,7 +566,7 @@ def _crashed(run: _Run, attempt_id: int, crash: SandboxCrashed, deps: Deps) -> S
         lost = shares.add_lost_claim(s, run.claim)
     limit = deps.settings.max_lost_claims
     if lost is not None and lost >= limit:
-        reason = f"poison: the share call crashed its process {lost} times (last: {crash}); not retried today"
+        reason = f"poison: {lost} crashes while sharing this chat (last: {crash}); not retried today"
         with transaction(deps.sessions) as s:
             shares.finish_day(s, run.claim, DayStatus.FAILED, reason=reason)
         event(

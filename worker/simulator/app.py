@@ -104,6 +104,14 @@ def fault_response(rule: FaultRule, trace_id: str, *, v2: bool) -> Response:
     return error_response(SimError(rule.status, rule.code, message, rule.retry_after), trace_id, v2=v2)
 
 
+def _with_headers(response: Response, rule: FaultRule) -> Response:
+    """A rule's `headers` replace the answer's own (an over-long X-Trace-ID, a Retry-After of
+    'inf'): what a sloppy upstream could send on any answer, accepted shares included."""
+    for name, value in (rule.headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
 class _Linq:
     def __init__(self, state: SimState, api_key: str, shutdown: asyncio.Event) -> None:
         self.state = state
@@ -175,11 +183,13 @@ class _Linq:
                 call.share_event = self.state.record_share_fault(
                     chat_id, rule.status, rule.retry_after, call.trace_id
                 )
-            return fault_response(rule, call.trace_id, v2=v2)
+            return _with_headers(fault_response(rule, call.trace_id, v2=v2), rule)
         try:
             response = await handler(call)
         except SimError as err:
             response = error_response(err, call.trace_id, v2=v2)
+        if rule is not None:
+            response = _with_headers(response, rule)
         if rule is not None and rule.mode == "accept_then_hang":
             if call.trace_id in self.state.inflight and call.share_event is not None:
                 accepted = call.share_event.outcome == "accepted"
@@ -255,7 +265,8 @@ class _Linq:
 
     async def list_messages(self, call: Call) -> Response:
         query = call.request.query_params
-        limit = _int_param(query.get("limit"), "limit", default=20, low=1, high=100)
+        # Linq's documented default page size for messages is 50 (chats: 20).
+        limit = _int_param(query.get("limit"), "limit", default=50, low=1, high=100)
         cursor = _int_param(query.get("cursor"), "cursor", default=0, low=0)
         messages, next_cursor = self.state.list_messages(call.request.path_params["chat_id"], limit, cursor)
         return self._json(call, {"messages": messages, "next_cursor": next_cursor})

@@ -42,6 +42,7 @@ class ChatSpec(TypedDict):
     health: NotRequired[Literal["HEALTHY", "AT_RISK", "CRITICAL", "OPTED_OUT"]]
     created_at: NotRequired[str]
     messages: NotRequired[list[MessageSpec]]
+    opted_out: NotRequired[bool]
 
 
 class WebhookSpec(TypedDict):
@@ -58,6 +59,8 @@ class WebhookSpec(TypedDict):
     sent_at: NotRequired[str]
     text: NotRequired[str]
     event_id: NotRequired[str]
+    nulls: NotRequired[list[str]]
+    reactions: NotRequired[list[str]]
     webhook_id: NotRequired[str]
     timestamp: NotRequired[int]
     legacy: NotRequired[bool]
@@ -78,6 +81,7 @@ class FaultSpec(TypedDict):
     content_type: NotRequired[str]
     latency_ms: NotRequired[int]
     hang_s: NotRequired[float]
+    headers: NotRequired[dict[str, str]]
     times: NotRequired[int | None]
     probability: NotRequired[float]
 

@@ -29,6 +29,7 @@ class FaultRule:
     content_type: str = "text/plain; charset=utf-8"
     latency_ms: int = 0
     hang_s: float = 120.0
+    headers: dict[str, str] | None = None  # set on the answer, canned or passed through (odd metadata)
     times: int | None = None
     probability: float = 1.0
     remaining: int | None = None  # counts down from `times`; None = forever
@@ -57,6 +58,7 @@ class FaultRule:
             "content_type": self.content_type,
             "latency_ms": self.latency_ms,
             "hang_s": self.hang_s,
+            "headers": self.headers,
             "times": self.times,
             "remaining": self.remaining,
             "probability": self.probability,
@@ -82,6 +84,12 @@ def parse_rule(raw: Mapping[str, Any]) -> FaultRule:
     method = raw.get("method")
     times = raw.get("times")
     retry_after = raw.get("retry_after")
+    headers = raw.get("headers")
+    if headers is not None and not (
+        isinstance(headers, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
+    ):
+        raise ValueError("headers must be an object of strings")
     return FaultRule(
         path=path,
         mode=mode,
@@ -95,6 +103,7 @@ def parse_rule(raw: Mapping[str, Any]) -> FaultRule:
         content_type=str(raw.get("content_type", "text/plain; charset=utf-8")),
         latency_ms=int(raw.get("latency_ms", 0)),
         hang_s=float(raw.get("hang_s", 120.0)),
+        headers=dict(headers) if headers else None,
         times=int(times) if times is not None else None,
         probability=probability,
         remaining=int(times) if times is not None else None,

@@ -35,7 +35,7 @@ DEFAULT_CONFIG: dict[str, float] = {
 
 MAX_SHARE_EVENTS = 500_000
 
-ShareOutcome = Literal["accepted", "rate_limited", "not_found", "card_inactive", "fault"]
+ShareOutcome = Literal["accepted", "rate_limited", "not_found", "card_inactive", "opted_out", "fault"]
 
 
 class SimError(Exception):
@@ -137,6 +137,9 @@ class Chat:
     me_handle_id: str
     other_handle_id: str
     messages: list[Message] = field(default_factory=list)  # newest first
+    # The recipient opted out: shares answer 403/2024, whatever `health` says (Linq's block can be
+    # wider than the health mark, docs/linq-contract.md §6.2).
+    opted_out: bool = False
 
     @property
     def has_outbound(self) -> bool:
@@ -173,6 +176,8 @@ def share_error(event: ShareEvent) -> SimError | None:
         return SimError(404, 2001, "Chat not found")
     if event.outcome == "card_inactive":
         return SimError(404, 2012, "Contact card not found")
+    if event.outcome == "opted_out":
+        return SimError(403, 2024, "Recipient has opted out of messages from this number")
     if event.outcome == "rate_limited":
         return SimError(429, 1007, "Contact card was shared with this chat recently", event.retry_after)
     return None
@@ -285,6 +290,7 @@ class SimState:
             me_handle_id=str(uuid.uuid4()),
             other_handle_id=str(uuid.uuid4()),
             messages=messages,
+            opted_out=bool(spec.get("opted_out", False)),
         )
 
     def _build_message(self, spec: Mapping[str, Any], chat_service: str | None) -> Message:
@@ -355,14 +361,11 @@ class SimState:
         """PATCH /v3/contact_card: merge the given fields into the existing card."""
         self._spend_write(phone_number)
         card = self.cards.get(phone_number)
-        if card is None:
+        # Linq's guide: "an active card must already exist"; an inactive one is not updated.
+        if card is None or not card.is_active:
             raise SimError(404, 2012, "Contact card not found")
         for key, value in changes.items():
             setattr(card, key, value)
-        line = self.lines.get(phone_number)
-        # An active card stays active; an inactive one is (re)applied per the line's setting.
-        if not card.is_active and line is not None:
-            self._activate(card, line)
         return card.to_json()
 
     def _activate(self, card: Card, line: Line) -> None:
@@ -395,6 +398,8 @@ class SimState:
         card = self.cards.get(chat.line)
         if card is None or not card.is_active:
             return self._record(ShareEvent(chat_id, now, "card_inactive", 404, None, trace_id))
+        if chat.opted_out or chat.health == "OPTED_OUT":
+            return self._record(ShareEvent(chat_id, now, "opted_out", 403, None, trace_id))
         last = self._last_share.get(chat_id)
         window = self.config["share_window_s"]
         if last is not None and now - last < window:

@@ -24,6 +24,22 @@ from worker.simulator.state import CHAT_HEALTH_DOC, HEALTHS, SERVICES, Message, 
 
 VERSIONS = ("2025-01-01", "2026-02-03")
 MESSAGE_EVENTS = ("message.sent", "message.received")
+# Message status events: the message's own shape plus when it changed (docs/linq-contract.md §7).
+STATUS_EVENTS = ("message.delivered", "message.read")
+# Fields Linq's schema allows to be null that a delivery can be asked to null (`nulls`):
+# each is nulled wherever it appears in the event.
+NULLABLE = (
+    "owner_handle",
+    "sender_handle",
+    "from_handle",
+    "recipient_handle",
+    "recipient_phone",
+    "is_me",
+    "service",
+    "sent_at",
+    "health_status",
+    "reactions",
+)
 PARTNER_ID = "partner_sim_001"
 
 
@@ -42,6 +58,8 @@ class EventSpec:
     sent_at: float = 0.0
     text: str = "Thanks, we got your order."
     event_id: str = ""
+    nulls: tuple[str, ...] = ()  # fields of NULLABLE to send as null
+    reactions: tuple[str, ...] = ()  # reaction types on the text part ("love", "like", ...)
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any], state: SimState) -> EventSpec:
@@ -62,7 +80,12 @@ class EventSpec:
             sent_at=parse_iso(body["sent_at"]) if isinstance(body.get("sent_at"), str) else state.clock(),
             text=str(body.get("text", defaults.text)),
             event_id=str(body.get("event_id") or uuid.uuid4()),
+            nulls=tuple(str(n) for n in body.get("nulls") or ()),
+            reactions=tuple(str(r) for r in body.get("reactions") or ()),
         )
+        unknown = [n for n in spec.nulls if n not in NULLABLE]
+        if unknown:
+            raise ValueError(f"nulls: {unknown} are not among {NULLABLE}")
         if spec.version not in VERSIONS:
             raise ValueError(f"version must be one of {VERSIONS}")
         if spec.service not in SERVICES:
@@ -92,7 +115,11 @@ def build_event(spec: EventSpec, state: SimState | None = None) -> dict[str, Any
     health = {"status": spec.health, "doc_url": CHAT_HEALTH_DOC, "updated_at": when}
     outbound = spec.event_type != "message.received"
     message_id = str(uuid.uuid4())
-    parts = [{"type": "text", "value": spec.text}]
+    reactions = [
+        {"is_me": False, "handle": them, "type": kind, "custom_emoji": "🚀" if kind == "custom" else None}
+        for kind in spec.reactions
+    ]
+    parts: list[dict[str, Any]] = [{"type": "text", "value": spec.text, "reactions": reactions or None}]
     data: dict[str, Any]
     if spec.event_type == "chat.created":
         known = state.chats.get(spec.chat_id) if state is not None else None
@@ -111,7 +138,16 @@ def build_event(spec: EventSpec, state: SimState | None = None) -> dict[str, Any
                 "health_status": health,
                 "handles": [me, them],
             }
-    elif spec.event_type not in MESSAGE_EVENTS:
+    elif spec.event_type == "message.failed":
+        # Not versioned (the same in both): MessageFailedEvent.
+        data = {
+            "chat_id": spec.chat_id,
+            "message_id": message_id,
+            "code": 4001,
+            "reason": "Request expired before being processed",
+            "failed_at": when,
+        }
+    elif spec.event_type not in MESSAGE_EVENTS + STATUS_EVENTS:
         data = {"chat_id": spec.chat_id}
     elif spec.version == "2026-02-03":
         data = {
@@ -159,6 +195,17 @@ def build_event(spec: EventSpec, state: SimState | None = None) -> dict[str, Any
                 "parts": parts,
             },
         }
+    if spec.event_type in STATUS_EVENTS:
+        # A status event describes an outbound message of ours, with when it was delivered/read.
+        stamp = "delivered_at" if spec.event_type == "message.delivered" else "read_at"
+        data[stamp] = when
+        data["message_id"] = message_id
+        if spec.version == "2025-01-01":
+            data["message"]["is_delivered"] = True
+            data["message"][stamp] = when
+            data["message"]["is_read"] = spec.event_type == "message.read"
+    for name in spec.nulls:
+        _null_everywhere(data, name)
     return {
         "api_version": "v3",
         "webhook_version": spec.version,
@@ -169,6 +216,19 @@ def build_event(spec: EventSpec, state: SimState | None = None) -> dict[str, Any
         "partner_id": PARTNER_ID,
         "data": data,
     }
+
+
+def _null_everywhere(node: Any, name: str) -> None:
+    """Set `name` to null wherever it appears in the event's data (as Linq's schema allows)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == name:
+                node[key] = None
+            else:
+                _null_everywhere(value, name)
+    elif isinstance(node, list):
+        for item in node:
+            _null_everywhere(item, name)
 
 
 def signed_headers(

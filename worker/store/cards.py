@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from worker.rules import bounds
 from worker.rules.cadence import Policy
 from worker.store.due import CHAT_IS_DUE, DAY_IS_OPEN, binds
 
@@ -178,9 +179,17 @@ def finish_card_write(
     trace_id: str | None,
     counted: bool,
 ) -> None:
+    """Linq's answer to a card write, bounded to the columns (`rules.bounds`)."""
+    b = bounds.bound_answer(status=status, code=code, trace_id=trace_id)
     session.execute(
         FINISH_CARD_WRITE_SQL,
-        {"id": write_id, "status": status, "code": code, "trace": trace_id, "counted": counted},
+        {
+            "id": write_id,
+            "status": b.http_status,
+            "code": b.linq_code,
+            "trace": b.trace_id,
+            "counted": counted,
+        },
     )
 
 

@@ -93,6 +93,81 @@ def prune_webhook_events(
     return int(getattr(result, "rowcount", 0))
 
 
+# --------------------------------------------------------------------------- pending events
+
+# An event whose line is unknown waits for its chat this long (a week: sync runs daily).
+WEBHOOK_PENDING_RETENTION_S = 7 * 86400.0
+
+LINE_OF_CHAT_SQL = text("SELECT line_phone FROM chats WHERE id = :c")
+
+
+def line_of_chat(session: Session, chat_id: uuid.UUID) -> str | None:
+    value = session.execute(LINE_OF_CHAT_SQL, {"c": chat_id}).scalar()
+    return None if value is None else str(value)
+
+
+ADD_PENDING_SQL = text(
+    """
+            INSERT INTO webhook_pending (event_id, event_type, chat_id, activity)
+            VALUES (:event_id, :event_type, :chat_id, CAST(:activity AS jsonb))
+            ON CONFLICT (event_id) DO NOTHING
+            """
+)
+
+
+def add_pending(
+    session: Session, *, event_id: str, event_type: str, chat_id: uuid.UUID, activity_json: str
+) -> None:
+    session.execute(
+        ADD_PENDING_SQL,
+        {"event_id": event_id, "event_type": event_type, "chat_id": chat_id, "activity": activity_json},
+    )
+
+
+@dataclass(frozen=True)
+class PendingEvent:
+    event_id: str
+    event_type: str
+    activity: dict[str, object]
+    line_phone: str
+
+
+TAKE_RESOLVABLE_SQL = text(
+    """
+            DELETE FROM webhook_pending p USING chats c
+            WHERE p.chat_id = c.id AND p.event_id IN (
+                SELECT q.event_id FROM webhook_pending q JOIN chats k ON k.id = q.chat_id
+                ORDER BY q.received_at LIMIT :limit FOR UPDATE OF q SKIP LOCKED
+            )
+            RETURNING p.event_id, p.event_type, p.activity, c.line_phone, p.received_at
+            """
+)
+
+
+def take_resolvable(session: Session, *, limit: int = 1000) -> list[PendingEvent]:
+    """Pending events whose chat is known now, removed from the table (apply them in the same
+    transaction), oldest first."""
+    rows = sorted(session.execute(TAKE_RESOLVABLE_SQL, {"limit": limit}).all(), key=lambda r: r.received_at)
+    return [PendingEvent(r.event_id, r.event_type, dict(r.activity), r.line_phone) for r in rows]
+
+
+PRUNE_PENDING_SQL = text(
+    "DELETE FROM webhook_pending WHERE received_at < now() - make_interval(secs => :age) RETURNING event_id"
+)
+
+
+def prune_pending(session: Session, *, older_than_s: float = WEBHOOK_PENDING_RETENTION_S) -> list[str]:
+    """Give up on pending events older than the retention; their ids, for the log."""
+    return [r.event_id for r in session.execute(PRUNE_PENDING_SQL, {"age": older_than_s})]
+
+
+PENDING_COUNT_SQL = text("SELECT count(*) FROM webhook_pending")
+
+
+def pending_count(session: Session) -> int:
+    return int(session.execute(PENDING_COUNT_SQL).scalar_one())
+
+
 # --------------------------------------------------------------------------- sync cursors
 
 SYNC_CURSOR_SQL = text("SELECT cursor FROM sync_cursors WHERE line_phone = :p")

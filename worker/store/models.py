@@ -24,7 +24,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from worker.rules.facts import E164_PATTERN
@@ -235,6 +235,24 @@ class WebhookEvent(Base):
     deliveries: Mapped[list[str]] = mapped_column(ARRAY(Text), nullable=False)
     received_at: Mapped[dt.datetime] = _now()
     last_delivery_at: Mapped[dt.datetime] = _now()
+
+
+class WebhookPending(Base):
+    """A signed event that names no line (Linq's schema allows null handles) for a chat cardshare
+    does not know yet: kept until the chat turns up (sync, another event), then applied; kept
+    at most WEBHOOK_PENDING_RETENTION_S (docs/decisions.md §14)."""
+
+    __tablename__ = "webhook_pending"
+    __table_args__ = (
+        Index("ix_webhook_pending_chat_id", "chat_id"),
+        Index("ix_webhook_pending_received_at", "received_at"),
+    )
+
+    event_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    event_type: Mapped[str] = mapped_column(String(64), nullable=False)
+    chat_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    activity: Mapped[dict[str, object]] = mapped_column(JSONB, nullable=False)
+    received_at: Mapped[dt.datetime] = _now()
 
 
 class SyncCursor(Base):

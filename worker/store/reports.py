@@ -277,22 +277,42 @@ def chat_audit(session: Session, chat_ref: str, *, limit: int = 50) -> list[Audi
 
 @dataclass(frozen=True)
 class DayEntry:
-    """One chat-day of a day as the checker reads it: the reason's first word only."""
+    """One chat-day of a day as the checker reads it: the reason's first word (and the whole
+    reason), whether any of its calls reached Linq (an HTTP answer is recorded), and, for a day
+    confirmed by a 429, whether that 429 came inside Linq's window after an unknown attempt."""
 
     chat_id: uuid.UUID
     status: str
     reason: str
     confirmed_by_rate_limit: bool
+    full_reason: str | None = None
+    reached_linq: bool = False
+    confirmation_in_window: bool = False
 
 
 DAY_ENTRIES_SQL = text(
-    "SELECT chat_id, status, split_part(coalesce(reason, '-'), ' ', 1) AS reason, "
-    "confirmed_by_rate_limit FROM share_days WHERE day = :d"
+    """
+            SELECT d.chat_id, d.status, split_part(coalesce(d.reason, '-'), ' ', 1) AS reason,
+                   d.confirmed_by_rate_limit, d.reason AS full_reason,
+                   EXISTS (SELECT 1 FROM attempts a WHERE a.chat_id = d.chat_id AND a.day = d.day
+                           AND a.http_status IS NOT NULL) AS reached_linq,
+                   d.confirmed_by_rate_limit AND EXISTS (
+                       SELECT 1 FROM attempts c JOIN attempts u
+                         ON u.chat_id = c.chat_id AND u.day = c.day AND u.id <> c.id
+                       WHERE c.chat_id = d.chat_id AND c.day = d.day
+                         AND c.http_status = 429 AND c.outcome = 'ok'
+                         AND (u.outcome = 'unknown' OR u.outcome IS NULL)
+                         AND u.started_at <= coalesce(c.finished_at, c.started_at)
+                         AND coalesce(c.finished_at, c.started_at) - u.started_at
+                             < make_interval(secs => :window)
+                   ) AS confirmation_in_window
+            FROM share_days d WHERE d.day = :d
+            """
 )
 
 
-def day_entries(session: Session, day: dt.date) -> list[DayEntry]:
-    return [DayEntry(*r) for r in session.execute(DAY_ENTRIES_SQL, {"d": day})]
+def day_entries(session: Session, day: dt.date, *, window_s: float = 300.0) -> list[DayEntry]:
+    return [DayEntry(*r) for r in session.execute(DAY_ENTRIES_SQL, {"d": day, "window": window_s})]
 
 
 CHAT_FACTS_COLUMNS = """c.id, c.service, c.is_group, c.first_outbound_at, c.last_outbound_at,

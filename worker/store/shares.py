@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from worker.rules import bounds
 from worker.rules.facts import ChatFacts
 from worker.rules.states import CLOSED_STATUSES, FINAL_STATUSES, AttemptOutcome, DayStatus
 from worker.store.due import FINAL, LEASED
@@ -28,12 +29,12 @@ LOAD_CHAT_SQL = text(
             SELECT c.id, c.line_phone, c.service, c.is_group, c.first_outbound_at,
                    c.last_outbound_at, c.opted_out, c.not_found_at IS NOT NULL AS not_found,
                    l.card_active, d.status AS status_today,
-                   EXISTS (
-                       SELECT 1 FROM attempts a
+                   (
+                       SELECT EXTRACT(EPOCH FROM now() - max(a.started_at))::float8 FROM attempts a
                        WHERE a.chat_id = c.id AND a.day = :day
                          AND (a.outcome = 'unknown' OR a.outcome IS NULL)
                          AND a.started_at > now() - make_interval(secs => :window)
-                   ) AS unconfirmed_recent
+                   ) AS unconfirmed_age_s
             FROM chats c
             JOIN lines l ON l.phone_number = c.line_phone
             LEFT JOIN share_days d ON d.chat_id = c.id AND d.day = :day
@@ -48,7 +49,13 @@ class ChatRow:
     line_phone: str
     facts: ChatFacts
     status_today: str | None
-    unconfirmed_recent: bool = False
+    # Seconds since the newest of our attempts today whose outcome is unknown (or never
+    # recorded) started, when that is within Linq's share window; None otherwise.
+    unconfirmed_age_s: float | None = None
+
+    @property
+    def unconfirmed_recent(self) -> bool:
+        return self.unconfirmed_age_s is not None
 
     @property
     def shared_today(self) -> bool:
@@ -62,8 +69,8 @@ class ChatRow:
 def load_chat(
     session: Db, chat_id: uuid.UUID, day: dt.date, *, unconfirmed_window_s: float = 300.0
 ) -> ChatRow | None:
-    """The chat's facts, today's status, and whether one of our shares for it ended unknown
-    (or never ended) within `unconfirmed_window_s` (Linq's share window)."""
+    """The chat's facts, today's status, and how long ago the newest of our shares for it that
+    ended unknown (or never ended) started, if within `unconfirmed_window_s` (Linq's window)."""
     row = session.execute(
         LOAD_CHAT_SQL,
         {"chat_id": chat_id, "day": day, "window": unconfirmed_window_s},
@@ -83,7 +90,7 @@ def load_chat(
             not_found=row.not_found,
         ),
         status_today=row.status_today,
-        unconfirmed_recent=row.unconfirmed_recent,
+        unconfirmed_age_s=row.unconfirmed_age_s,
     )
 
 
@@ -246,7 +253,7 @@ def finish_attempt(session: Db, attempt_id: int, result: AttemptResult) -> None:
             "outcome": result.outcome.value,
             "status": result.http_status,
             "code": result.linq_code,
-            "error": (result.error or "")[:500] or None,
+            "error": bounds.clean_text(result.error, bounds.ERROR_MAX),
             "retry_after": result.retry_after_s,
             "trace": result.trace_id,
         },
@@ -285,8 +292,8 @@ def finish_day(
         FINISH_DAY_SQL,
         {
             "status": status.value,
-            "reason": reason,
-            "delay": 0.0 if final else float(retry_in_s or 0.0),
+            "reason": bounds.clean_text(reason, bounds.REASON_MAX),
+            "delay": 0.0 if final else _delay(retry_in_s),
             "final": final,
             "confirmed": confirmed_by_rate_limit,
             "chat_id": claim_.chat_id,
@@ -295,6 +302,11 @@ def finish_day(
         },
     )
     return bool(getattr(result, "rowcount", 0))
+
+
+def _delay(retry_in_s: float | None) -> float:
+    """A lease extension that PostgreSQL's make_interval accepts (finite, at most a day)."""
+    return bounds.retry_after(retry_in_s) or 0.0
 
 
 # Fenced by the claim token: a run may record its outcome while its claim is the latest one.
@@ -340,12 +352,12 @@ def finish(
             "outcome": result.outcome.value,
             "http_status": result.http_status,
             "code": result.linq_code,
-            "error": (result.error or "")[:500] or None,
+            "error": bounds.clean_text(result.error, bounds.ERROR_MAX),
             "retry_after": result.retry_after_s,
             "trace": result.trace_id,
             "status": status.value,
-            "reason": reason,
-            "delay": 0.0 if final else float(retry_in_s or 0.0),
+            "reason": bounds.clean_text(reason, bounds.REASON_MAX),
+            "delay": 0.0 if final else _delay(retry_in_s),
             "final": final,
             "confirmed": confirmed_by_rate_limit,
             "chat_id": claim_.chat_id,
@@ -370,7 +382,12 @@ def close_unclaimed(session: Db, chat_id: uuid.UUID, day: dt.date, status: DaySt
     """End a chat-day nobody holds (a not-due chat, a stale day) without a claim."""
     result = session.execute(
         CLOSE_UNCLAIMED_SQL,
-        {"status": status.value, "reason": reason, "chat_id": chat_id, "day": day},
+        {
+            "status": status.value,
+            "reason": bounds.clean_text(reason, bounds.REASON_MAX),
+            "chat_id": chat_id,
+            "day": day,
+        },
     )
     return bool(getattr(result, "rowcount", 0))
 

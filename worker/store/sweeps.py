@@ -152,8 +152,9 @@ FAIL_POISONED_SQL = text(
     """
             UPDATE share_days SET status = 'failed', finished_at = now(), updated_at = now(),
                 lost_claims = lost_claims + 1,
-                reason = 'poison: the worker was lost ' || (lost_claims + 1)
-                         || ' times while sharing (crash or kill); not retried today'
+                reason = 'poison: the worker process holding the claim died ' || (lost_claims + 1)
+                         || ' times while sharing this chat (killed or crashed; last task '
+                         || coalesce(task_id, '?') || '); not retried today'
             WHERE day = :day AND status = 'claimed' AND lease_until < now()
               AND lost_claims + 1 >= :max_lost
             """

@@ -220,10 +220,13 @@ def test_unknown_event_types_get_2xx_and_are_ignored(
             b'{"event_type": "message.sent", "event_id": "m1", "data": {"chat": {"id": "nope"}}}',
             "is not a UUID",
         ),
+        # Issue 19: an event naming no line is no longer malformed (it is kept pending, see
+        # tests/acceptance/test_hardening_webhooks.py); a time before 2000 is.
         (
-            b'{"event_type": "message.sent", "event_id": "m2", "data": {"chat_id": "%s"}}'
+            b'{"event_type": "message.sent", "event_id": "m2", "data": {"chat_id": "%s", '
+            b'"from": "+12223334444", "message": {"sent_at": "0001-01-01T00:00:00Z"}}}'
             % str(uuid.uuid4()).encode(),
-            "business line",
+            "before 2000",
         ),
     ],
 )

@@ -82,6 +82,30 @@ def test_good_image_urls_pass(url: str) -> None:
         ("https://cdn.example.com:99999/a.jpg", "malformed"),
         ("https://cdn.example.com/" + "a" * 2100, "longer than 2048"),
         ("", "is empty"),
+        # Issue 19: loopback, private, link-local and metadata hosts in every spelling.
+        ("https://127.1/a.jpg", "private or local"),
+        ("https://0177.0.0.1/a.jpg", "private or local"),
+        ("https://0x7f.0.0.1/a.jpg", "private or local"),
+        ("https://0x7f000001/a.jpg", "private or local"),
+        ("https://2130706433/a.jpg", "private or local"),
+        ("https://127.0.0.1./a.jpg", "private or local"),
+        ("https://\uff11\uff12\uff17.0.0.1/a.jpg", "private or local"),
+        ("https://[::ffff:127.0.0.1]/a.jpg", "private or local"),
+        ("https://[::ffff:a9fe:a9fe]/a.jpg", "private or local"),
+        ("https://[64:ff9b::7f00:1]/a.jpg", "private or local"),
+        ("https://[fe80::1]/a.jpg", "private or local"),
+        ("https://[fd00:ec2::254]/a.jpg", "private or local"),
+        ("https://169.254.169.254/latest/meta-data/", "private or local"),
+        ("https://100.100.100.200/a.jpg", "private or local"),
+        ("https://0.0.0.0/a.jpg", "private or local"),
+        ("https://224.0.0.1/a.jpg", "private or local"),
+        ("https://metadata.google.internal/a.jpg", "metadata"),
+        ("https://metadata/a.jpg", "public host"),
+        ("https://cdn.localhost/a.jpg", "public host"),
+        ("https://LOCALHOST./a.jpg", "public host"),
+        ("https://printer.local/a.jpg", "public host"),
+        ("https://router.home.arpa/a.jpg", "public host"),
+        ("https://example.1/a.jpg", "public host"),
     ],
 )
 def test_bad_image_urls_are_refused(url: str, why: str) -> None:
@@ -98,6 +122,26 @@ def test_names_are_trimmed_and_checked() -> None:
         check_name("Ac\nme", "--last")
     with pytest.raises(InputError, match="longer than"):
         check_name("x" * 300, "--first")
+    assert check_name("Family \U0001f468\u200d\U0001f469\u200d\U0001f467", "--first")  # ZWJ emoji
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Acme\x85Corp",  # C1 next line
+        "Acme\x9b31m",  # C1 CSI
+        "Acme\x1b[31m",  # ESC
+        "Acme\u202eroc",  # right-to-left override
+        "Acme\u2066x\u2069",  # isolates
+        "Ac\u200bme",  # zero-width space
+        "\ufeffAcme",  # BOM
+        "Acme\u2028Corp",  # line separator
+        "Acme\u00adCorp",  # soft hyphen (Cf)
+    ],
+)
+def test_names_refuse_c1_controls_and_invisible_formatting(name: str) -> None:
+    with pytest.raises(InputError, match=r"control characters|invisible formatting"):
+        check_name(name, "--first")
 
 
 @pytest.mark.parametrize(

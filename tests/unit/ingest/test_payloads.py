@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from worker.ingest.payloads import (
+    UNKNOWN_LINE,
     MalformedPayload,
     activity_from_chat,
     is_opt_out_message,
@@ -187,12 +188,16 @@ def test_malformed_bodies_name_the_field(raw: bytes, reason: str | None) -> None
         parse_event(raw)
 
 
-def test_no_line_at_all_is_malformed() -> None:
+def test_no_line_at_all_leaves_the_line_to_the_receiver() -> None:
+    # Issue 19: Linq's schema allows null handles, so such an event is not malformed (a 400
+    # would lose it): the receiver resolves the line from the chat it knows, or keeps it.
     doc = fixture("message_sent_v2025.json")
     doc["data"]["from_handle"] = None
     doc["data"]["from"] = "not-a-number"
-    with pytest.raises(MalformedPayload, match="business line"):
-        parse_event(body(doc))
+    parsed = parse_event(body(doc))
+    assert parsed.line_unknown
+    assert parsed.activity is not None
+    assert parsed.activity.line_phone == UNKNOWN_LINE
 
 
 def test_an_unknown_service_is_stored_as_unknown_not_refused() -> None:
