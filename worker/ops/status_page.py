@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from worker.errors import InputError
 from worker.ops.status import Counts, Status
 
 REFRESH_S = 30
@@ -158,7 +159,10 @@ def create_app(collect: Callable[[dt.date | None], Status]) -> Starlette:
             day = dt.date.fromisoformat(raw) if raw else None
         except ValueError:
             return JSONResponse({"error": f"day {raw!r} is not YYYY-MM-DD"}, 400)
-        status = await run_in_threadpool(collect, day)
+        try:
+            status = await run_in_threadpool(collect, day)
+        except InputError as exc:  # a day past retention
+            return JSONResponse({"error": str(exc)}, 400)
         return JSONResponse(status.as_dict())
 
     async def healthz(request: Request) -> Response:
