@@ -234,7 +234,7 @@ def _attempt(run: _Run, line_phone: str, deps: Deps, task_id: str | None) -> Sha
         )
     if verdict.retryable:
         with autocommit(deps.sessions) as s:
-            shares.finish_attempt(s, attempt_id, record)
+            shares.finish_attempt(s, attempt_id, record, day=claim.day)
         if verdict.outcome is AttemptOutcome.UNKNOWN:
             run.unknown_in_run = True
         raise Retryable(verdict, err.retry_after_s if err else None)
@@ -405,7 +405,7 @@ def _crashed(run: _Run, attempt_id: int, crash: SandboxCrashed, deps: Deps) -> S
     """The sandbox died during this chat's call: charge the crash to this chat-day alone."""
     record = shares.AttemptResult(outcome=AttemptOutcome.UNKNOWN, error=str(crash))
     with transaction(deps.sessions) as s:
-        shares.finish_attempt(s, attempt_id, record)
+        shares.finish_attempt(s, attempt_id, record, day=run.claim.day)
         lost = shares.add_lost_claim(s, run.claim)
     limit = deps.settings.max_lost_claims
     if lost is not None and lost >= limit:
