@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import sys
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
@@ -17,13 +17,41 @@ import click
 from worker import bootstrap
 from worker.bootstrap import Booted
 from worker.config import Settings
-from worker.errors import CardshareError, InputError
+from worker.errors import CardshareError, InputError, StoreUnavailable
 from worker.logs import configure as configure_logging
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
     click.echo(f"cardshare: {message}", err=True)
     sys.exit(code)
+
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+
+def group_of(register: Callable[[click.Group], None]) -> click.Group:
+    """A `cardshare` group holding one command module's commands (`worker.entry` runs a command
+    this way without importing every other command module)."""
+    group = click.Group("cardshare", context_settings=CONTEXT)
+    register(group)
+    return group
+
+
+def run(group: click.Group, argv: Sequence[str] | None = None) -> None:
+    """Run a `cardshare` group: every CardshareError becomes one line and its exit code."""
+    try:
+        group.main(args=argv, prog_name="cardshare", standalone_mode=False)
+    except click.exceptions.Abort:
+        fail("aborted", 130)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except StoreUnavailable as exc:
+        fail(str(exc), exc.exit_code)
+    except CardshareError as exc:
+        fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
 
 
 def load_settings() -> Settings:

@@ -6,16 +6,14 @@ this module, so there is no circle.
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from worker.cli import cards, db, dev, ingest, ops, run, share
-from worker.cli.common import fail
-from worker.errors import CardshareError, StoreUnavailable
+from worker.cli.common import CONTEXT
+from worker.cli.common import run as run_group
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings=CONTEXT)
 @click.version_option(package_name="cardshare")
 def cli() -> None:
     """Share each line's iMessage contact card into its chats, once a day."""
@@ -32,16 +30,4 @@ ops.register(cli)  # status, history, check, health, web
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: every CardshareError becomes one line and its exit code."""
-    try:
-        cli.main(args=argv, prog_name="cardshare", standalone_mode=False)
-    except click.exceptions.Abort:
-        fail("aborted", 130)
-    except click.exceptions.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except StoreUnavailable as exc:
-        fail(str(exc), exc.exit_code)
-    except CardshareError as exc:
-        fail(str(exc), exc.exit_code)
-    except KeyboardInterrupt:
-        fail("interrupted", 130)
+    run_group(cli, argv)
