@@ -7,6 +7,7 @@ from sqlalchemy import create_engine, pool, text
 
 from worker.config import Settings
 from worker.store.models import Base
+from worker.store.partitions import is_partition_name
 
 config = context.config
 target_metadata = Base.metadata
@@ -23,9 +24,18 @@ def _url() -> str:
     return str(url)
 
 
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """The day partitions are the parents' business (`worker.store.partitions`), not the models'."""
+    return not (type_ == "table" and name is not None and is_partition_name(name))
+
+
 def run_migrations_offline() -> None:
     context.configure(
-        url=_url(), target_metadata=target_metadata, literal_binds=True, compare_server_default=True
+        url=_url(),
+        target_metadata=target_metadata,
+        literal_binds=True,
+        compare_server_default=True,
+        include_name=include_name,
     )
     with context.begin_transaction():
         context.run_migrations()
@@ -44,6 +54,7 @@ def run_migrations_online() -> None:
                 target_metadata=target_metadata,
                 compare_type=True,
                 compare_server_default=True,
+                include_name=include_name,
                 transaction_per_migration=True,
             )
             with context.begin_transaction():

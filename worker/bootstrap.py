@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from alembic.script import ScriptDirectory
+from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
 from worker import migrate, runtime
@@ -21,7 +21,11 @@ from worker.config import Settings
 from worker.embedded import EmbeddedServices, Watchdog
 from worker.errors import CardshareError, StoreUnavailable
 from worker.logs import register_secret
+from worker.ops.retention import ensure_days
 from worker.queue.app import configure
+from worker.rules.cadence import share_day
+from worker.rules.retention import wanted_days
+from worker.store.engine import schema_revision
 
 
 class SchemaOutOfDate(CardshareError):
@@ -81,22 +85,33 @@ def resolve(
     assert settings.redis_url is not None or not broker
     if auto_migrate is None:
         auto_migrate = services is not None and services.postgres is not None
+    rt = runtime.Runtime.build(settings)
     try:
         if auto_migrate:
             migrate.upgrade(settings.database_url)
         else:
-            ensure_schema(settings.database_url)
+            ensure_schema(rt.engine)
+        if auto_migrate:
+            # `db upgrade` and a development database: the coming days' partitions, whatever the
+            # migrations did (docs/retention.md); beat keeps them coming after that.
+            ensure_days(rt.deps, wanted_days(share_day(rt.deps.clock(), settings.zone)))
     except OperationalError as exc:
+        rt.close()
         raise StoreUnavailable(f"cannot reach PostgreSQL: {str(exc.orig).strip().splitlines()[0]}") from exc
+    except BaseException:
+        rt.close()
+        raise
     configure(settings)
-    runtime.install(runtime.Runtime.build(settings))
+    runtime.install(rt)
     watchdog = Watchdog(services).start() if watch and services is not None else None
     return Booted(settings, services, watchdog)
 
 
-def ensure_schema(url: str) -> None:
-    head = ScriptDirectory.from_config(migrate.alembic_config(url)).get_current_head()
-    current = migrate.current(url)
+def ensure_schema(engine: Engine) -> None:
+    """One query against the revision the migrations' files name as head (`migrate.head_revision`):
+    Alembic's ScriptDirectory would import every migration file to find it."""
+    head = migrate.head_revision()
+    current = schema_revision(engine)
     if current != head:
         raise SchemaOutOfDate(
             f"database schema is at {current or 'nothing'}, this cardshare needs {head}: "

@@ -546,6 +546,22 @@ class Settings:
         "`cardshare health` fails when messages wait and the worker finished no task for this long",
         default=5.0,
     )
+    # --- retention (day partitions, audit)
+    retention_days: int = setting(
+        "CARDSHARE_RETENTION_DAYS",
+        _positive_int,
+        "days of `share_days` and `attempts` kept before today; older days' partitions are detached "
+        "and dropped by beat's hourly maintenance, and `check`, `status` and `history` say a day is past "
+        "retention",
+        default=90,
+    )
+    audit_retention_days: int = setting(
+        "CARDSHARE_AUDIT_RETENTION_DAYS",
+        _positive_int,
+        "days of `audit_events` (operator actions, refused shares, imports) kept; older ones are deleted "
+        "by the same maintenance",
+        default=365,
+    )
 
     def __post_init__(self) -> None:
         self.validate()

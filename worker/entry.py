@@ -1,21 +1,54 @@
-"""The `cardshare` executable: `cardshare health` without loading the rest of the CLI.
+"""The `cardshare` executable: each command loads only the module that defines it.
 
-Healthchecks run every 30 s in every container; see `worker.ops.healthcheck` for what that
-saves. Everything else goes to `worker.cli.main`.
+Loading every command module costs a command's start what none of them needs: the demo, the
+simulator, the webhook receiver, the card desk (measured with `python -X importtime` on the
+2-core box: the whole CLI ~1.2 s of CPU, `worker.cli.ops` alone about half of it). So the first
+argument picks the module here, and only `cardshare`, `--help` or an unknown command load the
+whole group (`worker.cli.main`). `cardshare health` loads only the healthcheck (see
+`worker.ops.healthcheck`). `tests/unit/test_entry.py` keeps the table in step with the group.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
+
+# Command -> the module whose `register` adds it to the group.
+COMMANDS = {
+    "db": "worker.cli.db",
+    "share": "worker.cli.share",
+    "sweep": "worker.cli.share",
+    "recover": "worker.cli.share",
+    "worker": "worker.cli.run",
+    "beat": "worker.cli.run",
+    "simulator": "worker.cli.dev",
+    "demo": "worker.cli.dev",
+    "card": "worker.cli.cards",
+    "contacts": "worker.cli.cards",
+    "webhooks": "worker.cli.ingest",
+    "sync": "worker.cli.ingest",
+    "import": "worker.cli.ingest",
+    "status": "worker.cli.ops",
+    "history": "worker.cli.ops",
+    "check": "worker.cli.ops",
+    "web": "worker.cli.ops",
+}
 
 
 def main() -> None:
     # The imports below are inside on purpose: the whole CLI costs about 1.2 s of CPU to import,
     # `cardshare health` about 0.2 s (measured on the 2-core box; see worker.ops.healthcheck).
-    if sys.argv[1:2] == ["health"]:
+    command = sys.argv[1] if len(sys.argv) > 1 else None
+    if command == "health":
         from worker.ops.healthcheck import health
 
         health.main(args=sys.argv[2:], prog_name="cardshare health")  # exits
+    module = COMMANDS.get(command or "")
+    if module is not None:
+        from worker.cli.common import group_of, run
+
+        run(group_of(importlib.import_module(module).register), sys.argv[1:])
+        return
     from worker.cli.main import main as cli_main
 
     cli_main()

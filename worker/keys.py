@@ -17,6 +17,8 @@ SHARE_TASK = "cardshare.share_chat"
 SWEEP_TASK = "cardshare.sweep"
 RECOVER_TASK = "cardshare.recover"
 SYNC_TASK = "cardshare.sync"
+# Day partitions ahead, retention behind (hourly).
+MAINTAIN_TASK = "cardshare.maintain"
 
 # kombu's Redis transport keeps delivered-but-unacknowledged messages in this hash (its default).
 UNACKED_KEY = "unacked"
@@ -29,3 +31,7 @@ BEAT_KEY = "cardshare:beat"
 SWEEP_LOCK = 0x6361_7264_0001  # "card" + 1
 RECOVER_LOCK = 0x6361_7264_0002
 SYNC_LOCK = 0x6361_7264_0003
+MAINTAIN_LOCK = 0x6361_7264_0004
+# Held (per transaction) while a day's partitions are created: the sweep, `db upgrade` and the
+# maintenance pass may all find the same day missing.
+PARTITIONS_LOCK = 0x6361_7264_0005

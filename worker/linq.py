@@ -15,16 +15,34 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-import linq
-from linq import LinqAPIV3
-from linq.types import SetContactCard
 
 from worker.config import Settings
 from worker.rules.classify import CallResult, Transport
 from worker.rules.retrying import parse_retry_after
+
+if TYPE_CHECKING:
+    import linq
+    from linq import LinqAPIV3
+    from linq.types import SetContactCard
+else:
+
+    class _SDK:
+        """`linq`, imported on first use. The SDK's pydantic models cost 0.45-0.9 s of CPU to
+        import on the 2-core box (`python -X importtime`, the largest part of a command's start):
+        `status`, `history`, `recover` and `share` without --wait never call Linq. The import
+        system's own lock makes a first use from many threads at once safe."""
+
+        def __getattr__(self, name: str) -> Any:
+            import linq as sdk
+
+            value = getattr(sdk, name)
+            setattr(self, name, value)
+            return value
+
+    linq = _SDK()
 
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 
@@ -193,7 +211,7 @@ class LinqGateway:
     @classmethod
     def create(cls, settings: Settings, *, strict: bool = False) -> LinqGateway:
         http = http_client(settings)
-        sdk = LinqAPIV3(
+        sdk = linq.LinqAPIV3(
             api_key=settings.require_api_key(),
             base_url=settings.linq_base_url,
             max_retries=0,

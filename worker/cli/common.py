@@ -6,10 +6,12 @@ Command modules import this and the packages that do the work, never `main` or e
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import sys
+import traceback
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
@@ -18,8 +20,9 @@ import click
 from worker import bootstrap
 from worker.bootstrap import Booted
 from worker.config import Settings
-from worker.errors import BrokerUnavailable, CardshareError, InputError
+from worker.errors import BrokerUnavailable, CardshareError, InputError, StoreUnavailable
 from worker.logs import configure as configure_logging
+from worker.logs import redact
 from worker.rules import bounds
 
 # Terminal control: C0 controls but tab and newline (ESC starts every escape sequence), DEL, C1
@@ -39,6 +42,54 @@ def safe(text: object) -> str:
 def fail(message: str, code: int = 1) -> NoReturn:
     click.echo(f"cardshare: {message}", err=True)
     sys.exit(code)
+
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+
+def group_of(register: Callable[[click.Group], None]) -> click.Group:
+    """A `cardshare` group holding one command module's commands (`worker.entry` runs a command
+    this way without importing every other command module)."""
+    group = click.Group("cardshare", context_settings=CONTEXT)
+    register(group)
+    return group
+
+
+def run(group: click.Group, argv: Sequence[str] | None = None) -> None:
+    """Run a `cardshare` group: every CardshareError becomes one line and its exit code; so does
+    anything else (a bug), with a hint to rerun at DEBUG for the traceback."""
+    try:
+        _run(group, argv)
+    except SystemExit:
+        raise
+    except Exception as exc:
+        debug = os.environ.get("CARDSHARE_LOG_LEVEL", "").strip().upper() == "DEBUG"
+        if debug:
+            traceback.print_exc(file=sys.stderr)
+        what = redact(safe(bounds.clean_text(str(exc), 200) or ""))
+        hint = "" if debug else "; rerun with CARDSHARE_LOG_LEVEL=DEBUG for the traceback"
+        fail(f"unexpected error: {type(exc).__name__}: {what}{hint}", 1)
+
+
+def _run(group: click.Group, argv: Sequence[str] | None) -> None:
+    try:
+        group.main(args=argv, prog_name="cardshare", standalone_mode=False)
+    except click.exceptions.Abort:
+        fail("aborted", 130)
+    except click.exceptions.UsageError as exc:
+        # One line, like every other refusal: which input and why.
+        where = exc.ctx.command_path if exc.ctx is not None else "cardshare"
+        click.echo(f"{where}: {safe(exc.format_message())} (see '{where} --help')", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except StoreUnavailable as exc:
+        fail(str(exc), exc.exit_code)
+    except CardshareError as exc:
+        fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
 
 
 def load_settings() -> Settings:

@@ -1,12 +1,15 @@
-"""`cardshare db upgrade|check`: the schema."""
+"""`cardshare db upgrade|check|maintain`: the schema and its day partitions."""
 
 from __future__ import annotations
 
+import sys
+
 import click
 
-from worker import migrate
+from worker import migrate, runtime
 from worker.cli.common import boot
 from worker.config import mask_url
+from worker.ops.retention import run_maintenance
 
 
 def register(cli: click.Group) -> None:
@@ -33,3 +36,14 @@ def db_check() -> None:
         assert b.settings.database_url
         migrate.check(b.settings.database_url)
         click.echo("models and migrations agree")
+
+
+@db.command("maintain")
+def db_maintain() -> None:
+    """Create the coming days' partitions, drop the days past retention (beat does this hourly)."""
+    with boot(broker=False):  # PostgreSQL only, like upgrade and check
+        rt = runtime.get()
+        report = run_maintenance(rt.deps, rt.engine)
+    click.echo(report.one_line())
+    if report.errors:
+        sys.exit(1)

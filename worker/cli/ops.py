@@ -27,6 +27,7 @@ from worker.ops.check import run_check
 from worker.ops.healthcheck import health
 from worker.ops.status import Counts, History, Status
 from worker.rules.cadence import share_day
+from worker.rules.retention import past_retention, past_retention_message
 from worker.simulator import SimulatorAdmin
 from worker.simulator.client import SimulatorAdminError
 
@@ -62,11 +63,21 @@ def status(day_text: str | None, as_json: bool) -> None:
     """How the day is going: per line and in total, last sweep, queue, workers, beat."""
     day = parse_day(day_text)
     with boot() as b:
+        refuse_past_retention(b.settings, day)
         st = collect_status(b.settings, day)
     if as_json:
         click.echo(json.dumps(st.as_dict(), indent=2))
         return
     _print_status(st)
+
+
+def refuse_past_retention(settings: Settings, day: dt.date | None) -> None:
+    """A day older than CARDSHARE_RETENTION_DAYS has no rows left to report on: say so (exit 2)."""
+    if day is None:
+        return
+    today = share_day(runtime.get().deps.clock(), settings.zone)
+    if past_retention(day, today, settings.retention_days):
+        raise InputError(f"--day {past_retention_message(day, today, settings.retention_days)}")
 
 
 def _reasons(counter: dict[str, int]) -> str:
@@ -182,9 +193,16 @@ class _SafeConsole(Console):
 def history(chat_id: str, days: int | None, as_json: bool) -> None:
     """Every day and HTTP attempt of CHAT_ID, and why it is not due today."""
     cid = parse_chat_id(chat_id)  # a malformed id fails before anything starts
-    with boot():
+    with boot() as b:
         deps = runtime.get().deps
-        story = status_mod.history(deps.sessions, cid, now=deps.clock(), policy=deps.policy, days=days)
+        story = status_mod.history(
+            deps.sessions,
+            cid,
+            now=deps.clock(),
+            policy=deps.policy,
+            days=days,
+            retention_days=b.settings.retention_days,
+        )
     if story is None:
         raise UnknownChat(f"chat {cid} is unknown to cardshare (no webhook, sync or import has recorded it)")
     if as_json:
@@ -248,6 +266,12 @@ def history_lines(story: History) -> list[str]:
                 ["ATTEMPT", "STARTED", "OUTCOME", "HTTP", "CODE", "TRACE", "TASK", "ERROR"], rows
             )
             out.extend("  " + line for line in table.splitlines())
+    if story.truncated_before is not None:
+        out.append("")
+        out.append(
+            f"days before {story.truncated_before} are past retention "
+            f"(CARDSHARE_RETENTION_DAYS={story.retention_days}): their chat-days and attempts are dropped"
+        )
     if story.audit:
         out.append("")
         out.append("operator actions:")
@@ -275,7 +299,12 @@ def history_lines(story: History) -> list[str]:
 def web(host: str, port: int) -> None:
     """Serve the read-only status page (today's numbers and the last failures) until stopped."""
     with boot() as b:
-        app = status_page.create_app(lambda day: collect_status(b.settings, day))
+
+        def collect(day: dt.date | None) -> Status:
+            refuse_past_retention(b.settings, day)
+            return collect_status(b.settings, day)
+
+        app = status_page.create_app(collect)
         try:
             sock = bind(host, port)
         except OSError as exc:
@@ -300,6 +329,7 @@ def check(day_text: str | None, sim_url: str | None, as_json: bool) -> None:
     """Was every due chat-day shared exactly once? Exit 1 if any was missed or duplicated."""
     with boot() as b:
         day = parse_day(day_text or None) or share_day(dt.datetime.now(dt.UTC), b.settings.zone)
+        refuse_past_retention(b.settings, day)
         events = None
         if sim_url:
             events = _simulator_events(sim_url)

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from worker.keys import SHARE_QUEUE, UNACKED_KEY
 from worker.ops import health
+from worker.rules import retention as retention_rules
 from worker.rules.cadence import EXPLANATIONS, NotDue, Policy, share_day, why_not_due
 from worker.rules.states import CLOSED_STATUSES, DayStatus
 from worker.store.reports import (
@@ -315,6 +316,10 @@ class History:
     days: list[DayRow]
     attempts: list[AttemptRow]
     audit: list[AuditRow]
+    # The oldest day kept (CARDSHARE_RETENTION_DAYS), when the chat is older than it: the days
+    # before it are gone, not missing.
+    truncated_before: dt.date | None = None
+    retention_days: int | None = None
 
     def attempts_of(self, day: dt.date) -> list[AttemptRow]:
         return [a for a in self.attempts if a.day == day]
@@ -337,15 +342,27 @@ class History:
                 for d in self.days
             ],
             "audit": [{k: _plain(v) for k, v in asdict(a).items()} for a in self.audit],
+            "retention_days": self.retention_days,
+            "truncated_before": None if self.truncated_before is None else self.truncated_before.isoformat(),
         }
 
 
 def history(
-    sessions: sessionmaker[Session], chat_id: uuid.UUID, *, now: dt.datetime, policy: Policy, days: int | None
+    sessions: sessionmaker[Session],
+    chat_id: uuid.UUID,
+    *,
+    now: dt.datetime,
+    policy: Policy,
+    days: int | None,
+    retention_days: int | None = None,
 ) -> History | None:
-    """Every day and attempt of a chat (or the last `days` days), and why it is not due today."""
+    """Every day and attempt of a chat (or the last `days` days), and why it is not due today.
+    With `retention_days`, days past retention are left out (they are being dropped)."""
     today = share_day(now, policy.zone)
     since = None if days is None else today - dt.timedelta(days=days - 1)
+    kept = None if retention_days is None else retention_rules.oldest_kept(today, retention_days)
+    if kept is not None and (since is None or since < kept):
+        since = kept
     with read_only(sessions) as s:
         chat = chat_info(s, chat_id)
         if chat is None:
@@ -362,6 +379,10 @@ def history(
         shared_today=today_status == DayStatus.SUCCEEDED,
         day_closed=today_status in CLOSED_STATUSES,
     )
+    # The chat is older than what is kept, and the days asked for reach past it.
+    asked = None if days is None else today - dt.timedelta(days=days - 1)
+    truncated = kept is not None and chat.created_at.astimezone(policy.zone).date() < kept
+    truncated = truncated and (asked is None or (kept is not None and asked < kept))
     return History(
         chat=chat,
         today=today,
@@ -371,6 +392,8 @@ def history(
         days=day_rows,
         attempts=attempts,
         audit=audit,
+        truncated_before=kept if truncated else None,
+        retention_days=retention_days,
     )
 
 

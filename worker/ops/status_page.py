@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from worker.errors import InputError
 from worker.ops.status import Counts, Status
 from worker.rules import bounds
 
@@ -163,7 +164,10 @@ def create_app(collect: Callable[[dt.date | None], Status]) -> Starlette:
             return JSONResponse(
                 {"error": f"day {day} is out of range ({bounds.DAY_MIN} to {bounds.DAY_MAX})"}, 400
             )
-        status = await run_in_threadpool(collect, day)
+        try:
+            status = await run_in_threadpool(collect, day)
+        except InputError as exc:  # a day past retention
+            return JSONResponse({"error": str(exc)}, 400)
         return JSONResponse(status.as_dict())
 
     async def healthz(request: Request) -> Response:

@@ -17,12 +17,15 @@ from celery import Celery
 from kombu.entity import Queue
 
 from worker.config import Settings
-from worker.keys import CONTROL_QUEUE, RECOVER_TASK, SHARE_QUEUE, SWEEP_TASK, SYNC_TASK
+from worker.keys import CONTROL_QUEUE, MAINTAIN_TASK, RECOVER_TASK, SHARE_QUEUE, SWEEP_TASK, SYNC_TASK
 from worker.queue import signals  # noqa: F401 - connects the worker's and beat's signal handlers
 
 app = Celery("cardshare", include=["worker.queue.tasks", "worker.queue.shutdown"])
 # kombu's Redis transport minus one way to kill a worker (see redis_transport).
 TRANSPORT = "worker.queue.redis_transport:Transport"
+# Partitions are made a week ahead, so the interval only bounds how late a day past retention
+# goes (not a setting: nothing depends on it being shorter).
+MAINTAIN_INTERVAL_S = 3600.0
 
 
 # rediss:// query parameters that configure TLS, as kombu and redis-py read them.
@@ -84,6 +87,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             SWEEP_TASK: {"queue": CONTROL_QUEUE},
             RECOVER_TASK: {"queue": CONTROL_QUEUE},
             SYNC_TASK: {"queue": CONTROL_QUEUE},
+            MAINTAIN_TASK: {"queue": CONTROL_QUEUE},
         },
         # A sync pages through every chat of every line: the share task's limits do not fit it.
         # A run cut short resumes from its saved cursor, so the limit only has to end it before
@@ -120,6 +124,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                 "task": SYNC_TASK,
                 "schedule": dt.timedelta(seconds=settings.sync_interval_s),
                 "options": {"queue": CONTROL_QUEUE, "expires": settings.sync_interval_s},
+            },
+            "maintain": {
+                "task": MAINTAIN_TASK,
+                "schedule": dt.timedelta(seconds=MAINTAIN_INTERVAL_S),
+                "options": {"queue": CONTROL_QUEUE, "expires": MAINTAIN_INTERVAL_S},
             },
         },
     }

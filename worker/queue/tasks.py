@@ -12,8 +12,9 @@ from worker import runtime
 from worker.config import Settings
 from worker.errors import StoreUnavailable
 from worker.ingest import pending, sync
-from worker.keys import RECOVER_TASK, SHARE_TASK, SWEEP_TASK, SYNC_TASK
+from worker.keys import MAINTAIN_TASK, RECOVER_TASK, SHARE_TASK, SWEEP_TASK, SYNC_TASK
 from worker.logs import bound, event
+from worker.ops import retention
 from worker.queue.app import app
 from worker.queue.publish import Publisher, queue_depth
 from worker.sharing import share, sweep
@@ -89,3 +90,10 @@ def sync_task() -> str:
     """Chat sync (beat, default daily): list every line's chats, look up outbound messages."""
     rt = runtime.get()
     return sync.run_sync(rt.deps, rt.engine).one_line()
+
+
+@app.task(name=MAINTAIN_TASK, ignore_result=True, acks_late=False)
+def maintain_task() -> str:
+    """Day partitions ahead, retention behind (beat, hourly; docs/retention.md)."""
+    rt = runtime.get()
+    return retention.run_maintenance(rt.deps, rt.engine).one_line()

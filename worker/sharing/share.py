@@ -290,7 +290,7 @@ def _attempt(run: _Run, line_phone: str, deps: Deps, task_id: str | None) -> Sha
         run.accepted = record
     if verdict.retryable:
         with autocommit(deps.sessions) as s:
-            shares.finish_attempt(s, attempt_id, record)
+            shares.finish_attempt(s, attempt_id, record, day=claim.day)
         run.open_attempt = None
         if verdict.outcome is AttemptOutcome.UNKNOWN:
             run.unknown_in_run = True
@@ -537,6 +537,7 @@ def _after_error(run: _Run, exc: Exception, deps: Deps) -> ShareResult:
                         http_status=accepted.http_status if accepted else None,
                         error=f"not fully recorded: {what}",
                     ),
+                    day=day,
                 )
         except StoreUnavailable:
             raise
@@ -562,7 +563,7 @@ def _crashed(run: _Run, attempt_id: int, crash: SandboxCrashed, deps: Deps) -> S
     """The sandbox died during this chat's call: charge the crash to this chat-day alone."""
     record = shares.AttemptResult(outcome=AttemptOutcome.UNKNOWN, error=str(crash))
     with transaction(deps.sessions) as s:
-        shares.finish_attempt(s, attempt_id, record)
+        shares.finish_attempt(s, attempt_id, record, day=run.claim.day)
         lost = shares.add_lost_claim(s, run.claim)
     limit = deps.settings.max_lost_claims
     if lost is not None and lost >= limit:

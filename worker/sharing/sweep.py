@@ -15,17 +15,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
+from sqlalchemy import exc as sa_exc
 
 from worker.deps import Deps
 from worker.errors import StoreUnavailable
 from worker.keys import RECOVER_LOCK, SWEEP_LOCK
 from worker.linq import LinqCallError
 from worker.logs import event
-from worker.ops import metrics
+from worker.ops import metrics, retention
+from worker.rules import retention as retention_rules
 from worker.rules.cadence import share_day
+from worker.store import partitions
 from worker.store.cards import CardState, store_cards
 from worker.store.session import transaction
 from worker.store.sweeps import (
+    KEYSET_START,
     advisory_lock,
     close_past_days,
     fail_poisoned,
@@ -36,6 +40,19 @@ from worker.store.sweeps import (
 )
 
 log = logging.getLogger("cardshare.sweep")
+
+# A sweep that marked at least this many chat-days, and more than a tenth of what the planner
+# believes today's partition holds, analyzes it: autoanalyze waits for 10 % of a table's rows
+# (the legacy partition holds every day before partitioning) and its next round, and until then
+# the share path's plans are made for a partition that looks empty. ANALYZE samples 30,000 rows
+# whatever the size (~0.3 s for a day of 1M rows here, bench/README.md).
+ANALYZE_AFTER_MARKED = 1000
+
+
+def stale_statistics(marked: int, estimated_rows: int) -> bool:
+    """Did this sweep change enough of the day's partition to leave its statistics behind?"""
+    return marked >= ANALYZE_AFTER_MARKED and marked > estimated_rows // 10
+
 
 Publish = Callable[[Sequence[uuid.UUID], dt.date], int]
 
@@ -64,6 +81,7 @@ class SweepReport:
     requeued: int = 0
     poisoned: int = 0
     closed_past: int = 0
+    analyzed: str | None = None
     active_cards: int | None = None
     card_error: str | None = None
     seconds: float = 0.0
@@ -125,6 +143,7 @@ def run_sweep(
                 event(log, "sweep.card_refresh_failed", logging.WARNING, error=exc.one_line())
                 if exc.status == 401:
                     raise
+            _ensure_partitions(deps, day)
             with transaction(deps.sessions) as s:
                 report.closed_past = close_past_days(s, before=day)
                 report.poisoned = fail_poisoned(s, day=day, max_lost_claims=deps.settings.max_lost_claims)
@@ -147,6 +166,7 @@ def run_sweep(
                 if page.last_id is None or page.scanned < deps.settings.sweep_page_size:
                     break
                 after = page.last_id
+            report.analyzed = _analyze_if_stale(deps, day, report.enqueued)
             report.requeued = _requeue(deps, day, publish, queue_depth, queue_lease_s)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"[:500]
@@ -182,6 +202,32 @@ def run_sweep(
         seconds=round(report.seconds, 3),
     )
     return report
+
+
+def _ensure_partitions(deps: Deps, day: dt.date) -> None:
+    """Today's and tomorrow's partitions, in case beat's maintenance has not run (docs/retention.md).
+    A failure here (a lock timeout) does not stop the sweep: the partitions made a week ahead are
+    there, and the next pass tries again."""
+    try:
+        retention.ensure_days(deps, retention_rules.wanted_days(day, ahead=1))
+    except (StoreUnavailable, sa_exc.DBAPIError, RuntimeError) as exc:
+        event(log, "sweep.partitions_failed", logging.WARNING, error=f"{type(exc).__name__}: {exc}"[:300])
+
+
+def _analyze_if_stale(deps: Deps, day: dt.date, marked: int) -> str | None:
+    """ANALYZE today's share_days partition after a sweep marked much of it (see
+    ANALYZE_AFTER_MARKED); returns its name when it did."""
+    if marked < ANALYZE_AFTER_MARKED:
+        return None
+    with transaction(deps.sessions) as s:
+        part = partitions.partition_of(s, partitions.SHARE_DAYS, day)
+        if part is None or not stale_statistics(marked, partitions.rows_estimate(s, part.name)):
+            return None
+        started = time.monotonic()
+        partitions.analyze(s, part.name)
+    seconds = round(time.monotonic() - started, 3)
+    event(log, "sweep.analyzed", partition=part.name, marked=marked, seconds=seconds)
+    return part.name
 
 
 def run_recover(
@@ -227,9 +273,10 @@ def _requeue(
 ) -> int:
     drained = queue_depth().drained
     total = 0
+    after = KEYSET_START
     while True:
         with transaction(deps.sessions) as s:
-            ids = requeue_expired(
+            page = requeue_expired(
                 s,
                 day=day,
                 limit=deps.settings.sweep_page_size,
@@ -237,9 +284,11 @@ def _requeue(
                 queue_drained=drained,
                 stale_queued_s=deps.settings.lease_s,
                 max_lost_claims=deps.settings.max_lost_claims,
+                after=after,
             )
-        if not ids:
+        if not page.chat_ids or page.last is None:
             return total
-        total += publish(ids, day)
-        if len(ids) < deps.settings.sweep_page_size:
+        total += publish(page.chat_ids, day)
+        if len(page.chat_ids) < deps.settings.sweep_page_size:
             return total
+        after = page.last

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -57,3 +57,16 @@ def dispose_after_fork(engine: Engine) -> None:
         if record.info.get("pid") != os.getpid():
             record.dbapi_connection = proxy.dbapi_connection = None
             raise sa_exc.DisconnectionError("connection belongs to another process")
+
+
+SCHEMA_REVISION_SQL = text("SELECT version_num FROM alembic_version")
+HAS_VERSION_TABLE_SQL = text("SELECT to_regclass('alembic_version') IS NOT NULL")
+
+
+def schema_revision(engine: Engine) -> str | None:
+    """The revision the database is at (None: never migrated): one query, no Alembic."""
+    with engine.connect() as conn:
+        if not conn.execute(HAS_VERSION_TABLE_SQL).scalar():
+            return None
+        rows = conn.execute(SCHEMA_REVISION_SQL).scalars().all()
+    return ",".join(sorted(str(r) for r in rows)) or None

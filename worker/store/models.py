@@ -14,7 +14,6 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
-    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
@@ -28,8 +27,8 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from worker.rules.facts import E164_PATTERN
-from worker.rules.states import ALL_STATUSES
-from worker.store.due import sql_list
+from worker.rules.states import ALL_STATUSES, DayStatus
+from worker.store.due import OPEN, sql_list
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -91,8 +90,16 @@ class Chat(Base):
     updated_at: Mapped[dt.datetime] = _now()
 
 
+# The statuses `recent_failures` lists (the status page's "last failures").
+FAILURE_STATUSES = sql_list((DayStatus.FAILED, DayStatus.UNKNOWN))
+
+
 class ShareDay(Base):
-    """One row per (chat, day): the claim, the lease and the day's final status."""
+    """One row per (chat, day): the claim, the lease and the day's final status.
+
+    Partitioned by day (`store.partitions`, docs/retention.md): each index below exists per day,
+    so what a day costs to read or write does not grow with the history.
+    """
 
     __tablename__ = "share_days"
     __table_args__ = (
@@ -100,7 +107,22 @@ class ShareDay(Base):
             f"status IN {sql_list(ALL_STATUSES)}",
             name="status",
         ),
-        Index("ix_share_days_day_status", "day", "status", "lease_until"),
+        # Open chat-days by lease end: recovery walks it in keyset pages, poison and past-day
+        # closing read it; it holds only the day's unfinished rows.
+        Index(
+            "ix_share_days_open",
+            "day",
+            "lease_until",
+            "chat_id",
+            postgresql_where=text(f"status IN {OPEN}"),
+        ),
+        # The last failures, newest first, without reading the days' finished rows.
+        Index(
+            "ix_share_days_failures",
+            text("coalesce(finished_at, updated_at)"),
+            postgresql_where=text(f"status IN {FAILURE_STATUSES}"),
+        ),
+        {"postgresql_partition_by": "RANGE (day)"},
     )
 
     chat_id: Mapped[uuid.UUID] = mapped_column(
@@ -127,23 +149,25 @@ class ShareDay(Base):
 
 
 class Attempt(Base):
-    """Audit row for one HTTP try; written before the call, completed right after."""
+    """Audit row for one HTTP try; written before the call, completed right after.
+
+    Partitioned by day like `share_days`; the primary key carries the day (a partitioned table's
+    keys must), so every statement that finds an attempt by id names its day too. Each day's
+    partition references the same day's `share_days` partition (chat_id, day), with ON DELETE
+    CASCADE: that key lives on the pair of partitions (`store.partitions`), not on the parents,
+    so a day is dropped without a scan of any other.
+    """
 
     __tablename__ = "attempts"
     __table_args__ = (
-        ForeignKeyConstraint(
-            ["chat_id", "day"],
-            ["share_days.chat_id", "share_days.day"],
-            ondelete="CASCADE",
-            name="fk_attempts_share_days",
-        ),
         CheckConstraint("outcome IN ('ok', 'retryable', 'fatal', 'unknown')", name="outcome"),
         Index("ix_attempts_chat_started", "chat_id", "started_at"),
+        {"postgresql_partition_by": "RANGE (day)"},
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     chat_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
-    day: Mapped[dt.date] = mapped_column(Date, nullable=False)
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
     attempt_no: Mapped[int] = mapped_column(Integer, nullable=False)
     claim_token: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
     started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
@@ -175,9 +199,17 @@ class SweepRun(Base):
 
 
 class AuditEvent(Base):
-    """Operator and ingestion actions that are not HTTP attempts (e.g. a refused manual share)."""
+    """Operator and ingestion actions that are not HTTP attempts (e.g. a refused manual share).
+
+    Kept `CARDSHARE_AUDIT_RETENTION_DAYS`; deleted in batches by age (the index on `at`).
+    """
 
     __tablename__ = "audit_events"
+    __table_args__ = (
+        # `cardshare history CHAT_ID`: a chat's events, newest first.
+        Index("ix_audit_events_chat_ref", "chat_ref", "at"),
+        Index("ix_audit_events_at", "at"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     at: Mapped[dt.datetime] = _now()

@@ -240,16 +240,19 @@ FINISH_ATTEMPT_SQL = text(
             UPDATE attempts SET finished_at = clock_timestamp(), outcome = :outcome,
                 http_status = :status, linq_code = :code, error = :error,
                 retry_after_s = :retry_after, trace_id = :trace
-            WHERE id = :id
+            WHERE id = :id AND day = :day
             """
 )
 
 
-def finish_attempt(session: Db, attempt_id: int, result: AttemptResult) -> None:
+def finish_attempt(session: Db, attempt_id: int, result: AttemptResult, *, day: dt.date) -> None:
+    """Record one attempt's answer. `day` names the attempt's partition (attempts are partitioned
+    by day: by id alone the statement would look in every day's primary key)."""
     session.execute(
         FINISH_ATTEMPT_SQL,
         {
             "id": attempt_id,
+            "day": day,
             "outcome": result.outcome.value,
             "status": result.http_status,
             "code": result.linq_code,
@@ -319,7 +322,7 @@ FINISH_SQL = text(
                 UPDATE attempts SET finished_at = clock_timestamp(), outcome = :outcome,
                     http_status = :http_status, linq_code = :code, error = :error,
                     retry_after_s = :retry_after, trace_id = :trace
-                WHERE id = :attempt_id
+                WHERE id = :attempt_id AND day = :day
             )
             UPDATE share_days SET status = :status, reason = :reason,
                 lease_until = now() + make_interval(secs => :delay),

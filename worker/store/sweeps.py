@@ -93,16 +93,20 @@ def mark_due_page(
 
 # --------------------------------------------------------------------------- recovery
 
+# Keyset pages over the day's open rows in (lease_until, chat_id) order (ix_share_days_open, which
+# holds only open rows): each page starts where the last one stopped, so a pass reads each row
+# once however many are stale. (Ordering every stale row again for each page was quadratic.)
 REQUEUE_EXPIRED_SQL = text(
     f"""
             WITH expired AS (
-                SELECT chat_id, day FROM share_days
+                SELECT chat_id, day, lease_until FROM share_days
                 WHERE day = :day AND status IN {OPEN}
+                  AND (lease_until, chat_id) > (:after_lease, :after_chat)
                   AND (lease_until < now()
                        OR (:drained AND status = 'queued'
                            AND updated_at < now() - make_interval(secs => :stale)))
                   AND NOT (status = 'claimed' AND lost_claims + 1 >= :max_lost)
-                ORDER BY lease_until
+                ORDER BY lease_until, chat_id
                 LIMIT :limit
                 FOR UPDATE SKIP LOCKED
             )
@@ -113,9 +117,19 @@ REQUEUE_EXPIRED_SQL = text(
                 lost_claims = d.lost_claims + (d.status = 'claimed')::int,
                 updated_at = now()
             FROM expired e WHERE d.chat_id = e.chat_id AND d.day = e.day
-            RETURNING d.chat_id
+            RETURNING d.chat_id, e.lease_until AS old_lease
             """
 )
+
+# Where a pass starts: before every (lease_until, chat_id).
+KEYSET_START = (dt.datetime(1, 1, 1, tzinfo=dt.UTC), NIL_UUID)
+
+
+@dataclass(frozen=True)
+class Requeued:
+    chat_ids: list[uuid.UUID]
+    # The largest (lease_until, chat_id) of the page, before its update: the next page's start.
+    last: tuple[dt.datetime, uuid.UUID] | None
 
 
 def requeue_expired(
@@ -127,8 +141,10 @@ def requeue_expired(
     queue_drained: bool,
     stale_queued_s: float,
     max_lost_claims: int,
-) -> list[uuid.UUID]:
+    after: tuple[dt.datetime, uuid.UUID] = KEYSET_START,
+) -> Requeued:
     """Open chat-days of `day` whose lease ran out (crash, lost message, retry due): re-queue.
+    One keyset page, starting after `after`.
 
     With the broker queue drained, a 'queued' row untouched for `stale_queued_s` lost its
     message (Redis restarted, a publish failed, a killed worker had prefetched it), whatever its
@@ -143,9 +159,12 @@ def requeue_expired(
             "drained": queue_drained,
             "stale": stale_queued_s,
             "max_lost": max_lost_claims,
+            "after_lease": after[0],
+            "after_chat": after[1],
         },
     ).all()
-    return [r.chat_id for r in rows]
+    last = max(((r.old_lease, r.chat_id) for r in rows), default=None)
+    return Requeued([r.chat_id for r in rows], last)
 
 
 FAIL_POISONED_SQL = text(
