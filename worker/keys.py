@@ -17,6 +17,8 @@ SHARE_TASK = "cardshare.share_chat"
 SWEEP_TASK = "cardshare.sweep"
 RECOVER_TASK = "cardshare.recover"
 SYNC_TASK = "cardshare.sync"
+RELEASE_TASK = "cardshare.release"
+REFRESH_CARD_TASK = "cardshare.refresh_card"
 
 # kombu's Redis transport keeps delivered-but-unacknowledged messages in this hash (its default).
 UNACKED_KEY = "unacked"
@@ -25,7 +27,14 @@ UNACKED_KEY = "unacked"
 WORKER_PREFIX = "cardshare:worker:"
 BEAT_KEY = "cardshare:beat"
 
+# Pace (docs/decisions.md §11): each line's log of granted calls and its schedule horizon, and
+# the account's log.
+PACE_LOG_PREFIX = "cardshare:pace:log:"
+PACE_HORIZON_PREFIX = "cardshare:pace:next:"
+PACE_ACCOUNT_KEY = "cardshare:pace:account"
+
 # PostgreSQL advisory lock keys: one pass of each kind at a time, whoever starts it.
 SWEEP_LOCK = 0x6361_7264_0001  # "card" + 1
 RECOVER_LOCK = 0x6361_7264_0002
 SYNC_LOCK = 0x6361_7264_0003
+RELEASE_LOCK = 0x6361_7264_0004

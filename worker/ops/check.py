@@ -1,9 +1,12 @@
 """The invariant checker: was every due chat-day shared once, and if not, why.
 
 missed = due but never succeeded and not ended for a stated reason (still open after the run,
-ended by the day's end, or due with no row at all). duplicates = more than one share Linq
-accepted for a chat-day: counted from the simulator's log when one is given, otherwise
-estimated from our own attempts (2xx answers, plus unknown outcomes followed by a 2xx).
+ended by the day's end, or due with no row at all). A chat-day held for its line (paused,
+CRITICAL or FLAGGED, outside hours, its pace) is intentionally not shared: counted as held
+while it waits and as skipped, naming the hold, if its day ended first; never as missed.
+duplicates = more than one share Linq accepted for a chat-day: counted from the simulator's log
+when one is given, otherwise estimated from our own attempts (2xx answers, plus unknown outcomes
+followed by a 2xx).
 
 Chats no sweep reached are judged with the Python rule (`rules.cadence.why_not_due`), not with
 the SQL predicate the sweep used (`store.due`): the checker must not share the worker's bugs.
@@ -17,11 +20,13 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 
-from worker.rules.cadence import Policy, day_bounds, share_day, why_not_due
+from worker.rules.cadence import Policy, day_bounds, why_not_due
 from worker.rules.states import MISSABLE_STATUSES, DayStatus
+from worker.store.lines import lines
 from worker.store.reports import chat_facts, day_attempts, day_entries, repeated_with_success
 
 
@@ -43,6 +48,7 @@ class CheckReport:
     skipped: Counter[str] = field(default_factory=Counter)
     failed: Counter[str] = field(default_factory=Counter)
     unknown: int = 0
+    held: Counter[str] = field(default_factory=Counter)  # still waiting for a hold to lift
     missed: list[uuid.UUID] = field(default_factory=list)
     duplicates: list[Duplicate] = field(default_factory=list)
     duplicate_source: str = "attempts"
@@ -64,6 +70,7 @@ class CheckReport:
             "skipped": dict(self.skipped),
             "failed": dict(self.failed),
             "unknown": self.unknown,
+            "held": dict(self.held),
             "missed": len(self.missed),
             "missed_chats": [str(c) for c in self.missed[:50]],
             "duplicates": len(self.duplicates),
@@ -86,7 +93,7 @@ class CheckReport:
             f"missed {len(self.missed)}, duplicate shares {len(self.duplicates)} "
             f"(from {self.duplicate_source})",
         ]
-        for label, counts in (("skipped", self.skipped), ("failed", self.failed)):
+        for label, counts in (("skipped", self.skipped), ("failed", self.failed), ("held", self.held)):
             for reason, n in sorted(counts.items()):
                 out.append(f"  {label}: {reason}: {n}")
         for chat in self.missed[:20]:
@@ -125,24 +132,34 @@ def run_check(
                 report.missed.append(r.chat_id)
         elif r.status == DayStatus.UNKNOWN:
             report.unknown += 1
+        elif r.status == DayStatus.HELD:
+            # Waiting for its line's hold to lift (or its pace slot): intentionally not shared yet.
+            report.held[reason.split(":", 1)[0]] += 1
         elif r.status in MISSABLE_STATUSES:
             report.missed.append(r.chat_id)
-    if share_day(now, policy.zone) == day:
-        report.unseen_due = _unseen_due(session, day, policy, now)
-        report.missed.extend(report.unseen_due)
+    known = lines(session, policy.zone)
+    zones = {r.state.phone: r.state.zone for r in known}
+    # Each line's own day (docs/decisions.md §12): only lines for which `day` is today can have
+    # due chats that no sweep reached yet.
+    current = {r.state.phone: day for r in known if r.state.today(now) == day}
+    report.unseen_due = _unseen_due(session, current, policy, now)
+    report.missed.extend(report.unseen_due)
     if share_events is not None:
         report.duplicate_source = "simulator"
-        report.duplicates = _duplicates_from_events(session, day, policy, share_events)
+        report.duplicates = _duplicates_from_events(session, day, policy, share_events, zones)
     else:
         report.duplicates = _duplicates_from_attempts(session, day)
     return report
 
 
-def _unseen_due(session: Session, day: dt.date, policy: Policy, now: dt.datetime) -> list[uuid.UUID]:
-    """Chats due now (by the Python rule) that have no chat-day row at all: no sweep reached them."""
+def _unseen_due(
+    session: Session, line_days: dict[str, dt.date], policy: Policy, now: dt.datetime
+) -> list[uuid.UUID]:
+    """Chats due now (by the Python rule) that have no chat-day row at all: no sweep reached them.
+    A held line's chats count too: the sweep marks them held, so none may be missing."""
     return [
         chat_id
-        for chat_id, facts in chat_facts(session, unmarked_on=day)
+        for chat_id, facts in chat_facts(session, unmarked_on=line_days)
         if why_not_due(facts, now=now, policy=policy, shared_today=False) is None
     ]
 
@@ -172,12 +189,25 @@ def explain(attempts: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _duplicates_from_events(
-    session: Session, day: dt.date, policy: Policy, events: Sequence[Mapping[str, Any]]
+    session: Session,
+    day: dt.date,
+    policy: Policy,
+    events: Sequence[Mapping[str, Any]],
+    zones: Mapping[str, ZoneInfo],
 ) -> list[Duplicate]:
-    start, end = day_bounds(day, policy.zone)
-    lo, hi = start.timestamp(), end.timestamp()
+    """Accepted shares per chat within `day` in its line's zone (the simulator names the line)."""
+    bounds: dict[ZoneInfo, tuple[float, float]] = {}
+
+    def within(event: Mapping[str, Any]) -> bool:
+        zone = zones.get(str(event.get("line") or ""), policy.zone)
+        if zone not in bounds:
+            start, end = day_bounds(day, zone)
+            bounds[zone] = (start.timestamp(), end.timestamp())
+        lo, hi = bounds[zone]
+        return lo <= float(event["at"]) < hi
+
     accepted: Counter[str] = Counter(
-        str(e["chat_id"]) for e in events if e.get("outcome") == "accepted" and lo <= float(e["at"]) < hi
+        str(e["chat_id"]) for e in events if e.get("outcome") == "accepted" and within(e)
     )
     out = []
     for chat, n in sorted(accepted.items()):
