@@ -14,11 +14,13 @@ from typing import Any, NoReturn
 
 import click
 
-from worker import bootstrap
+from worker import bootstrap, runtime
 from worker.bootstrap import Booted
 from worker.config import Settings
 from worker.errors import CardshareError, InputError
 from worker.logs import configure as configure_logging
+from worker.ops import status as status_mod
+from worker.ops.status import Status
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -44,6 +46,20 @@ def boot(settings: Settings | None = None, **kw: Any) -> Iterator[Booted]:
         yield b
     finally:
         b.close()
+
+
+def collect_status(settings: Settings, day: dt.date | None) -> Status:
+    """`status`, `line list` and the status page read the same numbers."""
+    deps = runtime.get().deps
+    return status_mod.collect(
+        deps.sessions,
+        day=day,
+        now=deps.clock(),
+        policy=deps.policy,
+        redis_url=settings.redis_url,
+        stall_s=settings.health_stall_minutes * 60,
+        pace=deps.pace,
+    )
 
 
 def parse_chat_id(raw: str) -> uuid.UUID:

@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from worker.cli import cards, db, dev, ingest, ops, run, share
+from worker.cli import cards, db, dev, ingest, lines, ops, run, share
 from worker.cli.common import fail
 from worker.errors import CardshareError, StoreUnavailable
 
@@ -28,6 +28,7 @@ dev.register(cli)  # simulator, demo
 cards.register(cli)  # card list|create|update, contacts
 ingest.register(cli)  # webhooks, sync, import
 ops.register(cli)  # status, history, check, health, web
+lines.register(cli)  # line list|pause|resume|set, warnings list|ack
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -339,6 +339,34 @@ def _sharing_seconds(line: LineState, day: dt.date, start: dt.datetime, end: dt.
     return max(0.0, (hi - lo).total_seconds())
 
 
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_until(text: str, *, now: dt.datetime, zone: ZoneInfo) -> dt.datetime:
+    """`--until`: a duration (`2h`, `1h30m`, `45m`, `1d`) or an ISO time (`2026-03-02T18:00`,
+    with an offset or in `zone`); ValueError with a one-line reason, or if it is not later."""
+    raw = text.strip()
+    m = _DURATION.match(raw.lower())
+    if raw and m is not None and any(m.groups()):
+        d, h, mi, se = (int(g or 0) for g in m.groups())
+        span = dt.timedelta(days=d, hours=h, minutes=mi, seconds=se)
+        if span <= dt.timedelta(0):
+            raise ValueError(f"--until {text!r} is not in the future")
+        return now + span
+    try:
+        when = dt.datetime.fromisoformat(raw)
+    except ValueError:
+        raise ValueError(
+            f"--until {text!r} is neither a duration (2h, 1h30m, 45m, 1d) nor an ISO time "
+            "(2026-03-02T18:00, with an offset or in the line's zone)"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=zone)
+    if when <= now:
+        raise ValueError(f"--until {text!r} is not in the future (now {_utc(now)})")
+    return when.astimezone(dt.UTC)
+
+
 def line_days(lines: Sequence[LineState], now: dt.datetime) -> dict[str, dt.date]:
     """Each line's own today."""
     return {ln.phone: ln.today(now) for ln in lines}

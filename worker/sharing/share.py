@@ -111,9 +111,11 @@ def _pace(deps: Deps, line: LineState) -> tuple[str, float] | None:
         grant = deps.pacer.acquire(line.phone, cap=cap, account_cap=account, spacing_s=spacing_s(cap, pace))
     except PaceUnavailable as exc:
         event(log, "share.pace_unavailable", logging.WARNING, line=line.phone, error=str(exc))
+        metrics.pace_refused("unavailable")
         return f"{HoldReason.PACE.value}: {exc}; the share waits", UNPACED_WAIT_S
     if grant.granted:
         return None
+    metrics.pace_refused("line")
     return pace_reason(cap or account or 0), grant.wait_s
 
 
