@@ -131,7 +131,7 @@ def mark(
             "ids": [m.chat_id for m in marks],
             "statuses": [m.status.value for m in marks],
             "reasons": [m.reason for m in marks],
-            "delays": [m.delay_s for m in marks],
+            "delays": [float(m.delay_s) for m in marks],
             "max_lost": max_lost_claims,
         },
     ).all()
@@ -203,7 +203,7 @@ def apply_release(
             "days": [d for d, _ in marks],
             "statuses": [m.status.value for _, m in marks],
             "reasons": [m.reason for _, m in marks],
-            "delays": [m.delay_s for _, m in marks],
+            "delays": [float(m.delay_s) for _, m in marks],
         },
     ).all()
     return [(r.chat_id, r.day, str(r.status)) for r in rows]

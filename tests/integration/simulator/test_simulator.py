@@ -849,9 +849,7 @@ def test_request_counts_by_route_template(linq: LinqAPIV3, admin: SimulatorAdmin
 
 
 def test_reset_restores_defaults(admin: SimulatorAdmin, linq: LinqAPIV3) -> None:
-    admin.configure(
-        share_window_s=1, card_write_limit=9, card_write_window_s=2, at_risk_above_per_minute=5
-    )
+    admin.configure(share_window_s=1, card_write_limit=9, card_write_window_s=2, at_risk_above_per_minute=5)
     admin.add_card(LINE, "Acme")
     admin.add_contacts(3)
     admin.add_fault(path=".")
