@@ -1,6 +1,6 @@
 """Refresh one line's card from Linq, because a `contact_card.created/updated/deleted` webhook
 named it. The payload carries no `is_active`, so only `GET /v3/contact_card` can say whether the
-line's card is active now (docs/linq-contract.md §4.4). Runs as a control-queue task: the
+line's card is active now (docs/linq-contract.md §7.9). Runs as a control-queue task: the
 receiver only records the event and hands the line over."""
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 - `phone_number.status_updated`: a line's reputation (HEALTHY, AT_RISK, CRITICAL) and status
   (ACTIVE, FLAGGED) changed; the gate holds a CRITICAL or FLAGGED line (docs/decisions.md §10);
 - `contact_card.created/updated/deleted`: a line's card changed; the payload carries no
-  `is_active`, so the line's card is re-read from Linq (docs/linq-contract.md §4.4);
+  `is_active`, so the line's card is re-read from Linq (docs/linq-contract.md §7.9);
 - `api_token.expiry_scheduled`, `api_token.expired`, `webhook_subscription.disabled`: something
   an operator must act on, kept as a warning until acknowledged or superseded;
   `webhook_subscription.enabled` resolves the warning of its subscription.
