@@ -163,20 +163,27 @@ def simulator(api_key: str = API_KEY) -> SimulatorServer:
     return SimulatorServer(api_key=api_key)
 
 
+# The sweep and end-to-end benchmarks measure throughput on one line: pacing (a per-line cap of
+# 60/min by default) is off there unless a benchmark turns it on (bench/pacing.py measures it).
+UNPACED = {"line_shares_per_minute": 0, "at_risk_shares_per_minute": 0}
+
+
 def bench_settings(**fields: Any) -> Settings:
-    """cardshare's Settings; `linq_api_key` is given as plain text."""
+    """cardshare's Settings (unpaced unless given); `linq_api_key` is given as plain text."""
     from worker.config import Secret, Settings
 
-    return Settings(**{**fields, "linq_api_key": Secret(fields.get("linq_api_key", API_KEY))})
+    return Settings(**{**UNPACED, **fields, "linq_api_key": Secret(fields.get("linq_api_key", API_KEY))})
 
 
 def settings_from_env(**overrides: Any) -> Settings:
-    """Settings from the environment (a child process), with overrides; plain-text linq_api_key."""
+    """Settings from the environment (a child process), with overrides; plain-text linq_api_key.
+    Unpaced unless the environment or the overrides say otherwise."""
     from worker.config import Secret, Settings
 
     if "linq_api_key" in overrides:
         overrides["linq_api_key"] = Secret(overrides["linq_api_key"])
-    return Settings.from_env().replace(**overrides)
+    unpaced = {k: v for k, v in UNPACED.items() if Settings.env_name(k) not in os.environ}
+    return Settings.from_env().replace(**{**unpaced, **overrides})
 
 
 def configure_celery(settings: Settings) -> Any:
@@ -214,13 +221,16 @@ def sweeper(settings: Settings, app: Any, *, queue_lease_s: float = 1800) -> Ite
     from worker.deps import Deps
     from worker.linq import ClientPool
     from worker.queue.publish import Publisher, queue_depth
+    from worker.sharing.pace import RedisPacer
     from worker.sharing.sweep import run_sweep
     from worker.store.engine import session_factory
 
     assert settings.database_url
+    assert settings.redis_url
     eng = engine(settings.database_url)
     clients = ClientPool(settings)
-    deps = Deps(settings, session_factory(eng), clients.get)
+    pacer = RedisPacer.from_url(settings.redis_url)
+    deps = Deps(settings, session_factory(eng), clients.get, pacer=pacer)
 
     def sweep() -> Any:
         with Publisher(app) as publish:
@@ -229,6 +239,7 @@ def sweeper(settings: Settings, app: Any, *, queue_lease_s: float = 1800) -> Ite
     try:
         yield sweep
     finally:
+        pacer.close()
         clients.close()
         eng.dispose()
 
@@ -236,3 +247,32 @@ def sweeper(settings: Settings, app: Any, *, queue_lease_s: float = 1800) -> Ite
 def webhook_receiver_command(port: int) -> list[str]:
     """`cardshare webhooks --port PORT` as a subprocess command line."""
     return [sys.executable, "-c", "from worker.cli.main import main; main()", "webhooks", "--port", str(port)]
+
+
+@contextmanager
+def releaser(settings: Settings, app: Any, *, queue_lease_s: float = 1800) -> Iterator[Callable[[], Any]]:
+    """cardshare's release pass (what beat runs every CARDSHARE_RELEASE_INTERVAL), ready to run."""
+    from worker.deps import Deps
+    from worker.linq import ClientPool
+    from worker.queue.publish import Publisher
+    from worker.sharing.pace import RedisPacer
+    from worker.sharing.release import run_release
+    from worker.store.engine import session_factory
+
+    assert settings.database_url
+    assert settings.redis_url
+    eng = engine(settings.database_url)
+    clients = ClientPool(settings)
+    pacer = RedisPacer.from_url(settings.redis_url)
+    deps = Deps(settings, session_factory(eng), clients.get, pacer=pacer)
+
+    def release() -> Any:
+        with Publisher(app) as publish:
+            return run_release(deps, eng, publish, queue_lease_s=queue_lease_s)
+
+    try:
+        yield release
+    finally:
+        pacer.close()
+        clients.close()
+        eng.dispose()

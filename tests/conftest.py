@@ -28,6 +28,7 @@ from worker.deps import Deps
 from worker.embedded import EmbeddedPostgres, EmbeddedRedis
 from worker.linq import ClientPool
 from worker.rules.cadence import share_day
+from worker.sharing.pace import RedisPacer
 from worker.simulator import SimulatorAdmin, SimulatorServer
 from worker.store.engine import make_engine, session_factory
 
@@ -136,6 +137,9 @@ def settings(database_url: str, redis_url: str, sim_server: SimulatorServer, tmp
         task_time_limit_s=15.0,
         db_pool_size=5,
         data_dir=tmp_path / "data",
+        # Paced, through Redis, but far above what a test shares: tests of pace set their own.
+        line_shares_per_minute=100_000,
+        at_risk_shares_per_minute=100_000,
     )
 
 
@@ -148,10 +152,19 @@ def sleeps() -> list[float]:
 @pytest.fixture
 def deps(settings: Settings, sleeps: list[float]) -> Iterator[Deps]:
     assert settings.database_url
+    assert settings.redis_url
     engine = make_engine(settings.database_url, pool_size=5)
     clients = ClientPool(settings)
-    d = Deps(settings=settings, sessions=session_factory(engine), client=clients.get, sleep=sleeps.append)
+    pacer = RedisPacer.from_url(settings.redis_url, max_connections=8)
+    d = Deps(
+        settings=settings,
+        sessions=session_factory(engine),
+        client=clients.get,
+        sleep=sleeps.append,
+        pacer=pacer,
+    )
     yield d
+    pacer.close()
     clients.close()
     engine.dispose()
 

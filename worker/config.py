@@ -414,6 +414,32 @@ class Settings:
         "`json`, `text`, or `auto` (JSON when not on a terminal)",
         default="auto",
     )
+    # --- line safety (docs/decisions.md §10-§12)
+    line_shares_per_minute: int = setting(
+        "CARDSHARE_LINE_SHARES_PER_MINUTE",
+        _non_negative_int,
+        "cap on shares per line per rolling minute, across all workers and hosts (`cardshare line set "
+        "--pace` overrides it per line; `0`: no cap)",
+        default=60,
+    )
+    at_risk_shares_per_minute: int = setting(
+        "CARDSHARE_AT_RISK_SHARES_PER_MINUTE",
+        _non_negative_int,
+        "the cap for a line Linq rates AT_RISK, when lower than its own (`0`: no reduction)",
+        default=20,
+    )
+    account_shares_per_minute: int = setting(
+        "CARDSHARE_ACCOUNT_SHARES_PER_MINUTE",
+        _non_negative_int,
+        "cap on shares per rolling minute for the whole account (`0`: none)",
+        default=0,
+    )
+    release_interval_s: float = setting(
+        "CARDSHARE_RELEASE_INTERVAL",
+        _positive_float,
+        "seconds between release passes, which publish held chat-days whose slot came or whose hold lifted",
+        default=5.0,
+    )
     # --- ingestion (webhooks, sync, import)
     webhook_secrets: tuple[Secret, ...] = setting(
         "CARDSHARE_WEBHOOK_SECRETS",
@@ -624,6 +650,11 @@ class Settings:
             raise ConfigError(name("log_format"), "must be auto, json or text")
         if self.active_days < 1:
             raise ConfigError(name("active_days"), "must be at least 1")
+        if self.release_interval_s > self.recover_interval_s:
+            raise ConfigError(
+                name("release_interval_s"),
+                f"must not exceed {name('recover_interval_s')}: slots are handed out at this interval",
+            )
         # --- ingestion (webhooks, sync, import)
         for position, secret in enumerate(self.webhook_secrets, 1):
             _check_webhook_secret(secret.get(), position, legacy=self.webhook_legacy_signatures)

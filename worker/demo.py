@@ -179,6 +179,9 @@ def run_demo(*, chats: int, keep: bool, echo: Callable[[str], None]) -> None:
             retry_base_s=0.05,
             log_format="text",
             log_level="WARNING",
+            # The demo's lines are the simulator's: a pace that lets 80 chats a line go out at
+            # once keeps the demo under a minute (real lines keep CARDSHARE_LINE_SHARES_PER_MINUTE).
+            line_shares_per_minute=6000,
         )
         echo(f"cardshare demo: starting embedded PostgreSQL and Redis in {data_dir}")
         booted = resolve(settings)

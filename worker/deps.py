@@ -11,7 +11,7 @@ import datetime as dt
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -21,11 +21,37 @@ from sqlalchemy.orm import Session, sessionmaker
 from worker.config import Settings
 from worker.linq import LinqGateway, LinqResponse
 from worker.rules.cadence import Policy
+from worker.rules.gate import PacePolicy
 from worker.rules.retrying import RetryPolicy
 
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A pace answer: `granted`, or the slot `wait_s` from now the refused call was given."""
+
+    granted: bool
+    wait_s: float = 0.0
+
+
+class Pacer(Protocol):
+    """Per-line pace shared by every worker (worker.sharing.pace.RedisPacer)."""
+
+    def acquire(self, line: str, *, cap: int | None, account_cap: int | None, spacing_s: float) -> Grant: ...
+
+    def reserve(self, wants: Sequence[tuple[str, int, float]]) -> Reservation: ...
+
+    def reset(self, line: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """Each line's first slot, as seconds from now."""
+
+    starts_in_s: dict[str, float]
 
 
 class ShareSandbox(Protocol):
@@ -51,11 +77,24 @@ class Deps:
     # Checkout/return access to clients for the share call (one per call in flight); falls
     # back to `client` when not given.
     lease: Callable[[], AbstractContextManager[LinqGateway]] | None = None
+    # Per-line pace in Redis; None only where nothing is paced (CARDSHARE_LINE_SHARES_PER_MINUTE=0
+    # and no account cap), never as a way around it.
+    pacer: Pacer | None = None
 
     @property
     def policy(self) -> Policy:
         s = self.settings
         return Policy(zone=s.zone, active_days=s.active_days, share_groups=s.share_groups)
+
+    @property
+    def pace(self) -> PacePolicy:
+        s = self.settings
+        return PacePolicy(
+            line_per_minute=s.line_shares_per_minute,
+            at_risk_per_minute=s.at_risk_shares_per_minute,
+            account_per_minute=s.account_shares_per_minute,
+            release_interval_s=s.release_interval_s,
+        )
 
     @property
     def retry_policy(self) -> RetryPolicy:

@@ -32,6 +32,8 @@ COMMANDS = {
     "history": "worker.cli.ops",
     "check": "worker.cli.ops",
     "web": "worker.cli.ops",
+    "line": "worker.cli.lines",
+    "warnings": "worker.cli.lines",
 }
 
 

@@ -19,6 +19,8 @@ RECOVER_TASK = "cardshare.recover"
 SYNC_TASK = "cardshare.sync"
 # Day partitions ahead, retention behind (hourly).
 MAINTAIN_TASK = "cardshare.maintain"
+RELEASE_TASK = "cardshare.release"
+REFRESH_CARD_TASK = "cardshare.refresh_card"
 
 # kombu's Redis transport keeps delivered-but-unacknowledged messages in this hash (its default).
 UNACKED_KEY = "unacked"
@@ -26,6 +28,12 @@ UNACKED_KEY = "unacked"
 # Heartbeats in Redis: one record per worker node, one for beat.
 WORKER_PREFIX = "cardshare:worker:"
 BEAT_KEY = "cardshare:beat"
+
+# Pace (docs/decisions.md §11): each line's log of granted calls and its schedule horizon, and
+# the account's log.
+PACE_LOG_PREFIX = "cardshare:pace:log:"
+PACE_HORIZON_PREFIX = "cardshare:pace:next:"
+PACE_ACCOUNT_KEY = "cardshare:pace:account"
 
 # PostgreSQL advisory lock keys: one pass of each kind at a time, whoever starts it.
 SWEEP_LOCK = 0x6361_7264_0001  # "card" + 1
@@ -35,3 +43,4 @@ MAINTAIN_LOCK = 0x6361_7264_0004
 # Held (per transaction) while a day's partitions are created: the sweep, `db upgrade` and the
 # maintenance pass may all find the same day missing.
 PARTITIONS_LOCK = 0x6361_7264_0005
+RELEASE_LOCK = 0x6361_7264_0006

@@ -73,10 +73,12 @@ class SavedCard:
 
 @dataclass(frozen=True)
 class Line:
-    """One of the account's phone numbers; `line_type` "RCS" never carries iMessage."""
+    """One of the account's phone numbers; `line_type` "RCS" never carries iMessage; `reputation`
+    HEALTHY, AT_RISK or CRITICAL (docs/linq-contract.md §1)."""
 
     phone_number: str
     line_type: str | None
+    reputation: str | None = None
 
 
 @dataclass(frozen=True)
@@ -297,7 +299,10 @@ class LinqGateway:
             numbers = self.sdk.phone_numbers.list().phone_numbers
         except linq.APIError as exc:
             raise error_from_sdk(exc) from exc
-        return [Line(n.phone_number, n.line_type) for n in numbers]
+        return [
+            Line(n.phone_number, n.line_type, n.reputation.status if n.reputation is not None else None)
+            for n in numbers
+        ]
 
     def list_chats(self, line: str, *, limit: int, cursor: str | None = None) -> Page:
         """One page of GET /v3/chats?from=LINE (docs/linq-contract.md §6.3)."""

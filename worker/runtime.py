@@ -19,6 +19,7 @@ from worker.config import Settings
 from worker.deps import Deps
 from worker.linq import ClientPool
 from worker.logs import register_secret
+from worker.sharing.pace import RedisPacer
 from worker.sharing.sandbox import Sandbox
 from worker.store.engine import dispose_after_fork, engine_for, session_factory
 
@@ -46,14 +47,27 @@ class Runtime:
             if settings.worker_pool in ("threads", "gevent")
             else None
         )
+        # One pace state for every worker and host: Redis (docs/decisions.md §11).
+        pacer = (
+            RedisPacer.from_url(settings.redis_url, max_connections=settings.worker_concurrency + 10)
+            if settings.redis_url
+            else None
+        )
         deps = Deps(
-            settings=settings, sessions=sessions, client=clients.get, sandbox=sandbox, lease=clients.lease
+            settings=settings,
+            sessions=sessions,
+            client=clients.get,
+            sandbox=sandbox,
+            lease=clients.lease,
+            pacer=pacer,
         )
         return cls(settings, engine, sessions, clients, deps, os.getpid())
 
     def close(self) -> None:
         if self.deps.sandbox is not None:
             self.deps.sandbox.close()
+        if isinstance(self.deps.pacer, RedisPacer):
+            self.deps.pacer.close()
         self.clients.close()
         self.engine.dispose()
 

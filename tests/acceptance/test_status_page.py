@@ -22,7 +22,10 @@ from tests.support.sweeps import Collector, sweep
 from tests.support.world import World
 from worker.config import Settings
 from worker.deps import Deps
+from worker.ops import controls
 from worker.sharing.share import Outcome, share_chat
+from worker.store.session import transaction
+from worker.store.warnings import raise_warning
 
 pytestmark = pytest.mark.acceptance
 
@@ -180,3 +183,42 @@ def test_status_json_and_a_bad_day(world: World, deps: Deps, today: dt.date, pag
     assert old["total"]["due"] == 0
     page = httpx.get(page_url, timeout=10).text
     assert "No failed or unknown chat-days." in page
+
+
+def test_the_page_shows_holds_pace_the_account_pause_and_warnings(
+    world: World, deps: Deps, today: dt.date, page_url: str
+) -> None:
+    paused = world.line()
+    risky = world.line("+13334445555", reputation="AT_RISK")
+    for line in (paused, risky):
+        world.chat(line)
+    controls.pause(deps, paused, reason="legal review", until=None, by="ops@test")
+    with transaction(deps.sessions) as s:
+        raise_warning(
+            s,
+            kind="webhook_subscription.disabled",
+            subject="webhook_subscription sub_1",
+            summary="webhook subscription sub_1 is disabled",
+            occurred_at=None,
+            event_id=None,
+        )
+    sweep(deps, Collector())
+    numbers = Numbers()
+    numbers.feed(httpx.get(page_url, timeout=10).text)
+    got = numbers.values
+    assert got[(paused, "held")].startswith("line_paused: legal review, by ops@test")
+    assert "legal review" in got[(paused, "paused")]
+    assert int(got[(paused, "remaining")]) == 1
+    assert got[(risky, "reputation")] == "AT_RISK"
+    assert got[(risky, "pace")].startswith("100000/min")
+    assert got[(risky, "held")] == "-"
+    page = httpx.get(page_url, timeout=10).text
+    assert "webhook_subscription.disabled" in page
+    assert "ACCOUNT PAUSED" not in page
+    controls.pause(deps, None, reason="incident", until=None, by="ops@test")
+    numbers = Numbers()
+    numbers.feed(httpx.get(page_url, timeout=10).text)
+    assert numbers.values[(None, "account_paused")].startswith("ACCOUNT PAUSED: incident")
+    doc = httpx.get(page_url + "status.json", timeout=10).json()
+    assert doc["account_paused"].startswith("incident")
+    assert [w["kind"] for w in doc["warnings"]] == ["webhook_subscription.disabled"]

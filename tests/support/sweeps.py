@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Sequence
 
 from worker.deps import Deps
+from worker.sharing.release import run_release
 from worker.sharing.sweep import QueueDepth, SweepReport, run_recover, run_sweep
 from worker.store.engine import make_engine
 
@@ -51,5 +52,14 @@ def recover(deps: Deps, publish: Collector, depth=busy) -> SweepReport:  # type:
     engine = make_engine(deps.settings.database_url, pool_size=2)
     try:
         return run_recover(deps, engine, publish, depth, queue_lease_s=1800)
+    finally:
+        engine.dispose()
+
+
+def release(deps: Deps, publish: Collector) -> SweepReport:
+    assert deps.settings.database_url
+    engine = make_engine(deps.settings.database_url, pool_size=2)
+    try:
+        return run_release(deps, engine, publish, queue_lease_s=1800)
     finally:
         engine.dispose()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass
-from typing import cast
+from typing import Literal, cast
 
 from worker.deps import Deps
 from worker.rules.facts import ChatActivity
@@ -13,6 +13,7 @@ from worker.simulator import SimulatorAdmin
 from worker.simulator.client import ChatSpec
 from worker.store.cards import CardState, store_cards
 from worker.store.chats import record_activity
+from worker.store.lines import record_reputation
 from worker.store.session import transaction
 
 
@@ -23,13 +24,25 @@ class World:
     deps: Deps
     sim: SimulatorAdmin
 
-    def line(self, phone: str = "+12223334444", *, active: bool = True, in_db: bool = True) -> str:
+    def line(
+        self,
+        phone: str = "+12223334444",
+        *,
+        active: bool = True,
+        in_db: bool = True,
+        reputation: Literal["HEALTHY", "AT_RISK", "CRITICAL"] = "HEALTHY",
+    ) -> str:
+        """A line with its card, at Linq (the simulator) and in cardshare's cache; the reputation
+        is Linq's, and cardshare's as of now."""
+        if reputation != "HEALTHY":  # lines start HEALTHY; add_line would reset other settings
+            self.sim.add_line(phone, reputation=reputation)
         self.sim.add_cards(
             [{"phone_number": phone, "first_name": "Acme", "last_name": "Support", "is_active": active}]
         )
         if in_db:
             with transaction(self.deps.sessions) as s:
                 store_cards(s, [CardState(phone, "Acme", "Support", None, active)], complete=False)
+                record_reputation(s, phone, reputation, at=dt.datetime.now(dt.UTC))
         return phone
 
     def chat(
@@ -41,6 +54,7 @@ class World:
         outbound_at: dt.datetime | bool | None = True,
         chat_id: uuid.UUID | None = None,
         in_sim: bool = True,
+        health: Literal["HEALTHY", "AT_RISK", "CRITICAL", "OPTED_OUT"] | None = None,
     ) -> uuid.UUID:
         chat_id = chat_id or uuid.uuid4()
         when: dt.datetime | None
@@ -58,10 +72,21 @@ class World:
                 "service": service,
                 "is_group": is_group,
                 "messages": messages,
+                "health": health or "HEALTHY",
             }
             self.sim.add_chats([cast("ChatSpec", spec)])
         with transaction(self.deps.sessions) as s:
             record_activity(
-                s, [ChatActivity(chat_id, line, service=service, is_group=is_group, outbound_at=when)]
+                s,
+                [
+                    ChatActivity(
+                        chat_id,
+                        line,
+                        service=service,
+                        is_group=is_group,
+                        outbound_at=when,
+                        health_status=health,
+                    )
+                ],
             )
         return chat_id

@@ -39,6 +39,7 @@ from worker.store.cards import (
     reserve_card_write,
     store_cards,
 )
+from worker.store.lines import lines
 from worker.store.session import transaction
 
 log = logging.getLogger("cardshare.cards")
@@ -446,7 +447,10 @@ class CardDesk:
         with transaction(self.sessions) as s:
             cached = cached_lines(s, None if phone is None else [phone])
             phones = sorted({c.phone_number for c in cards} | set(cached))
-            due = due_today_by_line(s, phones, day=share_day(now, policy.zone), now=now, policy=policy)
+            # Each line's own day (docs/decisions.md §12); a line not known yet uses the default.
+            days = {r.state.phone: r.state.today(now) for r in lines(s, policy.zone, phones)}
+            line_days = {p: days.get(p, share_day(now, policy.zone)) for p in phones}
+            due = due_today_by_line(s, line_days, now=now, policy=policy)
         return line_views(cards, cached, only=phone, due=due)
 
     def create(

@@ -32,8 +32,10 @@ from worker.ingest import importer
 from worker.ingest import webhooks as receiver
 from worker.ingest.payloads import E164
 from worker.ingest.sync import SyncProgress, run_sync
+from worker.keys import CONTROL_QUEUE, REFRESH_CARD_TASK
 from worker.logs import configure as configure_logging
 from worker.ops import observability
+from worker.queue.app import app as celery
 from worker.store.audit import audit
 from worker.store.session import transaction
 
@@ -63,7 +65,7 @@ def webhooks(host: str | None, port: int | None) -> None:
         configure_logging(settings.log_level, settings.log_format)
         observability.setup(settings, "webhooks")
         observability.announce(settings, "webhooks")
-        app = receiver.create_app(settings, runtime.get().sessions)
+        app = receiver.create_app(settings, runtime.get().sessions, refresh_card=_refresh_card)
         where = (host or settings.webhook_host, settings.webhook_port if port is None else port)
         try:
             sock = bind(*where)
@@ -71,6 +73,12 @@ def webhooks(host: str | None, port: int | None) -> None:
             raise InputError(f"cannot listen on {where[0]}:{where[1]}: {exc.strerror or exc}") from None
         click.echo(f"receiving Linq webhooks at {receiver.url_of(sock)}")
         serve(app, sock, header_timeout_s=settings.webhook_header_timeout_s)
+
+
+def _refresh_card(line: str) -> None:
+    """A contact_card.* event: a worker re-reads that line's card (the control queue)."""
+    # retry=False: a broker that is down answers at once; the receiver then asks Linq to retry.
+    celery.send_task(REFRESH_CARD_TASK, args=(line,), queue=CONTROL_QUEUE, retry=False)
 
 
 @click.command()

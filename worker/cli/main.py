@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from worker.cli import cards, db, dev, ingest, ops, run, share
+from worker.cli import cards, db, dev, ingest, lines, ops, run, share
 from worker.cli.common import CONTEXT
 from worker.cli.common import run as run_group
 
@@ -26,6 +26,7 @@ dev.register(cli)  # simulator, demo
 cards.register(cli)  # card list|create|update, contacts
 ingest.register(cli)  # webhooks, sync, import
 ops.register(cli)  # status, history, check, health, web
+lines.register(cli)  # line list|pause|resume|set, warnings list|ack
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from worker import runtime
-from worker.cli.common import ago, boot, parse_chat_id, parse_day, render_table, safe
+from worker.cli.common import ago, boot, collect_status, parse_chat_id, parse_day, render_table, safe
 from worker.config import Settings
 from worker.errors import CardshareError, InputError, UnknownChat
 from worker.http_server import address, bind, serve
@@ -39,18 +39,6 @@ def register(cli: click.Group) -> None:
     cli.add_command(check)
     cli.add_command(health)
     cli.add_command(web)
-
-
-def collect_status(settings: Settings, day: dt.date | None) -> Status:
-    deps = runtime.get().deps
-    return status_mod.collect(
-        deps.sessions,
-        day=day,
-        now=deps.clock(),
-        policy=deps.policy,
-        redis_url=settings.redis_url,
-        stall_s=settings.health_stall_minutes * 60,
-    )
 
 
 # --------------------------------------------------------------------------- status
@@ -80,6 +68,32 @@ def refuse_past_retention(settings: Settings, day: dt.date | None) -> None:
         raise InputError(f"--day {past_retention_message(day, today, settings.retention_days)}")
 
 
+def _print_lines(console: Console, st: Status) -> None:
+    """The lines' safety: the account's pause, each line's hold, pace and whether it can finish
+    today, and the open warnings (docs/decisions.md §10-§12)."""
+    if st.account_paused:
+        console.print(f"ACCOUNT PAUSED: {st.account_paused}", style="red", highlight=False)
+    for ln in st.lines:
+        v = ln.view
+        if v is None:
+            continue
+        state = f"{v.reputation or 'HEALTHY'}, {v.linq_status or 'ACTIVE'}"
+        where = f"{v.day} {v.zone}" + (f", hours {v.hours}" if v.hours else "")
+        text = f"  {v.phone} ({where}): {state}; pace {v.pace_text()}"
+        if v.held:
+            text += f"; held: {v.held}"
+        console.print(text, highlight=False)
+        if v.remaining and (v.held or not v.estimate.can_finish):
+            console.print(f"    {v.finish_line()}", style="red", highlight=False)
+    for w in st.warnings:
+        console.print(
+            f"WARNING #{w.id} {w.kind} ({w.subject}): {w.summary}; "
+            f"when handled: `cardshare warnings ack {w.id}`",
+            style="red",
+            highlight=False,
+        )
+
+
 def _reasons(counter: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(counter.items()))
 
@@ -98,6 +112,7 @@ def _print_status(st: Status) -> None:
         "failed",
         "unknown",
         "in flight",
+        "held",
         "not enqueued",
     ):
         table.add_column(name, justify="left" if name in ("line", "card") else "right")
@@ -106,7 +121,18 @@ def _print_status(st: Status) -> None:
         table.add_row(
             safe(label),
             card,
-            *(str(v) for v in (c.due, c.shared, c.skipped_total, c.failed_total, c.unknown, c.in_flight)),
+            *(
+                str(v)
+                for v in (
+                    c.due,
+                    c.shared,
+                    c.skipped_total,
+                    c.failed_total,
+                    c.unknown,
+                    c.in_flight,
+                    c.held_total,
+                )
+            ),
             str(c.not_enqueued),
             style=style,
         )
@@ -126,6 +152,9 @@ def _print_status(st: Status) -> None:
         console.print(f"failed by reason: {_reasons(t.failed)}")
     if t.in_flight:
         console.print(f"in flight: {t.queued} queued, {t.claimed} being shared, {t.retry} waiting to retry")
+    if t.held:
+        console.print(f"held by reason: {_reasons(t.held)}")
+    _print_lines(console, st)
     # Recovery passes leave no sweep_runs row (one a minute); beat's line below says when it last sent one.
     run = st.last_sweep
     if run is None:
@@ -228,6 +257,8 @@ def history_lines(story: History) -> list[str]:
     ]
     if story.today_status == "succeeded":
         out.append(f"today ({story.today}): shared")
+    elif story.due_today and story.held_today:
+        out.append(f"today ({story.today}): due, held: {story.held_today}")
     elif story.due_today:
         state = story.today_status or "not enqueued yet; the next sweep will"
         out.append(f"today ({story.today}): due ({state})")

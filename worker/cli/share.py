@@ -11,7 +11,8 @@ from worker.cli.common import boot, broker_errors, fail, parse_chat_id
 from worker.errors import InputError, UnknownChat
 from worker.queue.tasks import resolve_pending_events, run_pass
 from worker.queue.tasks import share_chat as share_task
-from worker.rules.cadence import share_day, why_not_due
+from worker.rules.cadence import share_day
+from worker.rules.gate import decide
 from worker.sharing import share as sharing
 from worker.store.audit import audit
 from worker.store.session import transaction
@@ -41,28 +42,37 @@ def share(chat_id: str, wait: bool) -> None:
             raise
         now = deps.clock()
         day = share_day(now, b.settings.zone)
+        held: str | None = None
         with transaction(deps.sessions) as s:
-            chat = load_chat(s, cid, day)
+            chat = load_chat(s, cid, day, default_zone=b.settings.zone)
+            if chat is not None and chat.line is not None and chat.line.today(now) != day:
+                # The chat's line has its own day (docs/decisions.md §12).
+                day = chat.line.today(now)
+                chat = load_chat(s, cid, day, default_zone=b.settings.zone)
             refusal: str | None = None
             if chat is None:
                 refusal = f"chat {cid} is unknown to cardshare (no webhook, sync or import has recorded it)"
             else:
-                why = why_not_due(
+                assert chat.line is not None
+                decision = decide(
                     chat.facts,
+                    chat.line,
                     now=now,
                     policy=deps.policy,
                     shared_today=chat.shared_today,
                     day_closed=chat.day_closed,
                 )
-                if why is not None:
-                    refusal = f"chat {cid} is not due on {day}: {sharing.explain(why)}"
+                if decision.not_due is not None:
+                    refusal = f"chat {cid} is not due on {day}: {sharing.explain(decision.not_due)}"
+                elif decision.held is not None:
+                    held = decision.held.text()
             audit(
                 s,
                 actor="cli",
                 action="share",
                 chat_ref=str(cid),
                 outcome="refused" if refusal else ("run" if wait else "enqueued"),
-                detail=refusal,
+                detail=refusal or (f"held: {held}" if held else None),
             )
         if refusal:
             if chat is None:
@@ -76,6 +86,12 @@ def share(chat_id: str, wait: bool) -> None:
             return
         with broker_errors(b.settings.redis_url):
             sent = share_task.apply_async(args=(str(cid), day.isoformat()))
+        if held:
+            click.echo(
+                f"enqueued chat {cid} for {day} (task {sent.id}); its line is held ({held}): "
+                "it is shared when the hold lifts, today"
+            )
+            return
         click.echo(f"enqueued chat {cid} for {day} (task {sent.id}); a worker will share it")
 
 

@@ -35,6 +35,7 @@ from worker.store.ingest import (
     save_sync_page,
     sync_cursor,
 )
+from worker.store.lines import record_reputation
 from worker.store.session import transaction
 from worker.store.sweeps import advisory_lock
 
@@ -165,6 +166,12 @@ def _account_lines(deps: Deps, gateway: LinqGateway, report: SyncReport) -> list
         report.errors.append(f"listing lines: {exc.one_line()}")
         with transaction(deps.sessions) as session:
             return known_lines(session)
+    # Each line's reputation as Linq rates it now: the gate holds a CRITICAL line (docs/decisions.md §10).
+    now = deps.clock()
+    with transaction(deps.sessions) as session:
+        for n in numbers:
+            if n.reputation is not None:
+                record_reputation(session, n.phone_number, n.reputation, at=now, line_type=n.line_type)
     return [n.phone_number for n in numbers if n.line_type != "RCS"]
 
 

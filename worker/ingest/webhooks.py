@@ -19,6 +19,7 @@ import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
@@ -32,14 +33,17 @@ from starlette.routing import Route
 from worker.config import Settings
 from worker.errors import ConfigError, StoreUnavailable
 from worker.http_server import address
-from worker.ingest import payloads
+from worker.ingest import line_events, payloads
 from worker.ingest import pending as pending_store
 from worker.logs import event, register_secret
 from worker.ops import metrics
 from worker.rules import bounds
+from worker.rules.gate import LineState
 from worker.store.chats import record_activity
 from worker.store.ingest import Delivery, add_pending, line_of_chat, record_webhook_event
+from worker.store.lines import lines, rearm_held, record_reputation, record_status
 from worker.store.session import ping, transaction
+from worker.store.warnings import raise_warning, resolve_warnings
 
 log = logging.getLogger("cardshare.webhooks")
 
@@ -254,11 +258,77 @@ def _malformed(reason: str, webhook_id: str | None) -> Response:
     return JSONResponse({"error": f"malformed payload: {reason}"}, 400)
 
 
+def record_line_event(
+    sessions: sessionmaker[Session],
+    parsed: line_events.LineEvent,
+    verified: Verified,
+    *,
+    default_zone: ZoneInfo,
+    now: dt.datetime,
+) -> Delivery:
+    """One short transaction: the dedupe row and, if the event is new, what it says of a line or
+    the account. A line Linq clears (no longer CRITICAL or FLAGGED) has its held chat-days
+    re-armed for the next release pass (docs/decisions.md §10)."""
+    try:
+        with transaction(sessions) as session:
+            outcome = record_webhook_event(
+                session,
+                event_id=parsed.event_id,
+                webhook_id=(verified.webhook_id or "")[:128] or None,
+                event_type=parsed.event_type,
+                chat_id=None,
+                delivery=verified.delivery,
+            )
+            if outcome is not Delivery.NEW:
+                return outcome
+            if parsed.line_status is not None:
+                _apply_line_status(session, parsed.line_status, default_zone, now)
+            warning = parsed.warning
+            if warning is not None and warning.resolves:
+                resolve_warnings(session, subject=warning.subject, resolution=f"resolved by {warning.kind}")
+            elif warning is not None:
+                raise_warning(
+                    session,
+                    kind=warning.kind,
+                    subject=warning.subject,
+                    summary=warning.summary,
+                    occurred_at=warning.occurred_at,
+                    event_id=parsed.event_id,
+                )
+            return outcome
+    except sa_exc.TimeoutError as exc:
+        raise StoreUnavailable("database connection pool exhausted") from exc
+
+
+def _apply_line_status(
+    session: Session, update: line_events.LineStatusUpdate, zone: ZoneInfo, now: dt.datetime
+) -> None:
+    before = lines(session, zone, [update.phone])
+    was_held = bool(before) and _linq_holds(before[0].state)
+    record_reputation(session, update.phone, update.reputation, at=update.changed_at)
+    record_status(session, update.phone, update.status, at=update.changed_at)
+    after = lines(session, zone, [update.phone])
+    if after and was_held and not _linq_holds(after[0].state):
+        rearm_held(session, days=[after[0].state.today(now)], lines=[update.phone])
+
+
+def _linq_holds(line: LineState) -> bool:
+    return line.reputation == "CRITICAL" or line.linq_status == "FLAGGED"
+
+
 def create_app(
-    settings: Settings, sessions: sessionmaker[Session], *, clock: Callable[[], float] = time.time
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    *,
+    clock: Callable[[], float] = time.time,
+    refresh_card: Callable[[str], object] | None = None,
 ) -> Starlette:
     """The receiver's ASGI app: POST /webhooks/linq, GET /healthz (liveness: touches nothing),
-    GET /readyz (readiness: PostgreSQL answers, so a delivery would be recorded), GET /metrics."""
+    GET /readyz (readiness: PostgreSQL answers, so a delivery would be recorded), GET /metrics.
+
+    `refresh_card(line)` hands a `contact_card.*` event's line to a worker (a control-queue
+    task): reading the card from Linq does not belong inside the request.
+    """
     verifier = verifier_for(settings)
     body_timeout_s = settings.webhook_body_timeout_s
 
@@ -295,6 +365,8 @@ def create_app(
             return _malformed(f"unusable payload ({type(exc).__name__})", webhook_id)
         if parsed.notes:
             event(log, "webhook.clamped", logging.WARNING, event_id=parsed.event_id, notes=list(parsed.notes))
+        if parsed.activity is None and parsed.event_type in line_events.HANDLED:
+            return await _line_event(body, parsed, verified, webhook_id, started)
         if parsed.activity is None:
             event(
                 log, "webhook.ignored", logging.DEBUG, event_id=parsed.event_id, event_type=parsed.event_type
@@ -334,6 +406,62 @@ def create_app(
         metrics.webhook_delivery(result)
         return JSONResponse({"status": result})
 
+    async def _line_event(
+        body: bytes,
+        parsed: payloads.ParsedEvent,
+        verified: Verified,
+        webhook_id: str | None,
+        started: float,
+    ) -> Response:
+        """Events about a line or the account (line_events): recorded in one transaction; a
+        card change is handed to a worker first, so a broker outage gets Linq's retry."""
+        try:
+            line_event = line_events.parse(body, event_id=parsed.event_id)
+        except payloads.MalformedPayload as exc:
+            return _malformed(str(exc), webhook_id)
+        except Exception as exc:  # a signed body our parser did not expect: 400, never 500
+            log.error("webhook.unparsable", exc_info=exc, extra={"event": "webhook.unparsable"})
+            return _malformed(f"unusable payload ({type(exc).__name__})", webhook_id)
+        if line_event.card is not None:
+            if refresh_card is None:
+                event(log, "webhook.card_refresh_skipped", logging.WARNING, line=line_event.card.phone)
+            else:
+                try:
+                    await run_in_threadpool(refresh_card, line_event.card.phone)
+                except Exception as exc:  # the broker: kombu/redis raise their own types
+                    event(log, "webhook.broker_unavailable", logging.ERROR, error=type(exc).__name__)
+                    metrics.webhook_delivery("broker_unavailable")
+                    return JSONResponse({"error": "broker unavailable; retry later"}, 503)
+        try:
+            outcome = await run_in_threadpool(
+                record_line_event,
+                sessions,
+                line_event,
+                verified,
+                default_zone=settings.zone,
+                now=dt.datetime.now(dt.UTC),
+            )
+        except StoreUnavailable as exc:
+            event(log, "webhook.db_unavailable", logging.ERROR, event_id=parsed.event_id, error=str(exc))
+            metrics.webhook_delivery("db_unavailable")
+            return JSONResponse({"error": "database unavailable; retry later"}, 503)
+        if outcome is Delivery.REPLAYED:
+            event(log, "webhook.rejected", logging.WARNING, reason="replayed", event_id=parsed.event_id)
+            metrics.webhook_delivery("replayed")
+            return JSONResponse({"error": "signature rejected"}, 401)
+        if outcome is Delivery.NEW:
+            _log_line_event(line_event)
+        result = "recorded" if outcome is Delivery.NEW else "duplicate"
+        event(
+            log,
+            f"webhook.{result}",
+            event_id=parsed.event_id,
+            event_type=parsed.event_type,
+            ms=round((time.monotonic() - started) * 1000, 1),
+        )
+        metrics.webhook_delivery(result)
+        return JSONResponse({"status": result})
+
     async def health(request: Request) -> Response:
         return JSONResponse({"ok": True})
 
@@ -357,6 +485,30 @@ def create_app(
             Route("/metrics", metrics_page, methods=["GET"]),
         ]
     )
+
+
+def _log_line_event(parsed: line_events.LineEvent) -> None:
+    if parsed.line_status is not None:
+        u = parsed.line_status
+        bad = u.reputation == "CRITICAL" or u.status == "FLAGGED"
+        event(
+            log,
+            "line.status_updated",
+            logging.WARNING if bad else logging.INFO,
+            line=u.phone,
+            reputation=u.reputation,
+            status=u.status,
+            previous_reputation=u.previous_reputation,
+            previous_status=u.previous_status,
+        )
+        metrics.line_status_update(u.reputation, u.status)
+    w = parsed.warning
+    if w is not None and not w.resolves:
+        # An operator must act: one error line, a metric, and the warning on `status`.
+        event(log, "account.warning", logging.ERROR, kind=w.kind, subject=w.subject, summary=w.summary)
+        metrics.account_warning(w.kind)
+    elif w is not None:
+        event(log, "account.warning_resolved", kind=w.kind, subject=w.subject)
 
 
 def url_of(sock: socket.socket) -> str:

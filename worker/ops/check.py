@@ -3,7 +3,9 @@
 missed = due but never succeeded and not ended for a stated reason (still open after the run,
 ended by the day's end, or due with no row at all); a day that ended failed (poison included)
 with no call that reached Linq; and a day "confirmed" by a 429 that came outside Linq's 5-minute
-window after the unknown attempt it confirms (docs/decisions.md §3, §16).
+window after the unknown attempt it confirms (docs/decisions.md §3). A chat-day held for its
+line (paused, CRITICAL or FLAGGED, outside hours, its pace) is intentionally not shared: counted
+as held while it waits and as skipped, naming the hold, if its day ended first; never as missed.
 
 duplicates = more than one share Linq accepted for a chat-day: counted from the simulator's log
 when one is given, otherwise estimated from our own attempts (2xx answers, plus unknown outcomes
@@ -21,12 +23,14 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 
 from worker.config import LINQ_SHARE_WINDOW_S
-from worker.rules.cadence import Policy, day_bounds, share_day, why_not_due
+from worker.rules.cadence import Policy, day_bounds, why_not_due
 from worker.rules.states import MISSABLE_STATUSES, DayStatus
+from worker.store.lines import lines
 from worker.store.reports import chat_facts, day_attempts, day_entries, repeated_with_success
 
 
@@ -48,6 +52,7 @@ class CheckReport:
     skipped: Counter[str] = field(default_factory=Counter)
     failed: Counter[str] = field(default_factory=Counter)
     unknown: int = 0
+    held: Counter[str] = field(default_factory=Counter)  # still waiting for a hold to lift
     missed: list[uuid.UUID] = field(default_factory=list)
     missed_why: dict[uuid.UUID, str] = field(default_factory=dict)
     poison: list[tuple[uuid.UUID, str]] = field(default_factory=list)  # (chat, what crashed)
@@ -71,6 +76,7 @@ class CheckReport:
             "skipped": dict(self.skipped),
             "failed": dict(self.failed),
             "unknown": self.unknown,
+            "held": dict(self.held),
             "missed": len(self.missed),
             "missed_chats": [str(c) for c in self.missed[:50]],
             "missed_why": {str(c): self.missed_why[c] for c in self.missed[:50] if c in self.missed_why},
@@ -95,7 +101,7 @@ class CheckReport:
             f"missed {len(self.missed)}, duplicate shares {len(self.duplicates)} "
             f"(from {self.duplicate_source})",
         ]
-        for label, counts in (("skipped", self.skipped), ("failed", self.failed)):
+        for label, counts in (("skipped", self.skipped), ("failed", self.failed), ("held", self.held)):
             for reason, n in sorted(counts.items()):
                 out.append(f"  {label}: {reason}: {n}")
         for chat in self.missed[:20]:
@@ -123,7 +129,9 @@ def run_check(
 ) -> CheckReport:
     """Check `day`. `share_events` (the simulator's log) makes duplicate counting exact."""
     report = CheckReport(day)
-    reached_sim = _reached_from_events(day, policy, share_events) if share_events is not None else None
+    known = lines(session, policy.zone)
+    zones = {r.state.phone: r.state.zone for r in known}
+    reached_sim = None if share_events is None else _reached_from_events(day, policy, share_events, zones)
     for r in day_entries(session, day, window_s=LINQ_SHARE_WINDOW_S):
         report.tracked += 1
         reason = r.reason.rstrip(":")
@@ -150,31 +158,50 @@ def run_check(
                 report.missed_why[r.chat_id] = f"ended {reason} with no call that reached Linq"
         elif r.status == DayStatus.UNKNOWN:
             report.unknown += 1
+        elif r.status == DayStatus.HELD:
+            # Waiting for its line's hold to lift (or its pace slot): intentionally not shared yet.
+            report.held[reason.split(":", 1)[0]] += 1
         elif r.status in MISSABLE_STATUSES:
             report.missed.append(r.chat_id)
-    if share_day(now, policy.zone) == day:
-        report.unseen_due = _unseen_due(session, day, policy, now)
-        report.missed.extend(report.unseen_due)
+    # Each line's own day (docs/decisions.md §12): only lines for which `day` is today can have
+    # due chats that no sweep reached yet.
+    current = {r.state.phone: day for r in known if r.state.today(now) == day}
+    report.unseen_due = _unseen_due(session, current, policy, now)
+    report.missed.extend(report.unseen_due)
     if share_events is not None:
         report.duplicate_source = "simulator"
-        report.duplicates = _duplicates_from_events(session, day, policy, share_events)
+        report.duplicates = _duplicates_from_events(session, day, policy, share_events, zones)
     else:
         report.duplicates = _duplicates_from_attempts(session, day)
     return report
 
 
-def _reached_from_events(day: dt.date, policy: Policy, events: Sequence[Mapping[str, Any]]) -> set[str]:
-    """Chats any of whose share calls of `day` reached the simulator (answered or not)."""
-    start, end = day_bounds(day, policy.zone)
-    lo, hi = start.timestamp(), end.timestamp()
-    return {str(e["chat_id"]) for e in events if lo <= float(e["at"]) < hi}
+def _reached_from_events(
+    day: dt.date, policy: Policy, events: Sequence[Mapping[str, Any]], zones: Mapping[str, ZoneInfo]
+) -> set[str]:
+    """Chats any of whose share calls of `day` (in their line's zone) reached the simulator,
+    answered or not."""
+    spans: dict[ZoneInfo, tuple[float, float]] = {}
+    out: set[str] = set()
+    for e in events:
+        zone = zones.get(str(e.get("line") or ""), policy.zone)
+        if zone not in spans:
+            start, end = day_bounds(day, zone)
+            spans[zone] = (start.timestamp(), end.timestamp())
+        lo, hi = spans[zone]
+        if lo <= float(e["at"]) < hi:
+            out.add(str(e["chat_id"]))
+    return out
 
 
-def _unseen_due(session: Session, day: dt.date, policy: Policy, now: dt.datetime) -> list[uuid.UUID]:
-    """Chats due now (by the Python rule) that have no chat-day row at all: no sweep reached them."""
+def _unseen_due(
+    session: Session, line_days: dict[str, dt.date], policy: Policy, now: dt.datetime
+) -> list[uuid.UUID]:
+    """Chats due now (by the Python rule) that have no chat-day row at all: no sweep reached them.
+    A held line's chats count too: the sweep marks them held, so none may be missing."""
     return [
         chat_id
-        for chat_id, facts in chat_facts(session, unmarked_on=day)
+        for chat_id, facts in chat_facts(session, unmarked_on=line_days)
         if why_not_due(facts, now=now, policy=policy, shared_today=False) is None
     ]
 
@@ -204,12 +231,25 @@ def explain(attempts: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _duplicates_from_events(
-    session: Session, day: dt.date, policy: Policy, events: Sequence[Mapping[str, Any]]
+    session: Session,
+    day: dt.date,
+    policy: Policy,
+    events: Sequence[Mapping[str, Any]],
+    zones: Mapping[str, ZoneInfo],
 ) -> list[Duplicate]:
-    start, end = day_bounds(day, policy.zone)
-    lo, hi = start.timestamp(), end.timestamp()
+    """Accepted shares per chat within `day` in its line's zone (the simulator names the line)."""
+    bounds: dict[ZoneInfo, tuple[float, float]] = {}
+
+    def within(event: Mapping[str, Any]) -> bool:
+        zone = zones.get(str(event.get("line") or ""), policy.zone)
+        if zone not in bounds:
+            start, end = day_bounds(day, zone)
+            bounds[zone] = (start.timestamp(), end.timestamp())
+        lo, hi = bounds[zone]
+        return lo <= float(event["at"]) < hi
+
     accepted: Counter[str] = Counter(
-        str(e["chat_id"]) for e in events if e.get("outcome") == "accepted" and lo <= float(e["at"]) < hi
+        str(e["chat_id"]) for e in events if e.get("outcome") == "accepted" and within(e)
     )
     out = []
     for chat, n in sorted(accepted.items()):

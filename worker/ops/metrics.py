@@ -59,6 +59,9 @@ class _Metrics:
     sweep_scanned: Histogram
     sweep_enqueued: Histogram
     webhooks: Counter
+    account_warnings: Counter
+    line_updates: Counter
+    pace_refusals: Counter
 
 
 _lock = threading.Lock()
@@ -125,6 +128,22 @@ def _create() -> _Metrics:
             "Linq webhook deliveries by result (recorded, duplicate, ignored, rejected, ...)",
             ["result"],
         ),
+        account_warnings=Counter(
+            "cardshare_account_warnings",
+            "Account warnings from Linq (api_token.expiry_scheduled, api_token.expired, "
+            "webhook_subscription.disabled)",
+            ["kind"],
+        ),
+        line_updates=Counter(
+            "cardshare_line_status_updates",
+            "phone_number.status_updated events by the line's new reputation and status",
+            ["reputation", "status"],
+        ),
+        pace_refusals=Counter(
+            "cardshare_pace_refusals",
+            "Share calls the per-line (or account) pace refused at call time; their chat-days wait",
+            ["scope"],
+        ),
     )
 
 
@@ -167,6 +186,19 @@ def sweep_finished(
 
 def webhook_delivery(result: str) -> None:
     _get().webhooks.labels(result).inc()
+
+
+def account_warning(kind: str) -> None:
+    _get().account_warnings.labels(kind).inc()
+
+
+def line_status_update(reputation: str, status: str) -> None:
+    _get().line_updates.labels(reputation, status).inc()
+
+
+def pace_refused(scope: str) -> None:
+    """`line` (the line's cap, or the account's), `unavailable` (Redis could not be asked)."""
+    _get().pace_refusals.labels(scope).inc()
 
 
 # --------------------------------------------------------------------------- exposition

@@ -6,6 +6,7 @@ that cannot be reached leaves the database's numbers intact and says so in `brok
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from collections import Counter
@@ -17,9 +18,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from worker.keys import SHARE_QUEUE, UNACKED_KEY
 from worker.ops import health
+from worker.ops.lines import LinePace, LineView
+from worker.ops.lines import view as line_view
 from worker.rules import retention as retention_rules
-from worker.rules.cadence import EXPLANATIONS, NotDue, Policy, share_day, why_not_due
+from worker.rules.cadence import EXPLANATIONS, NotDue, Policy, share_day
+from worker.rules.gate import Decision, PacePolicy, Verdict, decide
 from worker.rules.states import CLOSED_STATUSES, DayStatus
+from worker.sharing.pace import RedisPacer
+from worker.store.lines import LineRow, lines
 from worker.store.reports import (
     AttemptRow,
     AuditRow,
@@ -34,11 +40,11 @@ from worker.store.reports import (
     chat_info,
     day_status_counts,
     last_runs,
-    line_cards,
     recent_failures,
     unmarked_due_by_line,
 )
 from worker.store.session import read_only
+from worker.store.warnings import WarningRow, warnings
 
 FAILURES_SHOWN = 20
 FAILURE_DAYS = 7  # how far back "last failures" looks
@@ -62,11 +68,21 @@ class Counts:
     queued: int = 0
     claimed: int = 0
     retry: int = 0
+    held: Counter[str] = field(default_factory=Counter)  # by hold (line_paused, pace, ...)
 
     @property
     def in_flight(self) -> int:
         """Marked and not finished: waiting in the queue, being shared, or waiting to retry."""
         return self.queued + self.claimed + self.retry
+
+    @property
+    def held_total(self) -> int:
+        return sum(self.held.values())
+
+    @property
+    def remaining(self) -> int:
+        """Due today and not finished: what the line still has to share."""
+        return self.in_flight + self.held_total + self.not_enqueued
 
     @property
     def skipped_total(self) -> int:
@@ -95,6 +111,8 @@ class Counts:
                 self.claimed += row.count
             case "retry":
                 self.retry += row.count
+            case "held":
+                self.held[kind] += row.count
 
     def merge(self, other: Counts) -> None:
         for name in ("due", "not_enqueued", "shared", "confirmed_by_rate_limit", "unknown"):
@@ -103,6 +121,7 @@ class Counts:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.skipped.update(other.skipped)
         self.failed.update(other.failed)
+        self.held.update(other.held)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -119,6 +138,8 @@ class Counts:
             "queued": self.queued,
             "claimed": self.claimed,
             "retry": self.retry,
+            "held": self.held_total,
+            "held_by_reason": dict(sorted(self.held.items())),
         }
 
 
@@ -127,6 +148,7 @@ class LineStatus:
     line: str
     card_active: bool | None
     counts: Counts
+    view: LineView | None = None  # the line's state, pace and finish estimate (today only)
 
 
 @dataclass(frozen=True)
@@ -177,6 +199,8 @@ class Status:
     beat: BeatSeen | None = None
     broker_error: str | None = None
     failures: list[FailureRow] = field(default_factory=list)
+    account_paused: str | None = None
+    warnings: list[WarningRow] = field(default_factory=list)
 
     @property
     def live_workers(self) -> int:
@@ -191,8 +215,16 @@ class Status:
             "at": self.at.isoformat(),
             "total": self.total.as_dict(),
             "lines": [
-                {"line": ln.line, "card_active": ln.card_active, **ln.counts.as_dict()} for ln in self.lines
+                {
+                    "line": ln.line,
+                    "card_active": ln.card_active,
+                    **ln.counts.as_dict(),
+                    **({"state": ln.view.as_dict()} if ln.view else {}),
+                }
+                for ln in self.lines
             ],
+            "account_paused": self.account_paused,
+            "warnings": [{k: _plain(v) for k, v in asdict(w).items()} for w in self.warnings],
             "last_sweep": run(self.last_sweep),
             "queue": {"ready": self.queue_ready, "unacked": self.queue_unacked},
             "workers_live": self.live_workers,
@@ -226,16 +258,24 @@ def collect(
     policy: Policy,
     redis_url: str | None,
     stall_s: float,
+    pace: PacePolicy | None = None,
 ) -> Status:
-    """Today's (or `day`'s) numbers per line and in total, the last passes, queue, workers, beat."""
+    """Today's numbers per line (each in its own day) and in total, or `day`'s for every line;
+    each line's state and pace; the last passes, queue, workers, beat and the open warnings."""
+    pace = pace or PacePolicy()
     today = share_day(now, policy.zone)
-    day = day or today
     with read_only(sessions) as s:
-        rows = day_status_counts(s, day)
-        pending = unmarked_due_by_line(s, day=day, now=now, policy=policy) if day == today else {}
-        cards = line_cards(s)
+        line_rows = lines(s, policy.zone)
+        todays = {r.state.phone: r.state.today(now) for r in line_rows}
+        wanted = todays if day is None else {p: day for p in todays}
+        rows = day_status_counts(s, wanted)
+        current = {p: d for p, d in wanted.items() if d == todays[p]}
+        pending = unmarked_due_by_line(s, line_days=current, now=now, policy=policy)
         runs = last_runs(s)
-        failures = recent_failures(s, since=day - dt.timedelta(days=FAILURE_DAYS), limit=FAILURES_SHOWN)
+        since = (day or today) - dt.timedelta(days=FAILURE_DAYS)
+        failures = recent_failures(s, since=since, limit=FAILURES_SHOWN)
+        open_warnings = warnings(s)
+    cards = {r.state.phone: r.card_active for r in line_rows}
     per_line: dict[str, Counts] = {}
     for row in rows:
         per_line.setdefault(row.line_phone, Counts()).add(row)
@@ -243,18 +283,27 @@ def collect(
         counts = per_line.setdefault(line, Counts())
         counts.not_enqueued += n
         counts.due += n
+    by_phone = {r.state.phone: r for r in line_rows}
     total = Counts()
-    lines = []
-    for line in sorted(per_line):
-        total.merge(per_line[line])
-        lines.append(LineStatus(line, cards.get(line), per_line[line]))
+    out = []
+    for line in sorted(set(per_line) | {p for p, r in by_phone.items() if _shown(r, now)}):
+        counts = per_line.setdefault(line, Counts())
+        total.merge(counts)
+        found = by_phone.get(line)
+        v = None
+        if found is not None and line in current:
+            v = line_view(found, pace, now=now, day=current[line], remaining=counts.remaining)
+        out.append(LineStatus(line, cards.get(line), counts, v))
+    account = next((r.state.account_pause for r in line_rows if r.state.account_pause), None)
     status = Status(
-        day=day,
+        day=day or today,
         at=now,
-        lines=lines,
+        lines=out,
         total=total,
         last_sweep=_run(runs.get("sweep")),
         failures=failures,
+        account_paused=account.describe() if account is not None and account.active(now) else None,
+        warnings=open_warnings,
     )
     if redis_url is None:
         status.broker_error = "no Redis URL"
@@ -262,9 +311,32 @@ def collect(
     try:
         with health.connected(redis_url) as client:
             _broker_side(status, client, stall_s)
+            _pace_side(status, client, pace, now)
     except (redis.RedisError, OSError) as exc:
         status.broker_error = f"Redis unavailable: {exc}"
     return status
+
+
+def _shown(row: LineRow, now: dt.datetime) -> bool:
+    """A line with no chat-days today still shows when an operator set something on it."""
+    st = row.state
+    return bool(
+        (st.pause is not None and st.pause.active(now))
+        or st.reputation in ("AT_RISK", "CRITICAL")
+        or st.linq_status == "FLAGGED"
+    )
+
+
+def _pace_side(status: Status, client: redis.Redis, pace: PacePolicy, now: dt.datetime) -> None:
+    viewed = [ln for ln in status.lines if ln.view is not None]
+    if not viewed:
+        return
+    windows = RedisPacer(client).windows([ln.line for ln in viewed])
+    for ln in viewed:
+        w = windows.get(ln.line)
+        assert ln.view is not None
+        if w is not None:
+            ln.view = dataclasses.replace(ln.view, pace=LinePace(w.granted, w.scheduled_s))
 
 
 def _broker_side(status: Status, client: redis.Redis, stall_s: float) -> None:
@@ -311,7 +383,7 @@ class History:
     chat: ChatInfo
     today: dt.date
     today_status: str | None
-    why_not_today: str | None  # the rule that fails today, with its explanation; None when due
+    why_not_today: str | None  # the rule that fails today (or the hold), with its explanation
     due_today: bool
     days: list[DayRow]
     attempts: list[AttemptRow]
@@ -320,6 +392,7 @@ class History:
     # before it are gone, not missing.
     truncated_before: dt.date | None = None
     retention_days: int | None = None
+    held_today: str | None = None  # due, but the line is held: the hold, in words
 
     def attempts_of(self, day: dt.date) -> list[AttemptRow]:
         return [a for a in self.attempts if a.day == day]
@@ -331,6 +404,7 @@ class History:
             "today_status": self.today_status,
             "due_today": self.due_today,
             "why_not_today": self.why_not_today,
+            "held_today": self.held_today,
             "days": [
                 {
                     **{k: _plain(v) for k, v in asdict(d).items()},
@@ -356,32 +430,41 @@ def history(
     days: int | None,
     retention_days: int | None = None,
 ) -> History | None:
-    """Every day and attempt of a chat (or the last `days` days), and why it is not due today.
-    With `retention_days`, days past retention are left out (they are being dropped)."""
-    today = share_day(now, policy.zone)
-    since = None if days is None else today - dt.timedelta(days=days - 1)
-    kept = None if retention_days is None else retention_rules.oldest_kept(today, retention_days)
-    if kept is not None and (since is None or since < kept):
-        since = kept
+    """Every day and attempt of a chat (or the last `days` days), and why it is not due today
+    (today is the chat's line's own day). With `retention_days`, days past retention are left out
+    (they are being dropped)."""
     with read_only(sessions) as s:
-        chat = chat_info(s, chat_id)
-        if chat is None:
+        found = chat_info(s, chat_id, default_zone=policy.zone)
+        if found is None:
             return None
+        chat, line = found
+        today = line.today(now)
+        asked = None if days is None else today - dt.timedelta(days=days - 1)
+        since = asked
+        kept = None if retention_days is None else retention_rules.oldest_kept(today, retention_days)
+        if kept is not None and (since is None or since < kept):
+            since = kept
         day_rows = chat_days(s, chat_id, since=since)
         attempts = chat_attempts(s, chat_id, since=since)
         audit = chat_audit(s, str(chat_id))
     today_row = next((d for d in day_rows if d.day == today), None)
     today_status = today_row.status if today_row else None
-    why = why_not_due(
+    decision: Decision = decide(
         chat.facts,
+        line,
         now=now,
         policy=policy,
         shared_today=today_status == DayStatus.SUCCEEDED,
         day_closed=today_status in CLOSED_STATUSES,
     )
+    why = decision.not_due
+    held = None
+    if decision.verdict is Verdict.HOLD and decision.held is not None:
+        held = decision.held.text()
+    elif today_status == DayStatus.HELD and today_row is not None:
+        held = today_row.reason
     # The chat is older than what is kept, and the days asked for reach past it.
-    asked = None if days is None else today - dt.timedelta(days=days - 1)
-    truncated = kept is not None and chat.created_at.astimezone(policy.zone).date() < kept
+    truncated = kept is not None and chat.created_at.astimezone(line.zone).date() < kept
     truncated = truncated and (asked is None or (kept is not None and asked < kept))
     return History(
         chat=chat,
@@ -394,6 +477,7 @@ def history(
         audit=audit,
         truncated_before=kept if truncated else None,
         retention_days=retention_days,
+        held_today=held,
     )
 
 

@@ -18,6 +18,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from worker.errors import InputError
+from worker.ops.lines import LineView
 from worker.ops.status import Counts, Status
 from worker.rules import bounds
 
@@ -54,10 +55,13 @@ def _row(label: str, counts: Counts, *, css: str = "") -> str:
         _num("failed", counts.failed_total, label),
         _num("unknown", counts.unknown, label),
         _num("in_flight", counts.in_flight, label),
+        _num("held", counts.held_total, label),
         _num("not_enqueued", counts.not_enqueued, label),
     ]
     parts = [
-        f"{what}: {_reasons(c)}" for what, c in (("skipped", counts.skipped), ("failed", counts.failed)) if c
+        f"{what}: {_reasons(c)}"
+        for what, c in (("skipped", counts.skipped), ("failed", counts.failed), ("held", counts.held))
+        if c
     ]
     why = "; ".join(parts) or "-"
     return f'<tr class="{css}"><td>{_e(label)}</td>{"".join(cells)}<td class="text wrap">{why}</td></tr>'
@@ -73,9 +77,46 @@ def _age(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f}h ago"
 
 
+def _text(field: str, value: object, line: str, css: str = "") -> str:
+    return f'<td class="text {css}" data-field="{_e(field)}" data-line="{_e(line)}">{_e(value)}</td>'
+
+
+def _line_row(v: LineView) -> str:
+    """One line's safety: its day, Linq's view, the controls, its pace, can it finish today."""
+    cls = "bad" if v.held or not v.estimate.can_finish else "ok"
+    finish = "nothing left" if v.remaining == 0 else v.finish_line().split(": ", 1)[-1]
+    cells = [
+        f"<td>{_e(v.phone)}</td>",
+        _text("day", f"{v.day} {v.zone}", v.phone),
+        _text("reputation", v.reputation or "HEALTHY", v.phone),
+        _text("linq_status", v.linq_status or "ACTIVE", v.phone),
+        _text("paused", v.paused or ("account" if v.account_paused else "no"), v.phone, "wrap"),
+        _text("hours", v.hours or "all day", v.phone),
+        _text("pace", v.pace_text(), v.phone),
+        _text("held", v.held or "-", v.phone, f"wrap {cls}"),
+        _num("remaining", v.remaining, v.phone),
+        _text("finish", finish, v.phone, f"wrap {cls}"),
+    ]
+    return f"<tr>{''.join(cells)}</tr>"
+
+
 def render(status: Status) -> str:
     """The whole page for one Status."""
     lines = "".join(_row(ln.line, ln.counts) for ln in status.lines)
+    views = [ln.view for ln in status.lines if ln.view is not None]
+    safety = "".join(_line_row(v) for v in views)
+    account = (
+        f'<p class="bad" data-field="account_paused">ACCOUNT PAUSED: {_e(status.account_paused)}</p>'
+        if status.account_paused
+        else ""
+    )
+    warns = "".join(
+        f'<li class="bad" data-warning="{w.id}">#{w.id} {_e(w.kind)} ({_e(w.subject)}): {_e(w.summary)} '
+        f"(since {_e((w.occurred_at or w.raised_at).isoformat(timespec='minutes'))}; "
+        f"<code>cardshare warnings ack {w.id}</code> when handled)</li>"
+        for w in status.warnings
+    )
+    warnings_html = f'<ul id="warnings">{warns}</ul>' if warns else ""
     total = _row("total", status.total, css="total")
     sweep = status.last_sweep
     if sweep is None:
@@ -129,10 +170,15 @@ def render(status: Status) -> str:
 <body>
 <h1>cardshare: <span data-field="day">{_e(status.day)}</span></h1>
 <p class="muted">as of {_e(status.at.isoformat(timespec="seconds"))}; reloads every {REFRESH_S}s</p>
+{account}{warnings_html}
 <h2>Chat-days</h2>
 <table id="days"><thead><tr><th>line</th><th>due</th><th>shared</th><th>skipped</th><th>failed</th>
-<th>unknown</th><th>in flight</th><th>not enqueued</th><th>why</th></tr></thead>
+<th>unknown</th><th>in flight</th><th>held</th><th>not enqueued</th><th>why</th></tr></thead>
 <tbody>{lines}{total}</tbody></table>
+<h2>Lines</h2>
+<table id="lines"><thead><tr><th>line</th><th>day</th><th>reputation</th><th>status</th><th>paused</th>
+<th>hours</th><th>pace</th><th>held</th><th>left today</th><th>today</th></tr></thead>
+<tbody>{safety}</tbody></table>
 <h2>Pipeline</h2>
 <p>Last sweep: {sweep_html}</p>
 <p>Queue: {broker_html}</p>

@@ -17,7 +17,16 @@ from celery import Celery
 from kombu.entity import Queue
 
 from worker.config import Settings
-from worker.keys import CONTROL_QUEUE, MAINTAIN_TASK, RECOVER_TASK, SHARE_QUEUE, SWEEP_TASK, SYNC_TASK
+from worker.keys import (
+    CONTROL_QUEUE,
+    MAINTAIN_TASK,
+    RECOVER_TASK,
+    REFRESH_CARD_TASK,
+    RELEASE_TASK,
+    SHARE_QUEUE,
+    SWEEP_TASK,
+    SYNC_TASK,
+)
 from worker.queue import signals  # noqa: F401 - connects the worker's and beat's signal handlers
 
 app = Celery("cardshare", include=["worker.queue.tasks", "worker.queue.shutdown"])
@@ -88,6 +97,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             RECOVER_TASK: {"queue": CONTROL_QUEUE},
             SYNC_TASK: {"queue": CONTROL_QUEUE},
             MAINTAIN_TASK: {"queue": CONTROL_QUEUE},
+            RELEASE_TASK: {"queue": CONTROL_QUEUE},
+            REFRESH_CARD_TASK: {"queue": CONTROL_QUEUE},
         },
         # A sync pages through every chat of every line: the share task's limits do not fit it.
         # A run cut short resumes from its saved cursor, so the limit only has to end it before
@@ -119,6 +130,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                 "task": RECOVER_TASK,
                 "schedule": dt.timedelta(seconds=settings.recover_interval_s),
                 "options": {"queue": CONTROL_QUEUE, "expires": settings.recover_interval_s},
+            },
+            # Held chat-days whose slot came or whose hold lifted (docs/decisions.md §11).
+            "release": {
+                "task": RELEASE_TASK,
+                "schedule": dt.timedelta(seconds=settings.release_interval_s),
+                "options": {"queue": CONTROL_QUEUE, "expires": settings.release_interval_s},
             },
             "sync": {
                 "task": SYNC_TASK,

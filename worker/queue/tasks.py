@@ -9,15 +9,24 @@ import uuid
 from typing import Any
 
 from worker import runtime
+from worker.cards import refresh as cards_refresh
 from worker.config import Settings
 from worker.errors import StoreUnavailable
 from worker.ingest import pending, sync
-from worker.keys import MAINTAIN_TASK, RECOVER_TASK, SHARE_TASK, SWEEP_TASK, SYNC_TASK
+from worker.keys import (
+    MAINTAIN_TASK,
+    RECOVER_TASK,
+    REFRESH_CARD_TASK,
+    RELEASE_TASK,
+    SHARE_TASK,
+    SWEEP_TASK,
+    SYNC_TASK,
+)
 from worker.logs import bound, event
 from worker.ops import retention
 from worker.queue.app import app
 from worker.queue.publish import Publisher, queue_depth
-from worker.sharing import share, sweep
+from worker.sharing import release, share, sweep
 
 log = logging.getLogger("cardshare.tasks")
 
@@ -50,9 +59,11 @@ def share_chat(self: Any, chat_id: str, day: str) -> str:
 
 
 def run_pass(kind: str) -> sweep.SweepReport:
-    """One sweep or recovery pass from this process, publishing through one producer."""
+    """One sweep, recovery or release pass from this process, publishing through one producer."""
     rt = runtime.get()
     with Publisher(app) as publish:
+        if kind == "release":
+            return release.run_release(rt.deps, rt.engine, publish, queue_lease_s=queue_lease_s(rt.settings))
         run = sweep.run_sweep if kind == "sweep" else sweep.run_recover
         return run(
             rt.deps,
@@ -83,6 +94,19 @@ def resolve_pending_events() -> str:
     """Webhook events kept for a chat cardshare did not know (ingest.pending), applied now that
     it may; with every recovery pass."""
     return pending.resolve_pending(runtime.get().sessions).one_line()
+
+
+@app.task(name=RELEASE_TASK, ignore_result=True, acks_late=False)
+def release_task() -> str:
+    return run_pass("release").one_line()
+
+
+@app.task(name=REFRESH_CARD_TASK, ignore_result=True, acks_late=False)
+def refresh_card_task(line: str) -> str:
+    """A contact_card.* webhook named this line: read its card from Linq (the payload carries no
+    is_active). The sweep refreshes every card anyway, so a lost one costs one sweep interval."""
+    rt = runtime.get()
+    return cards_refresh.refresh_card(rt.deps, line).one_line()
 
 
 @app.task(name=SYNC_TASK, ignore_result=True, acks_late=False)

@@ -13,6 +13,10 @@ from zoneinfo import ZoneInfo
 
 from worker.rules.facts import ChatFacts
 
+# Chat health statuses that gate a chat out (Linq's chat-health guide: a pre-send gate;
+# docs/decisions.md §2).
+UNHEALTHY = ("CRITICAL", "OPTED_OUT")
+
 
 class NotDue(enum.StrEnum):
     """Why a chat is not shared into today, in the order the rules are checked."""
@@ -21,6 +25,7 @@ class NotDue(enum.StrEnum):
     NOT_IMESSAGE = "not_imessage"
     GROUP_CHAT = "group_chat"
     OPTED_OUT = "opted_out"
+    CHAT_HEALTH = "chat_health"
     NO_OUTBOUND = "no_outbound"
     OUTBOUND_LATER = "outbound_later"
     STALE = "stale"
@@ -34,6 +39,7 @@ EXPLANATIONS: dict[NotDue, str] = {
     NotDue.NOT_IMESSAGE: "the chat is not an iMessage chat",
     NotDue.GROUP_CHAT: "the chat is a group chat and group sharing is off (CARDSHARE_SHARE_GROUPS)",
     NotDue.OPTED_OUT: "the recipient opted out (403/2024) and has not written since",
+    NotDue.CHAT_HEALTH: "Linq rates the chat's health CRITICAL or OPTED_OUT: no share goes into it",
     NotDue.NO_OUTBOUND: "no outbound message has been seen in this chat",
     NotDue.OUTBOUND_LATER: "the first outbound message is later than now",
     NotDue.STALE: "no outbound message within the active window (CARDSHARE_ACTIVE_DAYS)",
@@ -78,6 +84,8 @@ def why_not_due(
         return NotDue.GROUP_CHAT
     if chat.opted_out:
         return NotDue.OPTED_OUT
+    if chat.health_status in UNHEALTHY:
+        return NotDue.CHAT_HEALTH
     if chat.first_outbound_at is None:
         return NotDue.NO_OUTBOUND
     if chat.first_outbound_at > now:

@@ -25,6 +25,7 @@ class ChatFacts:
     opted_out: bool
     card_active: bool
     not_found: bool = False
+    health_status: str | None = None  # Linq's chat health: HEALTHY, AT_RISK, CRITICAL, OPTED_OUT
 
 
 @dataclass(frozen=True)

@@ -24,18 +24,26 @@ from worker.linq import LinqCallError
 from worker.logs import event
 from worker.ops import metrics, tracing
 from worker.rules import bounds
-from worker.rules.cadence import EXPLANATIONS, NotDue, share_day, why_not_due
+from worker.rules.cadence import EXPLANATIONS, NotDue
 from worker.rules.classify import Action, CallResult, Transport, Verdict, classify
+from worker.rules.gate import HoldReason, LineState, decide, hold_lease, line_cap, spacing_s
+from worker.rules.gate import Verdict as Gate
 from worker.rules.retrying import Exhausted, Retryable, build
 from worker.rules.states import AttemptOutcome, DayStatus
 from worker.sharing import drill_hooks
+from worker.sharing.pace import PaceUnavailable
+from worker.sharing.plan import pace_reason
 from worker.sharing.sandbox import SandboxCrashed
 from worker.store import shares
 from worker.store.cards import mark_card_inactive
 from worker.store.chats import mark_not_found, mark_opted_out
+from worker.store.hot import HotConnection
 from worker.store.session import autocommit, transaction
 
 log = logging.getLogger("cardshare.share")
+
+# How long a chat-day waits when Redis cannot be asked for a slot: the release pass tries again.
+UNPACED_WAIT_S = 30.0
 
 
 class Outcome(enum.StrEnum):
@@ -49,6 +57,8 @@ class Outcome(enum.StrEnum):
     BUSY = "busy"  # someone else holds or finished the chat-day
     LOST = "lost"  # our claim was taken over while we ran; nothing recorded by us
     DAY_OVER = "day_over"
+    HELD = "held"  # the line is held (paused, CRITICAL/FLAGGED, outside hours): the chat-day waits
+    PACED = "paced"  # the line's pace has no room now: the chat-day waits for its slot
 
 
 @dataclass(frozen=True)
@@ -90,6 +100,29 @@ class _Run:
     http_attempts: int = 0
     last_attempt_no: int | None = None  # attempt_no of the newest attempts row, for the log
     trace_ids: list[str] = field(default_factory=list)
+    line: LineState | None = None
+
+
+def _pace(deps: Deps, line: LineState) -> tuple[str, float] | None:
+    """Ask the line's pace for this call (one Lua call to Redis): None when granted, else the
+    reason to hold with and the wait until the slot it was given (docs/decisions.md §11)."""
+    pace = deps.pace
+    cap = line_cap(line, pace)
+    account = pace.account_per_minute or None
+    if cap is None and account is None:
+        return None
+    if deps.pacer is None:
+        return f"{HoldReason.PACE.value}: no pacer configured; never shared unpaced", UNPACED_WAIT_S
+    try:
+        grant = deps.pacer.acquire(line.phone, cap=cap, account_cap=account, spacing_s=spacing_s(cap, pace))
+    except PaceUnavailable as exc:
+        event(log, "share.pace_unavailable", logging.WARNING, line=line.phone, error=str(exc))
+        metrics.pace_refused("unavailable")
+        return f"{HoldReason.PACE.value}: {exc}; the share waits", UNPACED_WAIT_S
+    if grant.granted:
+        return None
+    metrics.pace_refused("line")
+    return pace_reason(cap or account or 0), grant.wait_s
 
 
 def explain(reason: NotDue) -> str:
@@ -110,45 +143,41 @@ def share_chat(chat_id: uuid.UUID, day: dt.date, deps: Deps, *, task_id: str | N
 
 def _share_chat(chat_id: uuid.UUID, day: dt.date, deps: Deps, task_id: str | None) -> ShareResult:
     now = deps.clock()
-    today = share_day(now, deps.settings.zone)
-    if day != today:
-        return _wrong_day(chat_id, day, today, deps)
-
     # Autocommit: each statement here is atomic by itself (the claim is one upsert), so the
     # BEGIN/COMMIT round trips of a transaction would buy nothing.
     with autocommit(deps.sessions) as s:
-        chat = shares.load_chat(s, chat_id, day, unconfirmed_window_s=LINQ_SHARE_WINDOW_S)
+        chat = shares.load_chat(
+            s, chat_id, day, unconfirmed_window_s=LINQ_SHARE_WINDOW_S, default_zone=deps.settings.zone
+        )
         if chat is None:
             return ShareResult(Outcome.NOT_DUE, chat_id, day, reason="unknown chat")
-        why = why_not_due(
-            chat.facts,
-            now=now,
-            policy=deps.policy,
-            shared_today=chat.shared_today,
-            day_closed=chat.day_closed,
-        )
-        if why is not None:
-            if why not in (NotDue.ALREADY_SHARED, NotDue.DAY_CLOSED):
-                shares.close_unclaimed(s, chat_id, day, DayStatus.SKIPPED, why.value)
-            return ShareResult(Outcome.NOT_DUE, chat_id, day, reason=explain(why))
-        claim = shares.claim(
-            s,
-            chat_id,
-            day,
-            lease_s=deps.settings.lease_s,
-            max_lost_claims=deps.settings.max_lost_claims,
-            task_id=task_id,
-            begin=True,
-        )
-        if claim is None:
-            return ShareResult(
-                Outcome.BUSY, chat_id, day, reason="another worker holds or finished this chat-day"
+        line = chat.line
+        assert line is not None
+        # The line's own day (docs/decisions.md §12): the claim key is (chat, the line's local date).
+        today = line.today(now)
+        if day == today:
+            stop = _gate(s, chat, line, day, now, deps)
+            if stop is not None:
+                return stop
+            claim = shares.claim(
+                s,
+                chat_id,
+                day,
+                lease_s=deps.settings.lease_s,
+                max_lost_claims=deps.settings.max_lost_claims,
+                task_id=task_id,
+                begin=True,
             )
-        prior_unknown = chat.unconfirmed_recent
-        unknown_since = (
-            time.monotonic() - chat.unconfirmed_age_s if chat.unconfirmed_age_s is not None else None
-        )
-        first = claim.first_attempt
+            if claim is None:
+                return ShareResult(
+                    Outcome.BUSY, chat_id, day, reason="another worker holds or finished this chat-day"
+                )
+    if day != today:
+        return _wrong_day(chat_id, day, today, deps)
+    assert claim is not None
+    prior_unknown = chat.unconfirmed_recent
+    unknown_since = time.monotonic() - chat.unconfirmed_age_s if chat.unconfirmed_age_s is not None else None
+    first = claim.first_attempt
     event(
         log,
         "share.claimed",
@@ -158,7 +187,7 @@ def _share_chat(chat_id: uuid.UUID, day: dt.date, deps: Deps, task_id: str | Non
         prior_unknown=prior_unknown,
     )
 
-    run = _Run(claim=claim, attempt=first, unknown_since=unknown_since)
+    run = _Run(claim=claim, attempt=first, unknown_since=unknown_since, line=line)
     retrying = build(deps.retry_policy, sleep=deps.sleep, rng=deps.rng, before_sleep=_log_sleep(chat_id, day))
     try:
         result = retrying(lambda: _attempt(run, chat.line_phone, deps, task_id))
@@ -172,10 +201,53 @@ def _share_chat(chat_id: uuid.UUID, day: dt.date, deps: Deps, task_id: str | Non
     return result
 
 
+def _gate(
+    s: HotConnection, chat: shares.ChatRow, line: LineState, day: dt.date, now: dt.datetime, deps: Deps
+) -> ShareResult | None:
+    """The gate, re-checked right before the claim (the line may have been paused, or the chat
+    gone CRITICAL, since the chat-day was queued), then the line's pace (docs/decisions.md §10).
+    None: claim and call; otherwise the chat-day was left as the result says."""
+    chat_id = chat.chat_id
+    decision = decide(
+        chat.facts,
+        line,
+        now=now,
+        policy=deps.policy,
+        shared_today=chat.shared_today,
+        day_closed=chat.day_closed,
+    )
+    if decision.verdict is Gate.NOT_DUE:
+        why = decision.not_due
+        assert why is not None
+        if why not in (NotDue.ALREADY_SHARED, NotDue.DAY_CLOSED):
+            shares.close_unclaimed(s, chat_id, day, DayStatus.SKIPPED, why.value)
+        return ShareResult(Outcome.NOT_DUE, chat_id, day, reason=explain(why))
+    if chat.held_waiting:
+        # A copy of a message for a chat-day resting until its slot or its hold's end.
+        return ShareResult(Outcome.HELD, chat_id, day, reason=chat.reason_today)
+    if decision.held is not None:
+        held = decision.held
+        rest = (hold_lease(held, line, day, now) - now).total_seconds()
+        shares.hold_unclaimed(s, chat_id, day, held.text(), delay_s=rest)
+        event(log, "share.held", chat_id=str(chat_id), day=str(day), reason=held.text())
+        return ShareResult(Outcome.HELD, chat_id, day, reason=held.text())
+    paced = _pace(deps, line)
+    if paced is not None:
+        reason, wait = paced
+        shares.hold_unclaimed(s, chat_id, day, reason, delay_s=wait)
+        event(log, "share.paced", chat_id=str(chat_id), day=str(day), retry_in_s=round(wait, 1))
+        return ShareResult(Outcome.PACED, chat_id, day, reason=reason, retry_in_s=wait)
+    return None
+
+
 def _attempt(run: _Run, line_phone: str, deps: Deps, task_id: str | None) -> ShareResult:
     """One HTTP try. Returns a final result, or raises Retryable for tenacity."""
     claim = run.claim
     if run.attempt is None:
+        # A retry inside the run is another call at the line's pace: it needs its own slot.
+        paced = _pace(deps, run.line) if run.line is not None else None
+        if paced is not None:
+            return _hold_claimed(run, paced, deps)
         with autocommit(deps.sessions) as s:
             run.attempt = shares.begin_attempt(s, claim, task_id=task_id)
     if run.attempt is None:
@@ -642,6 +714,20 @@ def _reschedule(run: _Run, exhausted: Exhausted, deps: Deps) -> ShareResult:
         attempts=run.http_attempts,
         retry_in_s=wait,
         trace_id=run.trace_ids[-1] if run.trace_ids else None,
+    )
+
+
+def _hold_claimed(run: _Run, paced: tuple[str, float], deps: Deps) -> ShareResult:
+    """No slot for this run's next attempt: the claimed chat-day rests until its slot."""
+    reason, wait = paced
+    with autocommit(deps.sessions) as s:
+        held = shares.finish_day(s, run.claim, DayStatus.HELD, reason=reason, retry_in_s=wait)
+    outcome = Outcome.PACED if held else Outcome.LOST
+    event(
+        log, "share.paced", chat_id=str(run.claim.chat_id), day=str(run.claim.day), retry_in_s=round(wait, 1)
+    )
+    return ShareResult(
+        outcome, run.claim.chat_id, run.claim.day, reason=reason, attempts=run.http_attempts, retry_in_s=wait
     )
 
 

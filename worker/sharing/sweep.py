@@ -1,8 +1,11 @@
-"""The sweep: refresh cards, find due chats page by page, mark them queued, enqueue them.
+"""The sweep: refresh cards and lines, walk each line's due chats page by page in the line's
+own day, mark them (queued now, or held until their slot or their hold's end), enqueue the
+queued ones. And recovery: re-enqueue chat-days whose lease ended.
 
 Beat only triggers this; the share_days key decides. The sweep holds a PostgreSQL advisory
-lock so two sweeps at once do not both walk the table, and marks each chat-day 'queued' before
-publishing it, so even a sweep that overlaps another enqueues each chat-day once.
+lock so two sweeps at once do not both walk the table, and marks each chat-day before
+publishing it, so even a sweep that overlaps another enqueues each chat-day once. Held
+chat-days are the release pass's (`release`): neither the sweep nor recovery re-publishes them.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import datetime as dt
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
@@ -25,16 +28,21 @@ from worker.logs import event
 from worker.ops import metrics, retention
 from worker.rules import retention as retention_rules
 from worker.rules.cadence import share_day
+from worker.rules.gate import LineState, hold_of
+from worker.rules.states import DayStatus
+from worker.sharing.plan import Batch, plan
 from worker.store import partitions
 from worker.store.cards import CardState, store_cards
+from worker.store.lines import LineRow, lines, rearm_held, record_reputation
 from worker.store.session import transaction
 from worker.store.sweeps import (
     KEYSET_START,
     advisory_lock,
     close_past_days,
+    due_page,
     fail_poisoned,
     finish_run,
-    mark_due_page,
+    mark,
     requeue_expired,
     start_run,
 )
@@ -82,6 +90,8 @@ class SweepReport:
     poisoned: int = 0
     closed_past: int = 0
     analyzed: str | None = None
+    held: int = 0  # chat-days marked held (the line is held, or their slot is later)
+    rearmed: int = 0
     active_cards: int | None = None
     card_error: str | None = None
     seconds: float = 0.0
@@ -95,6 +105,8 @@ class SweepReport:
             f"enqueued {self.enqueued}",
             f"re-enqueued {self.requeued}",
         ]
+        if self.held:
+            parts.append(f"held {self.held}")
         if self.poisoned:
             parts.append(f"failed as poison {self.poisoned}")
         if self.card_error:
@@ -113,6 +125,23 @@ def refresh_cards(deps: Deps) -> int:
         )
 
 
+def refresh_lines(deps: Deps) -> int:
+    """GET /v3/phone_numbers: each line's reputation as Linq rates it now (docs/decisions.md §10).
+    A lifted hold needs nothing more here: the sweep re-arms the held chat-days of open lines."""
+    numbers = deps.client().list_lines()
+    now = deps.clock()
+    with transaction(deps.sessions) as s:
+        for n in numbers:
+            if n.reputation is not None:
+                record_reputation(s, n.phone_number, n.reputation, at=now, line_type=n.line_type)
+    return len(numbers)
+
+
+def load_lines(deps: Deps) -> list[LineRow]:
+    with transaction(deps.sessions) as s:
+        return lines(s, deps.settings.zone)
+
+
 def run_sweep(
     deps: Deps,
     engine: Engine,
@@ -121,7 +150,7 @@ def run_sweep(
     *,
     queue_lease_s: float,
 ) -> SweepReport:
-    """Full pass: cards, past days, poison, every due chat, and expired leases."""
+    """Full pass: cards and lines, past days, poison, every line's due chats, expired leases."""
     started = time.monotonic()
     now = deps.clock()
     day = share_day(now, deps.settings.zone)
@@ -143,31 +172,31 @@ def run_sweep(
                 event(log, "sweep.card_refresh_failed", logging.WARNING, error=exc.one_line())
                 if exc.status == 401:
                     raise
-            _ensure_partitions(deps, day)
+            try:
+                refresh_lines(deps)
+            except LinqCallError as exc:
+                # The last reputation read (or webhook) stands until the next one.
+                event(log, "sweep.line_refresh_failed", logging.WARNING, error=exc.one_line())
+                if exc.status == 401:
+                    raise
+            rows = load_lines(deps)
+            days = {r.state.phone: r.state.today(now) for r in rows}
+            marking = sorted(set(days.values()) | {day})
+            _ensure_partitions(deps, marking)
+            open_lines = [r.state.phone for r in rows if hold_of(r.state, now) is None]
             with transaction(deps.sessions) as s:
-                report.closed_past = close_past_days(s, before=day)
-                report.poisoned = fail_poisoned(s, day=day, max_lost_claims=deps.settings.max_lost_claims)
-            after: uuid.UUID | None = None
-            while True:
-                with transaction(deps.sessions) as s:
-                    page = mark_due_page(
-                        s,
-                        day=day,
-                        now=now,
-                        policy=deps.policy,
-                        after=after,
-                        limit=deps.settings.sweep_page_size,
-                        queue_lease_s=queue_lease_s,
-                        max_lost_claims=deps.settings.max_lost_claims,
-                    )
-                report.scanned += page.scanned
-                if page.queued:
-                    report.enqueued += publish(page.queued, day)
-                if page.last_id is None or page.scanned < deps.settings.sweep_page_size:
-                    break
-                after = page.last_id
-            report.analyzed = _analyze_if_stale(deps, day, report.enqueued)
-            report.requeued = _requeue(deps, day, publish, queue_depth, queue_lease_s)
+                report.closed_past = close_past_days(s, line_days=days)
+                report.poisoned = fail_poisoned(
+                    s, days=days.values() or [day], max_lost_claims=deps.settings.max_lost_claims
+                )
+                # A hold that lifted without an event (or whose event was lost) lets go here.
+                if open_lines:
+                    report.rearmed = rearm_held(s, days=days.values(), lines=open_lines)
+            for row in rows:
+                if row.card_active:
+                    _sweep_line(deps, row.state, days[row.state.phone], now, publish, queue_lease_s, report)
+            report.analyzed = _analyze_if_stale(deps, marking, report.enqueued + report.held)
+            report.requeued = _requeue(deps, days.values() or [day], publish, queue_depth, queue_lease_s)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"[:500]
             raise
@@ -197,6 +226,7 @@ def run_sweep(
         day=str(day),
         scanned=report.scanned,
         enqueued=report.enqueued,
+        held=report.held,
         requeued=report.requeued,
         poisoned=report.poisoned,
         seconds=round(report.seconds, 3),
@@ -204,30 +234,80 @@ def run_sweep(
     return report
 
 
-def _ensure_partitions(deps: Deps, day: dt.date) -> None:
-    """Today's and tomorrow's partitions, in case beat's maintenance has not run (docs/retention.md).
-    A failure here (a lock timeout) does not stop the sweep: the partitions made a week ahead are
-    there, and the next pass tries again."""
+def _sweep_line(
+    deps: Deps,
+    line: LineState,
+    day: dt.date,
+    now: dt.datetime,
+    publish: Publish,
+    queue_lease_s: float,
+    report: SweepReport,
+) -> None:
+    """One line's due chats, page by page: planned (queued now, or held until when), marked in
+    one statement, the queued ones published."""
+    after: uuid.UUID | None = None
+    size = deps.settings.sweep_page_size
+    while True:
+        with transaction(deps.sessions) as s:
+            page = due_page(
+                s,
+                line=line.phone,
+                day=day,
+                now=now,
+                policy=deps.policy,
+                after=after,
+                limit=size,
+                max_lost_claims=deps.settings.max_lost_claims,
+            )
+        report.scanned += page.scanned
+        if page.markable:
+            (marks,) = plan(
+                [Batch(line, day, page.markable)],
+                now=now,
+                pace=deps.pace,
+                pacer=deps.pacer,
+                queue_lease_s=queue_lease_s,
+            )
+            with transaction(deps.sessions) as s:
+                done = mark(s, day=day, marks=marks, max_lost_claims=deps.settings.max_lost_claims)
+            queued = [c for c, status in done if status == DayStatus.QUEUED]
+            report.held += len(done) - len(queued)
+            if queued:
+                report.enqueued += publish(queued, day)
+        if page.last_id is None or page.scanned < size:
+            return
+        after = page.last_id
+
+
+def _ensure_partitions(deps: Deps, days: Iterable[dt.date]) -> None:
+    """The marked days' partitions and the next day's, in case beat's maintenance has not run
+    (docs/retention.md). A failure here (a lock timeout) does not stop the sweep: the partitions
+    made a week ahead are there, and the next pass tries again."""
+    wanted = sorted({d for day in days for d in retention_rules.wanted_days(day, ahead=1)})
     try:
-        retention.ensure_days(deps, retention_rules.wanted_days(day, ahead=1))
+        retention.ensure_days(deps, wanted)
     except (StoreUnavailable, sa_exc.DBAPIError, RuntimeError) as exc:
         event(log, "sweep.partitions_failed", logging.WARNING, error=f"{type(exc).__name__}: {exc}"[:300])
 
 
-def _analyze_if_stale(deps: Deps, day: dt.date, marked: int) -> str | None:
-    """ANALYZE today's share_days partition after a sweep marked much of it (see
-    ANALYZE_AFTER_MARKED); returns its name when it did."""
+def _analyze_if_stale(deps: Deps, days: Iterable[dt.date], marked: int) -> str | None:
+    """ANALYZE the marked days' share_days partitions after a sweep marked much of them (see
+    ANALYZE_AFTER_MARKED); returns the names of those it analyzed. (Lines in several zones mark
+    up to three days; `marked` is their sum, so a day may be analyzed a little early.)"""
     if marked < ANALYZE_AFTER_MARKED:
         return None
-    with transaction(deps.sessions) as s:
-        part = partitions.partition_of(s, partitions.SHARE_DAYS, day)
-        if part is None or not stale_statistics(marked, partitions.rows_estimate(s, part.name)):
-            return None
-        started = time.monotonic()
-        partitions.analyze(s, part.name)
-    seconds = round(time.monotonic() - started, 3)
-    event(log, "sweep.analyzed", partition=part.name, marked=marked, seconds=seconds)
-    return part.name
+    names: list[str] = []
+    for day in days:
+        with transaction(deps.sessions) as s:
+            part = partitions.partition_of(s, partitions.SHARE_DAYS, day)
+            if part is None or not stale_statistics(marked, partitions.rows_estimate(s, part.name)):
+                continue
+            started = time.monotonic()
+            partitions.analyze(s, part.name)
+        seconds = round(time.monotonic() - started, 3)
+        event(log, "sweep.analyzed", partition=part.name, marked=marked, seconds=seconds)
+        names.append(part.name)
+    return ",".join(names) or None
 
 
 def run_recover(
@@ -240,7 +320,8 @@ def run_recover(
 ) -> SweepReport:
     """The minute pass: re-enqueue chat-days whose lease ended, inside Linq's 5-minute window."""
     started = time.monotonic()
-    day = share_day(deps.clock(), deps.settings.zone)
+    now = deps.clock()
+    day = share_day(now, deps.settings.zone)
     report = SweepReport("recover", day)
     with advisory_lock(engine, RECOVER_LOCK) as got:
         if not got:
@@ -248,9 +329,10 @@ def run_recover(
             metrics.sweep_finished("recover", result="locked", seconds=0.0)
             return report
         try:
+            days = {r.state.today(now) for r in load_lines(deps)} or {day}
             with transaction(deps.sessions) as s:
-                report.poisoned = fail_poisoned(s, day=day, max_lost_claims=deps.settings.max_lost_claims)
-            report.requeued = _requeue(deps, day, publish, queue_depth, queue_lease_s)
+                report.poisoned = fail_poisoned(s, days=days, max_lost_claims=deps.settings.max_lost_claims)
+            report.requeued = _requeue(deps, days, publish, queue_depth, queue_lease_s)
         except Exception:
             metrics.sweep_finished("recover", result="error", seconds=time.monotonic() - started)
             raise
@@ -269,16 +351,21 @@ def run_recover(
 
 
 def _requeue(
-    deps: Deps, day: dt.date, publish: Publish, queue_depth: Callable[[], QueueDepth], queue_lease_s: float
+    deps: Deps,
+    days: Iterable[dt.date],
+    publish: Publish,
+    queue_depth: Callable[[], QueueDepth],
+    queue_lease_s: float,
 ) -> int:
     drained = queue_depth().drained
+    wanted = sorted(set(days))
     total = 0
     after = KEYSET_START
     while True:
         with transaction(deps.sessions) as s:
             page = requeue_expired(
                 s,
-                day=day,
+                days=wanted,
                 limit=deps.settings.sweep_page_size,
                 queue_lease_s=queue_lease_s,
                 queue_drained=drained,
@@ -286,9 +373,17 @@ def _requeue(
                 max_lost_claims=deps.settings.max_lost_claims,
                 after=after,
             )
-        if not page.chat_ids or page.last is None:
+        if not page.chat_days or page.last is None:
             return total
-        total += publish(page.chat_ids, day)
-        if len(page.chat_ids) < deps.settings.sweep_page_size:
+        total += publish_by_day(publish, page.chat_days)
+        if len(page.chat_days) < deps.settings.sweep_page_size:
             return total
         after = page.last
+
+
+def publish_by_day(publish: Publish, rows: Iterable[tuple[uuid.UUID, dt.date]]) -> int:
+    """Chat-days of several days (lines in different zones), one publish per day."""
+    by_day: dict[dt.date, list[uuid.UUID]] = {}
+    for chat_id, day in rows:
+        by_day.setdefault(day, []).append(chat_id)
+    return sum(publish(ids, day) for day, ids in sorted(by_day.items()))

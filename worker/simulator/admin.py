@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from worker.simulator.state import E164, Card, SimState
+from worker.simulator.webhooks import schedule_changes, schedule_emits
 
 AdminHandler = Callable[[Request], Awaitable[Any]]
 
@@ -26,8 +27,15 @@ def admin_routes(state: SimState) -> list[Route]:
         ("/reset", ["POST"], admin.reset),
         ("/config", ["GET", "POST"], admin.config),
         ("/lines", ["GET", "POST"], admin.lines),
+        ("/lines/{phone}/state", ["POST"], admin.line_state),
+        ("/lines/changes", ["POST"], admin.line_changes),
         ("/cards", ["GET", "POST"], admin.cards),
+        ("/cards/{phone}", ["DELETE"], admin.delete_card),
         ("/chats", ["POST"], admin.chats),
+        ("/chats/{chat_id}/health", ["POST"], admin.chat_health),
+        ("/pace", ["GET"], admin.pace),
+        ("/webhooks/target", ["GET", "POST", "DELETE"], admin.webhook_target),
+        ("/webhooks/sent", ["GET"], admin.webhooks_sent),
         ("/contacts", ["POST"], admin.contacts),
         ("/faults", ["GET", "POST", "DELETE"], admin.faults),
         ("/shares", ["GET"], admin.shares),
@@ -35,15 +43,17 @@ def admin_routes(state: SimState) -> list[Route]:
         ("/inflight", ["GET"], admin.inflight),
         ("/webhooks/deliver", ["POST"], admin.deliver_webhook),
     ]
-    return [Route(path, _json_endpoint(handler), methods=methods) for path, methods, handler in table]
+    return [Route(path, _json_endpoint(handler, state), methods=methods) for path, methods, handler in table]
 
 
-def _json_endpoint(handler: AdminHandler) -> Callable[[Request], Awaitable[Response]]:
+def _json_endpoint(handler: AdminHandler, state: SimState) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         try:
             return JSONResponse(await handler(request))
         except (ValueError, TypeError, KeyError) as exc:
             return JSONResponse({"error": f"{type(exc).__name__}: {exc}"}, 400)
+        finally:
+            schedule_emits(state)  # what the change made Linq say (a status webhook) goes out
 
     return endpoint
 
@@ -91,6 +101,49 @@ class _Admin:
                     card_activation=item.get("card_activation", "immediate"),
                 )
         return {"lines": self.state.list_lines()}
+
+    async def line_state(self, request: Request) -> Any:
+        """Linq re-scores or flags a line now: `{reputation?, status?}`; sends its webhook."""
+        body = await _body(request)
+        line = self.state.set_line_state(
+            request.path_params["phone"], reputation=body.get("reputation"), status=body.get("status")
+        )
+        return {**line.to_json(), "status": line.status}
+
+    async def line_changes(self, request: Request) -> Any:
+        """Changes over time: `{"changes": [{phone_number, after_s, reputation?, status?}]}`."""
+        return {"scheduled": schedule_changes(self.state, _items(await _body(request), "changes"))}
+
+    async def delete_card(self, request: Request) -> Any:
+        self.state.delete_card(request.path_params["phone"])
+        return {"ok": True}
+
+    async def chat_health(self, request: Request) -> Any:
+        chat = self.state.set_chat_health(
+            request.path_params["chat_id"], str((await _body(request))["health"])
+        )
+        return {"id": chat.id, "health": chat.health}
+
+    async def pace(self, request: Request) -> Any:
+        return self.state.pace_json(float(request.query_params.get("window_s", 60)))
+
+    async def webhook_target(self, request: Request) -> Any:
+        """Where the simulator sends the events it raises itself (its one subscription)."""
+        if request.method == "POST":
+            body = await _body(request)
+            url, secret = body.get("url"), body.get("secret")
+            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+                raise ValueError("url must be an http(s) URL")
+            if not isinstance(secret, str) or not secret.startswith("whsec_"):
+                raise ValueError("secret must be a whsec_ signing secret")
+            self.state.webhook_target = {"url": url, "secret": secret}
+        elif request.method == "DELETE":
+            self.state.webhook_target = None
+        target = self.state.webhook_target
+        return {"url": target["url"] if target else None}
+
+    async def webhooks_sent(self, request: Request) -> Any:
+        return list(self.state.emitted)
 
     async def cards(self, request: Request) -> Any:
         # GET here, unlike GET /v3/contact_card, does not count as a read that activates cards.

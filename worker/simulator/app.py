@@ -25,6 +25,7 @@ from starlette.routing import Mount, Route
 from worker.simulator.admin import admin_routes
 from worker.simulator.faults import FaultRule
 from worker.simulator.state import ShareEvent, SimError, SimState, check_e164, share_error
+from worker.simulator.webhooks import schedule_emits
 
 API_PREFIX = "/api/partner"
 V2_ERROR_CODES = {
@@ -160,6 +161,7 @@ class _Linq:
             response = await self._dispatch(call, handler, v2=v2, share=share)
         finally:
             self.state.inflight.pop(call.trace_id, None)
+            schedule_emits(self.state)  # a card write or a re-scored line says so by webhook
         if call.share_event is not None:
             # "Responded" = handed to the server while the client was still there to read it.
             call.share_event.responded = not await request.is_disconnected()

@@ -66,6 +66,25 @@ class WebhookSpec(TypedDict):
     legacy: NotRequired[bool]
     standard: NotRequired[bool]
     tamper: NotRequired[bool]
+    # account and line events (simulator/webhooks.py build_account_event)
+    reputation: NotRequired[str]
+    line_status: NotRequired[str]
+    previous_reputation: NotRequired[str]
+    previous_status: NotRequired[str]
+    changed_at: NotRequired[float]
+    token_id: NotRequired[str]
+    token_prefix: NotRequired[str]
+    expires_at: NotRequired[str]
+    subscription_id: NotRequired[str]
+    target_url: NotRequired[str]
+    summary: NotRequired[str]
+
+
+class LineChange(TypedDict):
+    phone_number: str
+    after_s: float
+    reputation: NotRequired[Literal["HEALTHY", "AT_RISK", "CRITICAL"]]
+    status: NotRequired[Literal["ACTIVE", "FLAGGED"]]
 
 
 class FaultSpec(TypedDict):
@@ -136,12 +155,16 @@ class SimulatorAdmin:
         share_window_s: float | None = None,
         card_write_limit: int | None = None,
         card_write_window_s: float | None = None,
+        at_risk_above_per_minute: int | None = None,
+        critical_above_per_minute: int | None = None,
     ) -> dict[str, float]:
         """Change rule parameters; returns the whole current config."""
         given = {
             "share_window_s": share_window_s,
             "card_write_limit": card_write_limit,
             "card_write_window_s": card_write_window_s,
+            "at_risk_above_per_minute": at_risk_above_per_minute,
+            "critical_above_per_minute": critical_above_per_minute,
         }
         body = {key: value for key, value in given.items() if value is not None}
         return cast(dict[str, float], self._call("POST", "/config", body))
@@ -206,6 +229,46 @@ class SimulatorAdmin:
         if contacts is not None:
             body["contacts"] = list(contacts)
         return int(self._call("POST", "/contacts", body)["added"])
+
+    # ---- line safety ------------------------------------------------------------------------
+    def set_line_state(
+        self,
+        phone_number: str,
+        *,
+        reputation: Literal["HEALTHY", "AT_RISK", "CRITICAL"] | None = None,
+        status: Literal["ACTIVE", "FLAGGED"] | None = None,
+    ) -> dict[str, Any]:
+        """Linq re-scores or flags a line now; its `phone_number.status_updated` goes to the target."""
+        body = {k: v for k, v in (("reputation", reputation), ("status", status)) if v is not None}
+        return cast(dict[str, Any], self._call("POST", f"/lines/{phone_number}/state", body))
+
+    def schedule_line_changes(self, changes: Sequence[LineChange]) -> int:
+        """Line state changes `after_s` seconds from now, each with its webhook."""
+        return int(self._call("POST", "/lines/changes", {"changes": list(changes)})["scheduled"])
+
+    def delete_card(self, phone_number: str) -> None:
+        """Remove a line's card (as in Linq's dashboard): `contact_card.deleted` goes out."""
+        self._call("DELETE", f"/cards/{phone_number}")
+
+    def set_chat_health(
+        self, chat_id: str, health: Literal["HEALTHY", "AT_RISK", "CRITICAL", "OPTED_OUT"]
+    ) -> None:
+        self._call("POST", f"/chats/{chat_id}/health", {"health": health})
+
+    def set_webhook_target(self, url: str | None, secret: str | None = None) -> None:
+        """Where the simulator sends the events it raises by itself (None: nowhere)."""
+        if url is None:
+            self._call("DELETE", "/webhooks/target")
+        else:
+            self._call("POST", "/webhooks/target", {"url": url, "secret": secret})
+
+    def webhooks_sent(self) -> list[dict[str, Any]]:
+        """Every event the simulator raised by itself, with the receiver's answer."""
+        return cast(list[dict[str, Any]], self._call("GET", "/webhooks/sent"))
+
+    def pace(self, window_s: float = 60.0) -> dict[str, Any]:
+        """Per line: accepted shares, and the most accepted in any `window_s` (the simulator's own count)."""
+        return cast(dict[str, Any], self._call("GET", "/pace", params={"window_s": str(window_s)}))
 
     # ---- faults -----------------------------------------------------------------------------
     def add_faults(self, rules: Iterable[FaultSpec]) -> list[dict[str, Any]]:

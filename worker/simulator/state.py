@@ -23,6 +23,7 @@ E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 LINE_TYPES = ("iMessage", "RCS")
 SERVICES = ("iMessage", "SMS", "RCS")
 REPUTATIONS = ("HEALTHY", "AT_RISK", "CRITICAL")
+LINE_STATUSES = ("ACTIVE", "FLAGGED")
 HEALTHS = ("HEALTHY", "AT_RISK", "CRITICAL", "OPTED_OUT")
 ACTIVATIONS = ("immediate", "on_next_read", "never")
 CHAT_HEALTH_DOC = "https://docs.linqapp.com/channel/imessage/guides/chats/chat-health"
@@ -31,7 +32,12 @@ DEFAULT_CONFIG: dict[str, float] = {
     "share_window_s": 300.0,
     "card_write_limit": 3,
     "card_write_window_s": 600.0,
+    # A reputation model (0: off): a line whose accepted shares in the last 60 s pass this drops to
+    # AT_RISK (or CRITICAL), as Linq weighs a line's send pace in its score.
+    "at_risk_above_per_minute": 0,
+    "critical_above_per_minute": 0,
 }
+INT_CONFIG = ("card_write_limit", "at_risk_above_per_minute", "critical_above_per_minute")
 
 MAX_SHARE_EVENTS = 500_000
 
@@ -87,8 +93,10 @@ class Line:
     line_type: str = "iMessage"
     reputation: str = "HEALTHY"
     card_activation: str = "immediate"
+    status: str = "ACTIVE"  # ACTIVE or FLAGGED; only webhooks tell (GET /v3/phone_numbers does not)
 
     def to_json(self) -> dict[str, Any]:
+        # `status` (ACTIVE/FLAGGED) is not part of Linq's phone number object: only webhooks say it.
         return {
             "id": self.id,
             "phone_number": self.phone_number,
@@ -156,10 +164,12 @@ class ShareEvent:
     trace_id: str
     effective: bool = False
     responded: bool = False
+    line: str | None = None  # the chat's line, when the simulator knows the chat
 
     def to_json(self) -> dict[str, Any]:
         return {
             "chat_id": self.chat_id,
+            "line": self.line,
             "at": self.at,
             "outcome": self.outcome,
             "status": self.status,
@@ -214,15 +224,22 @@ class SimState:
         self.request_counts: dict[str, int] = {}
         self._handle_seq = 0
         self.faults.reset(self._seed)
+        # Events the simulator sends by itself (line status, card changes), to its subscription.
+        self.webhook_target: dict[str, str] | None = None
+        self.outbox: list[dict[str, Any]] = []
+        self.emitted: deque[dict[str, Any]] = deque(maxlen=10_000)
+        self._recent_by_line: dict[str, deque[float]] = {}
 
     def configure(self, **values: object) -> dict[str, float]:
         """Change rule parameters (`share_window_s`, `card_write_limit`, `card_write_window_s`)."""
         for key, value in values.items():
             if key not in DEFAULT_CONFIG:
                 raise ValueError(f"unknown config key {key!r}")
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise ValueError(f"{key} must be a positive number")
-            self.config[key] = int(value) if key == "card_write_limit" else float(value)
+            if value == 0 and key not in ("at_risk_above_per_minute", "critical_above_per_minute"):
+                raise ValueError(f"{key} must be a positive number")
+            self.config[key] = int(value) if key in INT_CONFIG else float(value)
         return dict(self.config)
 
     def add_line(
@@ -245,6 +262,46 @@ class SimState:
         )
         self.lines[phone_number] = line
         return line
+
+    def set_line_state(
+        self, phone_number: str, *, reputation: str | None = None, status: str | None = None
+    ) -> Line:
+        """Linq re-scores or flags a line: the change, and its `phone_number.status_updated`."""
+        line = self.lines.get(phone_number)
+        if line is None:
+            raise ValueError(f"unknown line {phone_number!r}")
+        before = (line.reputation, line.status)
+        if reputation is not None:
+            line.reputation = _pick(reputation, REPUTATIONS, "reputation")
+        if status is not None:
+            line.status = _pick(status, LINE_STATUSES, "status")
+        if (line.reputation, line.status) != before:
+            self.outbox.append(
+                {
+                    "event_type": "phone_number.status_updated",
+                    "line": phone_number,
+                    "reputation": line.reputation,
+                    "line_status": line.status,
+                    "previous_reputation": before[0],
+                    "previous_status": before[1],
+                    "changed_at": self.clock(),
+                }
+            )
+        return line
+
+    def delete_card(self, phone_number: str) -> None:
+        """The card is removed (Linq's dashboard): `contact_card.deleted`."""
+        if self.cards.pop(phone_number, None) is None:
+            raise ValueError(f"no card on {phone_number!r}")
+        self._card_event("contact_card.deleted", phone_number)
+
+    def _card_event(self, event_type: str, phone_number: str) -> None:
+        self.outbox.append({"event_type": event_type, "line": phone_number, "changed_at": self.clock()})
+
+    def set_chat_health(self, chat_id: str, health: str) -> Chat:
+        chat = self.get_chat(chat_id)
+        chat.health = _pick(health, HEALTHS, "health")
+        return chat
 
     def put_card(self, card: Card) -> None:
         """Admin write: bypasses the write budget and the activation setting."""
@@ -355,6 +412,7 @@ class SimState:
         card = Card(phone_number, first_name, last_name, image_url, is_active=False)
         self.cards[phone_number] = card
         self._activate(card, line)
+        self._card_event("contact_card.created", phone_number)
         return card.to_json()
 
     def update_card(self, phone_number: str, changes: Mapping[str, str | None]) -> dict[str, Any]:
@@ -366,6 +424,7 @@ class SimState:
             raise SimError(404, 2012, "Contact card not found")
         for key, value in changes.items():
             setattr(card, key, value)
+        self._card_event("contact_card.updated", phone_number)
         return card.to_json()
 
     def _activate(self, card: Card, line: Line) -> None:
@@ -409,17 +468,74 @@ class SimState:
         self.share_counts[chat_id] = self.share_counts.get(chat_id, 0) + 1
         # Linq answers 2xx for shares that do nothing (SMS/RCS, no outbound yet); mark them.
         effective = chat.service == "iMessage" and chat.has_outbound and self._line_type(chat) == "iMessage"
-        return self._record(ShareEvent(chat_id, now, "accepted", 204, None, trace_id, effective=effective))
+        self._weigh_pace(chat.line, now)
+        return self._record(
+            ShareEvent(chat_id, now, "accepted", 204, None, trace_id, effective=effective, line=chat.line)
+        )
+
+    def _weigh_pace(self, line: str, now: float) -> None:
+        """The reputation model, when configured: a line sharing faster than the thresholds in
+        any 60 s is re-scored, and says so by webhook."""
+        at_risk, critical = self.config["at_risk_above_per_minute"], self.config["critical_above_per_minute"]
+        if not at_risk and not critical:
+            return
+        recent = self._recent_by_line.setdefault(line, deque())
+        recent.append(now)
+        while recent and recent[0] <= now - 60.0:
+            recent.popleft()
+        state = self.lines.get(line)
+        if state is None:
+            return
+        if critical and len(recent) > critical and state.reputation != "CRITICAL":
+            self.set_line_state(line, reputation="CRITICAL")
+        elif at_risk and len(recent) > at_risk and state.reputation == "HEALTHY":
+            self.set_line_state(line, reputation="AT_RISK")
 
     def record_share_fault(
         self, chat_id: str, status: int, retry_after: int | None, trace_id: str
     ) -> ShareEvent:
         """A share answered by an injected fault: state untouched, but the attempt is visible."""
-        return self._record(ShareEvent(chat_id, self.clock(), "fault", status, retry_after, trace_id))
+        chat = self.chats.get(chat_id)
+        return self._record(
+            ShareEvent(
+                chat_id,
+                self.clock(),
+                "fault",
+                status,
+                retry_after,
+                trace_id,
+                line=chat.line if chat else None,
+            )
+        )
 
     def _record(self, event: ShareEvent) -> ShareEvent:
         self.share_events.append(event)
         return event
+
+    def pace_json(self, window_s: float = 60.0) -> dict[str, Any]:
+        """Per line, the simulator's own count of accepted shares: in total, and the most in any
+        `window_s` (a sliding window over the accept times), with when that window started."""
+        by_line: dict[str, list[float]] = {}
+        for e in self.share_events:
+            if e.outcome == "accepted" and e.line is not None:
+                by_line.setdefault(e.line, []).append(e.at)
+        out: dict[str, Any] = {}
+        for line, times in by_line.items():
+            times.sort()
+            best, best_at, lo = 0, times[0], 0
+            for hi, t in enumerate(times):
+                while times[lo] <= t - window_s:
+                    lo += 1
+                if hi - lo + 1 > best:
+                    best, best_at = hi - lo + 1, times[lo]
+            out[line] = {
+                "accepted": len(times),
+                "max_in_window": best,
+                "max_window_start": best_at,
+                "first_at": times[0],
+                "last_at": times[-1],
+            }
+        return {"window_s": window_s, "lines": out, "events_kept": len(self.share_events)}
 
     def shares_json(self, events: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -7,13 +7,14 @@ them (Standard Webhooks headers plus the legacy `X-Webhook-*` set), POSTed to a 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import hmac
 import json
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,17 @@ NULLABLE = (
     "reactions",
 )
 PARTNER_ID = "partner_sim_001"
+# Events about lines and the account, shaped as linq-python 0.65 types them.
+ACCOUNT_EVENTS = (
+    "phone_number.status_updated",
+    "contact_card.created",
+    "contact_card.updated",
+    "contact_card.deleted",
+    "api_token.expiry_scheduled",
+    "api_token.expired",
+    "webhook_subscription.disabled",
+    "webhook_subscription.enabled",
+)
 
 
 @dataclass(frozen=True)
@@ -255,6 +267,123 @@ def signed_headers(
     return headers
 
 
+def build_account_event(fields: Mapping[str, Any], state: SimState | None = None) -> dict[str, Any]:
+    """An event about a line or the account. `fields`: `event_type`, `line` (phone_number and
+    contact_card events), `reputation`, `line_status`, `previous_reputation`, `previous_status`,
+    `changed_at` (Unix s), `token_id`, `token_prefix`, `expires_at` (ISO), `subscription_id`,
+    `target_url`, `summary`, `event_id`."""
+    event_type = str(fields.get("event_type"))
+    if event_type not in ACCOUNT_EVENTS:
+        raise ValueError(f"event_type must be one of {ACCOUNT_EVENTS}")
+    when_s = fields.get("changed_at")
+    when = iso(float(when_s)) if isinstance(when_s, int | float) else iso(time.time())
+    line = str(fields.get("line") or "+12223334444")
+    known = state.lines.get(line) if state is not None else None
+    data: dict[str, Any]
+    if event_type == "phone_number.status_updated":
+        rep = str(fields.get("reputation") or (known.reputation if known else "HEALTHY"))
+        status = str(fields.get("line_status") or (known.status if known else "ACTIVE"))
+        data = {
+            "phone_number": line,
+            "new_reputation": rep,
+            "new_status": status,
+            "previous_reputation": str(fields.get("previous_reputation") or rep),
+            "previous_status": str(fields.get("previous_status") or status),
+            "changed_at": when,
+        }
+    else:
+        data = {
+            "summary": str(fields.get("summary") or event_type.replace(".", " ").replace("_", " ")),
+            "occurred_at": when,
+            "actor": {"type": "system"},
+            "origin": "linq",
+        }
+        if event_type.startswith("contact_card."):
+            card = state.cards.get(line) if state is not None else None
+            data["phone_number"] = line
+            data["contact_card"] = {
+                "id": str(uuid.uuid5(uuid.NAMESPACE_URL, "card:" + line)),
+                "first_name": card.first_name if card else "Acme",
+            }
+        elif event_type.startswith("api_token."):
+            data["api_token"] = {
+                "id": str(fields.get("token_id") or "tok_sim_001"),
+                "token_prefix": str(fields.get("token_prefix") or "lq_sim"),
+                "expires_at": fields.get("expires_at") or when,
+                "name": "cardshare",
+            }
+        else:
+            data["webhook_subscription"] = {
+                "id": str(fields.get("subscription_id") or "sub_sim_001"),
+                "target_url": fields.get("target_url") or "https://hooks.example.com/webhooks/linq",
+            }
+    return {
+        "api_version": "v3",
+        "webhook_version": "2026-02-03",
+        "event_type": event_type,
+        "event_id": str(fields.get("event_id") or uuid.uuid4()),
+        "created_at": when,
+        "trace_id": uuid.uuid4().hex,
+        "partner_id": PARTNER_ID,
+        "data": data,
+    }
+
+
+async def _post(url: str, secret: str, envelope: Mapping[str, Any]) -> dict[str, Any]:
+    raw = json.dumps(envelope, separators=(",", ":")).encode()
+    headers = signed_headers(
+        secret, str(envelope["event_id"]), int(time.time()), raw, event_type=str(envelope["event_type"])
+    )
+    try:
+        async with httpx.AsyncClient(timeout=10.0) as client:
+            answer = await client.post(url, content=raw, headers=headers)
+    except httpx.HTTPError as exc:
+        return {"status": None, "error": type(exc).__name__, "event_id": envelope["event_id"]}
+    return {"status": answer.status_code, "body": answer.text[:500], "event_id": envelope["event_id"]}
+
+
+async def emit_pending(state: SimState) -> None:
+    """Send what the state queued (line status changes, card changes) to the subscription, as
+    Linq would; every attempt is kept in `state.emitted`."""
+    while state.outbox:
+        fields = state.outbox.pop(0)
+        target = state.webhook_target
+        envelope = build_account_event(fields, state)
+        if target is None:
+            state.emitted.append({"event_type": envelope["event_type"], "status": None, "error": "no target"})
+            continue
+        answer = await _post(target["url"], target["secret"], envelope)
+        state.emitted.append(
+            {"event_type": envelope["event_type"], "at": time.time(), **answer, "data": envelope["data"]}
+        )
+
+
+def schedule_emits(state: SimState) -> None:
+    """Called after every request: queued events go out in the background."""
+    if state.outbox:
+        asyncio.get_running_loop().create_task(emit_pending(state))
+
+
+def schedule_changes(state: SimState, changes: Sequence[Mapping[str, Any]]) -> int:
+    """Line state changes over time: each `{phone_number, after_s, reputation?, status?}` is
+    applied `after_s` seconds from now (and its webhook sent)."""
+    loop = asyncio.get_running_loop()
+    for change in changes:
+        phone = str(change["phone_number"])
+        if phone not in state.lines:
+            raise ValueError(f"unknown line {phone!r}")
+        after = float(change.get("after_s", 0))
+        if after < 0:
+            raise ValueError("after_s must not be negative")
+
+        def apply(c: Mapping[str, Any] = change, p: str = phone) -> None:
+            state.set_line_state(p, reputation=c.get("reputation"), status=c.get("status"))
+            schedule_emits(state)
+
+        loop.call_later(after, apply)
+    return len(changes)
+
+
 async def deliver(state: SimState, body: Mapping[str, Any]) -> dict[str, Any]:
     """POST one signed event to `body["url"]` and report the receiver's answer.
 
@@ -267,6 +396,8 @@ async def deliver(state: SimState, body: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError("url must be an http(s) URL")
     if not isinstance(secret, str) or not secret.startswith("whsec_"):
         raise ValueError("secret must be a whsec_ signing secret")
+    if body.get("event_type") in ACCOUNT_EVENTS:
+        return await _post(url, secret, build_account_event(body, state))
     spec = EventSpec.from_json(body, state)
     raw = json.dumps(build_event(spec, state), separators=(",", ":")).encode()
     webhook_id = str(body.get("webhook_id") or spec.event_id)

@@ -4,7 +4,7 @@ count of Linq's 3 writes per 10 minutes per number (docs/linq-contract.md §4.4)
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import text
@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from worker.rules import bounds
 from worker.rules.cadence import Policy
 from worker.store.due import CHAT_IS_DUE, DAY_IS_OPEN, binds
+from worker.store.lines import LINE_DAYS, line_days_params
 
 # --------------------------------------------------------------------------- the card cache
 
@@ -104,9 +105,9 @@ def cached_lines(session: Session, phones: Sequence[str] | None = None) -> dict[
 DUE_TODAY_BY_LINE_SQL = text(
     f"""
             SELECT c.line_phone, count(*) FROM chats c
-            LEFT JOIN share_days d ON d.chat_id = c.id AND d.day = :day
-            WHERE c.line_phone = ANY(:phones)
-              AND {CHAT_IS_DUE}
+            JOIN {LINE_DAYS} ON ld.line_phone = c.line_phone
+            LEFT JOIN share_days d ON d.chat_id = c.id AND d.day = ld.day
+            WHERE {CHAT_IS_DUE}
               AND {DAY_IS_OPEN}
             GROUP BY c.line_phone
             """
@@ -114,14 +115,13 @@ DUE_TODAY_BY_LINE_SQL = text(
 
 
 def due_today_by_line(
-    session: Session, phones: Sequence[str], *, day: dt.date, now: dt.datetime, policy: Policy
+    session: Session, line_days: Mapping[str, dt.date], *, now: dt.datetime, policy: Policy
 ) -> dict[str, int]:
-    """Per line: chats that meet every rule of the day except the card's (still open today)."""
-    if not phones:
+    """Per line: chats that meet every rule of the line's day (`{line: day}`) except the card's,
+    and are not finished (held ones count: they wait)."""
+    if not line_days:
         return {}
-    rows = session.execute(
-        DUE_TODAY_BY_LINE_SQL, {"phones": list(phones), "day": day, **binds(now, policy)}
-    ).all()
+    rows = session.execute(DUE_TODAY_BY_LINE_SQL, {**line_days_params(line_days), **binds(now, policy)}).all()
     return {str(p): int(n) for p, n in rows}
 
 

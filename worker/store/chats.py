@@ -47,7 +47,13 @@ RECORD_ACTIVITY_SQL = text(
                 opted_out_at = CASE WHEN :opted_out IS NULL THEN c.opted_out_at
                                     WHEN :opted_out THEN coalesce(c.opted_out_at, now())
                                     WHEN c.opted_out_at > :inbound_at THEN c.opted_out_at END,
-                health_status = coalesce(:health_status, c.health_status),
+                -- OPTED_OUT is cleared by the recipient's next message (Linq's chat-health guide):
+                -- a payload without health (2025-01-01) that clears the opt-out clears it too.
+                health_status = CASE
+                    WHEN :health_status IS NOT NULL THEN :health_status
+                    WHEN :opted_out IS FALSE AND c.health_status = 'OPTED_OUT'
+                         AND NOT coalesce(c.opted_out_at > :inbound_at, false) THEN NULL
+                    ELSE c.health_status END,
                 updated_at = now()
             """
 )

@@ -5,7 +5,9 @@ every statement that selects due chats (the sweep's page, `status`, `card list`)
 the rule is one edit here and one there; `tests/integration/store/test_due.py` runs one chat per
 `NotDue` reason through both and fails if they disagree.
 
-Aliases: `c` is a `chats` row, `l` its `lines` row, `d` its `share_days` row for `:day`.
+Aliases: `c` is a `chats` row, `l` its `lines` row, `d` its `share_days` row for the day, `ld`
+each line's own day. Holds (a paused or CRITICAL line, hours, pace) are not in the predicate:
+they are a line's state, judged by `rules.gate` once per line, and a held chat is still due.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 
-from worker.rules.cadence import Policy, active_since
+from worker.rules.cadence import UNHEALTHY, Policy, active_since
 from worker.rules.states import (
     FINAL_STATUSES,
     LEASED_STATUSES,
     MISSABLE_STATUSES,
     OPEN_STATUSES,
+    REQUEUABLE_STATUSES,
     DayStatus,
 )
 
@@ -32,22 +35,26 @@ OPEN = sql_list(OPEN_STATUSES)
 FINAL = sql_list(FINAL_STATUSES)
 LEASED = sql_list(LEASED_STATUSES)
 MISSABLE = sql_list(MISSABLE_STATUSES)
+REQUEUABLE = sql_list(REQUEUABLE_STATUSES)
+_UNHEALTHY = "(" + ", ".join(f"'{h}'" for h in UNHEALTHY) + ")"
 
 # Every chat-level rule (NotDue from CHAT_NOT_FOUND to STALE); binds `binds()`. A NULL first
 # outbound time fails `<= :now`, which is NO_OUTBOUND.
-CHAT_IS_DUE = """c.service = 'iMessage' AND NOT c.opted_out AND c.not_found_at IS NULL
+CHAT_IS_DUE = f"""c.service = 'iMessage' AND NOT c.opted_out AND c.not_found_at IS NULL
                   AND (:groups OR NOT c.is_group)
+                  AND coalesce(c.health_status, '') NOT IN {_UNHEALTHY}
                   AND c.first_outbound_at <= :now
                   AND coalesce(c.last_outbound_at, c.first_outbound_at) >= :active_since"""
 
 # CARD_INACTIVE: the sending line's cached card.
 CARD_IS_ACTIVE = "l.card_active"
 
-# ALREADY_SHARED and DAY_CLOSED: no row yet, or a row still open (`d` LEFT JOINed for :day).
+# ALREADY_SHARED and DAY_CLOSED: no row yet, or a row still open (`d` LEFT JOINed for the day).
 DAY_IS_OPEN = f"(d.status IS NULL OR d.status IN {OPEN})"
 
-# No chat-day row for :day at all: neither a sweep nor a manual share has reached the chat.
-DAY_UNMARKED = "NOT EXISTS (SELECT 1 FROM share_days d WHERE d.chat_id = c.id AND d.day = :day)"
+# No chat-day row for the line's day at all (`ld`, each line's own day: `store.lines.LINE_DAYS`):
+# neither a sweep nor a manual share has reached the chat.
+DAY_UNMARKED = "NOT EXISTS (SELECT 1 FROM share_days d WHERE d.chat_id = c.id AND d.day = ld.day)"
 
 
 def binds(now: dt.datetime, policy: Policy) -> dict[str, object]:

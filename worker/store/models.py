@@ -17,6 +17,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Text,
     Uuid,
@@ -48,10 +49,21 @@ def _now() -> Mapped[dt.datetime]:
 
 
 class Line(Base):
-    """A business phone number and the cached state of its contact card."""
+    """A business phone number, the cached state of its contact card, what Linq says of the line
+    (reputation, status) and the operator's controls: pause, time zone, hours, pace."""
 
     __tablename__ = "lines"
-    __table_args__ = (CheckConstraint(f"phone_number ~ '{E164_PATTERN}'", name="e164"),)
+    __table_args__ = (
+        CheckConstraint(f"phone_number ~ '{E164_PATTERN}'", name="e164"),
+        CheckConstraint("reputation IN ('HEALTHY', 'AT_RISK', 'CRITICAL')", name="reputation"),
+        CheckConstraint("linq_status IN ('ACTIVE', 'FLAGGED')", name="linq_status"),
+        CheckConstraint(
+            "(hours_start IS NULL) = (hours_end IS NULL) AND hours_start >= 0 AND hours_start < hours_end "
+            "AND hours_end <= 1440",
+            name="hours",
+        ),
+        CheckConstraint("pace_per_minute >= 0", name="pace"),
+    )
 
     phone_number: Mapped[str] = mapped_column(String(16), primary_key=True)
     first_name: Mapped[str | None] = mapped_column(Text)
@@ -62,6 +74,59 @@ class Line(Base):
     line_type: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[dt.datetime] = _now()
     updated_at: Mapped[dt.datetime] = _now()
+    # Linq's view of the line (GET /v3/phone_numbers, phone_number.status_updated), with when that
+    # view was true, so an older webhook never overwrites a newer read.
+    reputation: Mapped[str | None] = mapped_column(String(16))
+    reputation_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    linq_status: Mapped[str | None] = mapped_column(String(16))
+    linq_status_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    # The line's own day and hours (NULL: CARDSHARE_TIMEZONE, all day), and its pace cap (NULL:
+    # CARDSHARE_LINE_SHARES_PER_MINUTE). Hours are minutes after local midnight, [start, end).
+    timezone: Mapped[str | None] = mapped_column(Text)
+    hours_start: Mapped[int | None] = mapped_column(SmallInteger)
+    hours_end: Mapped[int | None] = mapped_column(SmallInteger)
+    pace_per_minute: Mapped[int | None] = mapped_column(Integer)
+    # A pause (`cardshare line pause`): set while paused, NULL once resumed.
+    paused_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    paused_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    paused_reason: Mapped[str | None] = mapped_column(Text)
+    paused_by: Mapped[str | None] = mapped_column(Text)
+
+
+class AccountControl(Base):
+    """The account-wide controls: one row (id 1) at most; no row means nothing is paused."""
+
+    __tablename__ = "account_controls"
+    __table_args__ = (CheckConstraint("id = 1", name="singleton"),)
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    paused_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    paused_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    paused_reason: Mapped[str | None] = mapped_column(Text)
+    paused_by: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[dt.datetime] = _now()
+
+
+class AccountWarning(Base):
+    """Something about the account an operator must act on (an API token expiring or expired, a
+    webhook subscription disabled), shown by `status` until acknowledged or superseded."""
+
+    __tablename__ = "account_warnings"
+    __table_args__ = (Index("ix_account_warnings_subject", "subject"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(64), nullable=False)  # the webhook event type
+    subject: Mapped[str] = mapped_column(String(200), nullable=False)  # e.g. "api_token tok_..."
+    summary: Mapped[str] = mapped_column(Text, nullable=False)
+    occurred_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    event_id: Mapped[str | None] = mapped_column(String(128))
+    raised_at: Mapped[dt.datetime] = _now()
+    acknowledged_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    acknowledged_by: Mapped[str | None] = mapped_column(Text)
+    # Superseded by a newer event about the same subject, or resolved by one (a re-enabled
+    # subscription); the text says which.
+    resolved_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    resolution: Mapped[str | None] = mapped_column(Text)
 
 
 class Chat(Base):
@@ -71,6 +136,8 @@ class Chat(Base):
     __table_args__ = (
         CheckConstraint("service IN ('iMessage', 'SMS', 'RCS')", name="service"),
         Index("ix_chats_line_phone", "line_phone"),
+        # The sweep walks each line's chats by key (each line has its own day and pace).
+        Index("ix_chats_line_phone_id", "line_phone", "id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)

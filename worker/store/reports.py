@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from worker.rules.cadence import Policy
 from worker.rules.facts import ChatFacts
+from worker.rules.gate import LineState
 from worker.rules.states import DayStatus
 from worker.store.due import CARD_IS_ACTIVE, CHAT_IS_DUE, DAY_UNMARKED, binds, sql_list
+from worker.store.lines import ACCOUNT_JOIN, LINE_DAYS, LINE_STATE_COLUMNS, line_days_params, line_state
+
+UTC = ZoneInfo("UTC")
 
 # --------------------------------------------------------------------------- a day's numbers
 
@@ -33,29 +38,40 @@ class DayCount:
     kind: str | None
     count: int
     confirmed: int
+    day: dt.date | None = None
 
 
 DAY_STATUS_COUNTS_SQL = text(
-    """
+    f"""
             SELECT c.line_phone, d.status, substring(d.reason FROM '^[a-z_]+') AS kind,
                    count(*) AS n, count(*) FILTER (WHERE d.confirmed_by_rate_limit) AS confirmed
             FROM share_days d JOIN chats c ON c.id = d.chat_id
-            WHERE d.day = :day
+            JOIN {LINE_DAYS} ON ld.line_phone = c.line_phone AND ld.day = d.day
+            WHERE d.day = ANY(:days)
             GROUP BY 1, 2, 3
             """
 )
 
 
-def day_status_counts(session: Session, day: dt.date) -> list[DayCount]:
-    """Every chat-day of `day`, counted per line, status and reason kind ("card_inactive", ...)."""
-    rows = session.execute(DAY_STATUS_COUNTS_SQL, {"day": day}).all()
-    return [DayCount(r.line_phone, r.status, r.kind, int(r.n), int(r.confirmed)) for r in rows]
+def day_status_counts(session: Session, line_days: Mapping[str, dt.date]) -> list[DayCount]:
+    """Every chat-day of each line's day (`{line: day}`), counted per line, status and reason
+    kind ("card_inactive", "line_paused", ...)."""
+    if not line_days:
+        return []
+    rows = session.execute(
+        DAY_STATUS_COUNTS_SQL, {**line_days_params(line_days), "days": sorted(set(line_days.values()))}
+    ).all()
+    return [
+        DayCount(r.line_phone, r.status, r.kind, int(r.n), int(r.confirmed), line_days[r.line_phone])
+        for r in rows
+    ]
 
 
 UNMARKED_DUE_BY_LINE_SQL = text(
     f"""
             SELECT c.line_phone, count(*) FROM chats c
             JOIN lines l ON l.phone_number = c.line_phone
+            JOIN {LINE_DAYS} ON ld.line_phone = c.line_phone
             WHERE {CHAT_IS_DUE}
               AND {CARD_IS_ACTIVE}
               AND {DAY_UNMARKED}
@@ -65,18 +81,16 @@ UNMARKED_DUE_BY_LINE_SQL = text(
 
 
 def unmarked_due_by_line(
-    session: Session, *, day: dt.date, now: dt.datetime, policy: Policy
+    session: Session, *, line_days: Mapping[str, dt.date], now: dt.datetime, policy: Policy
 ) -> dict[str, int]:
-    """Per line: chats due now that no sweep has marked for `day` yet (the sweep's own rules)."""
-    rows = session.execute(UNMARKED_DUE_BY_LINE_SQL, {"day": day, **binds(now, policy)}).all()
+    """Per line: chats due now that no sweep has marked for the line's day yet (the sweep's own
+    rules; a held line's chats count: they are due, and wait)."""
+    if not line_days:
+        return {}
+    rows = session.execute(
+        UNMARKED_DUE_BY_LINE_SQL, {**line_days_params(line_days), **binds(now, policy)}
+    ).all()
     return {str(p): int(n) for p, n in rows}
-
-
-LINE_CARDS_SQL = text("SELECT phone_number, card_active FROM lines")
-
-
-def line_cards(session: Session) -> dict[str, bool]:
-    return {str(p): bool(a) for p, a in session.execute(LINE_CARDS_SQL)}
 
 
 DAY_COUNTS_SQL = text("SELECT status, count(*) AS n FROM share_days WHERE day = :day GROUP BY status")
@@ -165,6 +179,7 @@ class ChatInfo:
     not_found_at: dt.datetime | None
     card_active: bool
     created_at: dt.datetime
+    health_status: str | None = None
 
     @property
     def facts(self) -> ChatFacts:
@@ -176,21 +191,29 @@ class ChatInfo:
             opted_out=self.opted_out,
             card_active=self.card_active,
             not_found=self.not_found_at is not None,
+            health_status=self.health_status,
         )
 
 
 CHAT_INFO_SQL = text(
-    """
+    f"""
             SELECT c.id, c.line_phone, c.service, c.is_group, c.first_outbound_at, c.last_outbound_at,
-                   c.opted_out, c.opted_out_at, c.not_found_at, l.card_active, c.created_at
-            FROM chats c JOIN lines l ON l.phone_number = c.line_phone WHERE c.id = :c
+                   c.opted_out, c.opted_out_at, c.not_found_at, l.card_active, c.created_at,
+                   c.health_status, {LINE_STATE_COLUMNS}
+            FROM chats c JOIN lines l ON l.phone_number = c.line_phone {ACCOUNT_JOIN}
+            WHERE c.id = :c
             """
 )
 
 
-def chat_info(session: Session, chat_id: uuid.UUID) -> ChatInfo | None:
+def chat_info(
+    session: Session, chat_id: uuid.UUID, *, default_zone: ZoneInfo = UTC
+) -> tuple[ChatInfo, LineState] | None:
+    """The chat, and its line's state (for the gate)."""
     row = session.execute(CHAT_INFO_SQL, {"c": chat_id}).one_or_none()
-    return None if row is None else ChatInfo(*row)
+    if row is None:
+        return None
+    return ChatInfo(*row[:12]), line_state(row, default_zone)
 
 
 @dataclass(frozen=True)
@@ -316,7 +339,7 @@ def day_entries(session: Session, day: dt.date, *, window_s: float = 300.0) -> l
 
 
 CHAT_FACTS_COLUMNS = """c.id, c.service, c.is_group, c.first_outbound_at, c.last_outbound_at,
-                   c.opted_out, c.not_found_at IS NOT NULL AS not_found, l.card_active"""
+                   c.opted_out, c.not_found_at IS NOT NULL AS not_found, l.card_active, c.health_status"""
 CHAT_FACTS_PAGE_SQL = text(
     f"""
             SELECT {CHAT_FACTS_COLUMNS}
@@ -329,6 +352,7 @@ UNMARKED_CHAT_FACTS_PAGE_SQL = text(
     f"""
             SELECT {CHAT_FACTS_COLUMNS}
             FROM chats c JOIN lines l ON l.phone_number = c.line_phone
+            JOIN {LINE_DAYS} ON ld.line_phone = c.line_phone
             WHERE c.id > :after AND {DAY_UNMARKED}
             ORDER BY c.id LIMIT :limit
             """
@@ -336,14 +360,16 @@ UNMARKED_CHAT_FACTS_PAGE_SQL = text(
 
 
 def chat_facts(
-    session: Session, *, unmarked_on: dt.date | None = None, page_size: int = 1000
+    session: Session, *, unmarked_on: Mapping[str, dt.date] | None = None, page_size: int = 1000
 ) -> Iterator[tuple[uuid.UUID, ChatFacts]]:
-    """Every chat's facts (or only those with no chat-day row for `unmarked_on`), by id in pages,
-    for a judge that applies the Python rule to them."""
+    """Every chat's facts (or only those of the given lines with no chat-day row for the line's
+    day, `{line: day}`), by id in pages, for a judge that applies the Python rule to them."""
     statement = CHAT_FACTS_PAGE_SQL if unmarked_on is None else UNMARKED_CHAT_FACTS_PAGE_SQL
     params: dict[str, Any] = {"limit": page_size}
     if unmarked_on is not None:
-        params["day"] = unmarked_on
+        if not unmarked_on:
+            return
+        params.update(line_days_params(unmarked_on))
     after = uuid.UUID(int=0)
     while True:
         rows = session.execute(statement, {**params, "after": after}).all()
@@ -358,6 +384,7 @@ def chat_facts(
                     opted_out=r.opted_out,
                     card_active=r.card_active,
                     not_found=r.not_found,
+                    health_status=r.health_status,
                 ),
             )
         if len(rows) < page_size:

@@ -11,24 +11,31 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from worker.rules import bounds
 from worker.rules.facts import ChatFacts
+from worker.rules.gate import LineState
 from worker.rules.states import CLOSED_STATUSES, FINAL_STATUSES, AttemptOutcome, DayStatus
 from worker.store.due import FINAL, LEASED
+from worker.store.lines import ACCOUNT_JOIN, LINE_STATE_COLUMNS, line_state
 from worker.store.session import Db
+
+UTC_ZONE = ZoneInfo("UTC")
 
 # --------------------------------------------------------------------------- load
 
 # Built once: text() re-parses its bind parameters on every call.
 LOAD_CHAT_SQL = text(
-    """
+    f"""
             SELECT c.id, c.line_phone, c.service, c.is_group, c.first_outbound_at,
                    c.last_outbound_at, c.opted_out, c.not_found_at IS NOT NULL AS not_found,
-                   l.card_active, d.status AS status_today,
+                   c.health_status, l.card_active, d.status AS status_today, d.reason AS reason_today,
+                   coalesce(d.lease_until > now(), false) AS leased_today,
+                   {LINE_STATE_COLUMNS},
                    (
                        SELECT EXTRACT(EPOCH FROM now() - max(a.started_at))::float8 FROM attempts a
                        WHERE a.chat_id = c.id AND a.day = :day
@@ -37,6 +44,7 @@ LOAD_CHAT_SQL = text(
                    ) AS unconfirmed_age_s
             FROM chats c
             JOIN lines l ON l.phone_number = c.line_phone
+            {ACCOUNT_JOIN}
             LEFT JOIN share_days d ON d.chat_id = c.id AND d.day = :day
             WHERE c.id = :chat_id
             """
@@ -52,6 +60,9 @@ class ChatRow:
     # Seconds since the newest of our attempts today whose outcome is unknown (or never
     # recorded) started, when that is within Linq's share window; None otherwise.
     unconfirmed_age_s: float | None = None
+    line: LineState | None = None
+    reason_today: str | None = None
+    leased_today: bool = False  # the day's row has a lease that has not ended
 
     @property
     def unconfirmed_recent(self) -> bool:
@@ -65,12 +76,24 @@ class ChatRow:
     def day_closed(self) -> bool:
         return self.status_today in CLOSED_STATUSES
 
+    @property
+    def held_waiting(self) -> bool:
+        """Held, and its rest (a pace slot, a pause's end) has not ended yet."""
+        return self.status_today == DayStatus.HELD and self.leased_today
+
 
 def load_chat(
-    session: Db, chat_id: uuid.UUID, day: dt.date, *, unconfirmed_window_s: float = 300.0
+    session: Db,
+    chat_id: uuid.UUID,
+    day: dt.date,
+    *,
+    unconfirmed_window_s: float = 300.0,
+    default_zone: ZoneInfo = UTC_ZONE,
 ) -> ChatRow | None:
-    """The chat's facts, today's status, and how long ago the newest of our shares for it that
-    ended unknown (or never ended) started, if within `unconfirmed_window_s` (Linq's window)."""
+    """The chat's facts, its line's state (for the gate), today's status, and how long ago the
+    newest of our shares for it that ended unknown (or never ended) started, if within
+    `unconfirmed_window_s` (Linq's share window). One statement: the line and the account
+    controls are joined, not read apart."""
     row = session.execute(
         LOAD_CHAT_SQL,
         {"chat_id": chat_id, "day": day, "window": unconfirmed_window_s},
@@ -88,9 +111,13 @@ def load_chat(
             opted_out=row.opted_out,
             card_active=row.card_active,
             not_found=row.not_found,
+            health_status=row.health_status,
         ),
         status_today=row.status_today,
         unconfirmed_age_s=row.unconfirmed_age_s,
+        line=line_state(row, default_zone),
+        reason_today=row.reason_today,
+        leased_today=row.leased_today,
     )
 
 
@@ -379,6 +406,27 @@ CLOSE_UNCLAIMED_SQL = text(
               AND (status = 'queued' OR (status IN {LEASED} AND lease_until < now()))
             """
 )
+
+
+HOLD_UNCLAIMED_SQL = text(
+    f"""
+            INSERT INTO share_days AS d (chat_id, day, status, reason, lease_until)
+            VALUES (:chat_id, :day, 'held', :reason, now() + make_interval(secs => :delay))
+            ON CONFLICT (chat_id, day) DO UPDATE SET status = 'held', reason = EXCLUDED.reason,
+                lease_until = EXCLUDED.lease_until, updated_at = now()
+            WHERE d.status = 'queued' OR (d.status IN {LEASED} AND d.lease_until < now())
+            """
+)
+
+
+def hold_unclaimed(session: Db, chat_id: uuid.UUID, day: dt.date, reason: str, *, delay_s: float) -> bool:
+    """Hold a chat-day nobody holds (its line is held, or its pace slot is later): it rests for
+    `delay_s` (or until an event re-arms it) and is not claimed meanwhile."""
+    result = session.execute(
+        HOLD_UNCLAIMED_SQL,
+        {"chat_id": chat_id, "day": day, "reason": reason[:300], "delay": max(0.0, delay_s)},
+    )
+    return bool(getattr(result, "rowcount", 0))
 
 
 def close_unclaimed(session: Db, chat_id: uuid.UUID, day: dt.date, status: DayStatus, reason: str) -> bool:

@@ -1,12 +1,13 @@
-"""The sweep's and recovery's statements: due pages marked `queued`, expired leases re-queued,
-poison and past days ended, one row per pass in `sweep_runs`, and the advisory locks that keep
-two passes of a kind from walking the table at once."""
+"""The passes' statements: each line's due pages and the marks a pass decided (queued or held),
+held chat-days waking for the release pass, expired leases re-queued, poison and past days
+ended, one row per pass in `sweep_runs`, and the advisory locks that keep two passes of a kind
+from walking the table at once."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -15,7 +16,11 @@ from sqlalchemy.orm import Session
 
 from worker.errors import StoreUnavailable
 from worker.rules.cadence import Policy
-from worker.store.due import CARD_IS_ACTIVE, CHAT_IS_DUE, MISSABLE, OPEN, binds
+from worker.rules.states import MISSABLE_STATUSES, DayStatus
+from worker.store.due import CHAT_IS_DUE, REQUEUABLE, binds, sql_list
+from worker.store.lines import LINE_DAYS, line_days_params
+
+MISSABLE_OR_HELD = sql_list((*MISSABLE_STATUSES, DayStatus.HELD))
 
 NIL_UUID = uuid.UUID(int=0)  # keyset start: every chat id sorts after it
 
@@ -24,89 +29,202 @@ NIL_UUID = uuid.UUID(int=0)  # keyset start: every chat id sorts after it
 
 @dataclass(frozen=True)
 class Page:
+    """One keyset page of a line's due chats: how many, the last id, and those a pass may mark
+    (no row for the day yet, or an open, not held one whose lease ended)."""
+
     scanned: int
     last_id: uuid.UUID | None
-    queued: list[uuid.UUID]
+    markable: list[uuid.UUID]
 
 
-MARK_DUE_PAGE_SQL = text(
+DUE_PAGE_SQL = text(
     f"""
-            WITH due AS (
-                SELECT c.id FROM chats c
-                JOIN lines l ON l.phone_number = c.line_phone
-                WHERE c.id > :after
-                  AND {CHAT_IS_DUE}
-                  AND {CARD_IS_ACTIVE}
-                ORDER BY c.id
-                LIMIT :limit
-            ), marked AS (
-                INSERT INTO share_days AS d (chat_id, day, status, lease_until, enqueues)
-                SELECT id, :day, 'queued', now() + make_interval(secs => :qlease), 1 FROM due
-                ON CONFLICT (chat_id, day) DO UPDATE SET
-                    status = 'queued',
-                    lease_until = EXCLUDED.lease_until,
-                    enqueues = d.enqueues + 1,
-                    lost_claims = d.lost_claims + (d.status = 'claimed')::int,
-                    updated_at = now()
-                WHERE d.status IN {OPEN}
-                  AND d.lease_until < now()
-                  AND NOT (d.status = 'claimed' AND d.lost_claims + 1 >= :max_lost)
-                RETURNING chat_id
-            )
-            SELECT (SELECT count(*) FROM due) AS scanned,
-                   (SELECT max(id::text) FROM due) AS last_id,
-                   ARRAY(SELECT chat_id FROM marked ORDER BY chat_id) AS queued
+            SELECT c.id,
+                   (d.chat_id IS NULL
+                    OR (d.status IN {REQUEUABLE} AND d.lease_until < now()
+                        AND NOT (d.status = 'claimed' AND d.lost_claims + 1 >= :max_lost))) AS markable
+            FROM chats c
+            LEFT JOIN share_days d ON d.chat_id = c.id AND d.day = :day
+            WHERE c.line_phone = :line AND c.id > :after
+              AND {CHAT_IS_DUE}
+            ORDER BY c.id
+            LIMIT :limit
             """
 )
 
 
-def mark_due_page(
+def due_page(
     session: Session,
     *,
+    line: str,
     day: dt.date,
     now: dt.datetime,
     policy: Policy,
     after: uuid.UUID | None,
     limit: int,
-    queue_lease_s: float,
     max_lost_claims: int,
 ) -> Page:
-    """One keyset page of due chats, marked 'queued' for `day`; returns those to enqueue.
-
-    A chat-day already queued, held or finished is not returned again, so overlapping sweeps
-    enqueue each chat-day once (row locks on the conflict make the marking atomic).
-    """
-    row = session.execute(
-        MARK_DUE_PAGE_SQL,
+    """One page of `line`'s due chats for `day` (the line's card is the caller's check), by key
+    through `ix_chats_line_phone_id`. Reads only: `mark` writes what the plan decided."""
+    rows = session.execute(
+        DUE_PAGE_SQL,
         {
-            "after": after or NIL_UUID,
-            **binds(now, policy),
-            "limit": limit,
+            "line": line,
             "day": day,
-            "qlease": queue_lease_s,
+            "after": after or NIL_UUID,
+            "limit": limit,
+            "max_lost": max_lost_claims,
+            **binds(now, policy),
+        },
+    ).all()
+    return Page(
+        scanned=len(rows),
+        last_id=rows[-1].id if rows else None,
+        markable=[r.id for r in rows if r.markable],
+    )
+
+
+@dataclass(frozen=True)
+class Mark:
+    """What a pass decided for one chat-day: queued (published now) or held, resting `delay_s`."""
+
+    chat_id: uuid.UUID
+    status: DayStatus
+    reason: str | None
+    delay_s: float
+
+
+MARK_SQL = text(
+    f"""
+            INSERT INTO share_days AS d (chat_id, day, status, reason, lease_until, enqueues)
+            SELECT p.chat_id, :day, p.status, p.reason, now() + make_interval(secs => p.delay),
+                   (p.status = 'queued')::int
+            FROM unnest(CAST(:ids AS uuid[]), CAST(:statuses AS text[]), CAST(:reasons AS text[]),
+                        CAST(:delays AS float8[])) AS p(chat_id, status, reason, delay)
+            ON CONFLICT (chat_id, day) DO UPDATE SET
+                status = EXCLUDED.status,
+                reason = EXCLUDED.reason,
+                lease_until = EXCLUDED.lease_until,
+                enqueues = d.enqueues + EXCLUDED.enqueues,
+                lost_claims = d.lost_claims + (d.status = 'claimed')::int,
+                updated_at = now()
+            WHERE d.status IN {REQUEUABLE}
+              AND d.lease_until < now()
+              AND NOT (d.status = 'claimed' AND d.lost_claims + 1 >= :max_lost)
+            RETURNING d.chat_id, d.status
+            """
+)
+
+
+def mark(
+    session: Session, *, day: dt.date, marks: Sequence[Mark], max_lost_claims: int
+) -> list[tuple[uuid.UUID, str]]:
+    """Write the plan for `day`'s chat-days; (chat, status) of those it took. A chat-day another
+    pass or a worker took meanwhile is left alone (row locks on the conflict), so overlapping
+    sweeps enqueue each chat-day once."""
+    if not marks:
+        return []
+    rows = session.execute(
+        MARK_SQL,
+        {
+            "day": day,
+            "ids": [m.chat_id for m in marks],
+            "statuses": [m.status.value for m in marks],
+            "reasons": [m.reason for m in marks],
+            "delays": [float(m.delay_s) for m in marks],
             "max_lost": max_lost_claims,
         },
-    ).one()
-    last = uuid.UUID(row.last_id) if row.last_id else None
-    return Page(scanned=row.scanned, last_id=last, queued=list(row.queued or []))
+    ).all()
+    return [(r.chat_id, str(r.status)) for r in rows]
+
+
+# --------------------------------------------------------------------------- the release pass
+
+RELEASE_SQL = text(
+    f"""
+            SELECT d.chat_id, d.day, c.line_phone, d.reason
+            FROM share_days d
+            JOIN chats c ON c.id = d.chat_id
+            JOIN {LINE_DAYS} ON ld.line_phone = c.line_phone AND ld.day = d.day
+            WHERE d.day = ANY(:days) AND d.status = 'held' AND d.lease_until <= now()
+            ORDER BY d.lease_until
+            LIMIT :limit
+            FOR UPDATE OF d SKIP LOCKED
+            """
+)
+
+
+@dataclass(frozen=True)
+class Waking:
+    """A held chat-day whose rest ended: its slot came, or its hold may have lifted."""
+
+    chat_id: uuid.UUID
+    day: dt.date
+    line_phone: str
+    reason: str | None
+
+
+def waking(session: Session, *, line_days: Mapping[str, dt.date], limit: int) -> list[Waking]:
+    """Held chat-days of each line's today whose rest ended, oldest first, locked for this
+    transaction (a concurrent pass skips them)."""
+    if not line_days:
+        return []
+    rows = session.execute(
+        RELEASE_SQL,
+        {**line_days_params(line_days), "days": sorted(set(line_days.values())), "limit": limit},
+    ).all()
+    return [Waking(r.chat_id, r.day, r.line_phone, r.reason) for r in rows]
+
+
+RELEASE_APPLY_SQL = text(
+    """
+            UPDATE share_days d SET status = p.status, reason = p.reason,
+                lease_until = now() + make_interval(secs => p.delay),
+                enqueues = d.enqueues + (p.status = 'queued')::int, updated_at = now()
+            FROM unnest(CAST(:ids AS uuid[]), CAST(:days AS date[]), CAST(:statuses AS text[]),
+                        CAST(:reasons AS text[]), CAST(:delays AS float8[]))
+                 AS p(chat_id, day, status, reason, delay)
+            WHERE d.chat_id = p.chat_id AND d.day = p.day AND d.status = 'held'
+            RETURNING d.chat_id, d.day, d.status
+            """
+)
+
+
+def apply_release(
+    session: Session, marks: Sequence[tuple[dt.date, Mark]]
+) -> list[tuple[uuid.UUID, dt.date, str]]:
+    """Write what the release pass decided for the chat-days `waking` returned (and locked)."""
+    if not marks:
+        return []
+    rows = session.execute(
+        RELEASE_APPLY_SQL,
+        {
+            "ids": [m.chat_id for _, m in marks],
+            "days": [d for d, _ in marks],
+            "statuses": [m.status.value for _, m in marks],
+            "reasons": [m.reason for _, m in marks],
+            "delays": [float(m.delay_s) for _, m in marks],
+        },
+    ).all()
+    return [(r.chat_id, r.day, str(r.status)) for r in rows]
 
 
 # --------------------------------------------------------------------------- recovery
 
-# Keyset pages over the day's open rows in (lease_until, chat_id) order (ix_share_days_open, which
+# Keyset pages over the days' open rows in (lease_until, chat_id, day) order (ix_share_days_open, which
 # holds only open rows): each page starts where the last one stopped, so a pass reads each row
 # once however many are stale. (Ordering every stale row again for each page was quadratic.)
 REQUEUE_EXPIRED_SQL = text(
     f"""
             WITH expired AS (
                 SELECT chat_id, day, lease_until FROM share_days
-                WHERE day = :day AND status IN {OPEN}
-                  AND (lease_until, chat_id) > (:after_lease, :after_chat)
+                WHERE day = ANY(:days) AND status IN {REQUEUABLE}
+                  AND (lease_until, chat_id, day) > (:after_lease, :after_chat, :after_day)
                   AND (lease_until < now()
                        OR (:drained AND status = 'queued'
                            AND updated_at < now() - make_interval(secs => :stale)))
                   AND NOT (status = 'claimed' AND lost_claims + 1 >= :max_lost)
-                ORDER BY lease_until, chat_id
+                ORDER BY lease_until, chat_id, day
                 LIMIT :limit
                 FOR UPDATE SKIP LOCKED
             )
@@ -117,33 +235,34 @@ REQUEUE_EXPIRED_SQL = text(
                 lost_claims = d.lost_claims + (d.status = 'claimed')::int,
                 updated_at = now()
             FROM expired e WHERE d.chat_id = e.chat_id AND d.day = e.day
-            RETURNING d.chat_id, e.lease_until AS old_lease
+            RETURNING d.chat_id, d.day, e.lease_until AS old_lease
             """
 )
 
-# Where a pass starts: before every (lease_until, chat_id).
-KEYSET_START = (dt.datetime(1, 1, 1, tzinfo=dt.UTC), NIL_UUID)
+# Where a pass starts: before every (lease_until, chat_id, day).
+KEYSET_START = (dt.datetime(1, 1, 1, tzinfo=dt.UTC), NIL_UUID, dt.date(1, 1, 1))
 
 
 @dataclass(frozen=True)
 class Requeued:
-    chat_ids: list[uuid.UUID]
-    # The largest (lease_until, chat_id) of the page, before its update: the next page's start.
-    last: tuple[dt.datetime, uuid.UUID] | None
+    chat_days: list[tuple[uuid.UUID, dt.date]]
+    # The largest (lease_until, chat_id, day) of the page, before its update: the next page's start.
+    last: tuple[dt.datetime, uuid.UUID, dt.date] | None
 
 
 def requeue_expired(
     session: Session,
     *,
-    day: dt.date,
+    days: Iterable[dt.date],
     limit: int,
     queue_lease_s: float,
     queue_drained: bool,
     stale_queued_s: float,
     max_lost_claims: int,
-    after: tuple[dt.datetime, uuid.UUID] = KEYSET_START,
+    after: tuple[dt.datetime, uuid.UUID, dt.date] = KEYSET_START,
 ) -> Requeued:
-    """Open chat-days of `day` whose lease ran out (crash, lost message, retry due): re-queue.
+    """Open, not held chat-days of `days` (the lines' todays) whose lease ran out (crash, lost
+    message, retry due): re-queue. Held ones are the release pass's (docs/decisions.md §10).
     One keyset page, starting after `after`.
 
     With the broker queue drained, a 'queued' row untouched for `stale_queued_s` lost its
@@ -153,7 +272,7 @@ def requeue_expired(
     rows = session.execute(
         REQUEUE_EXPIRED_SQL,
         {
-            "day": day,
+            "days": sorted(set(days)),
             "limit": limit,
             "qlease": queue_lease_s,
             "drained": queue_drained,
@@ -161,10 +280,11 @@ def requeue_expired(
             "max_lost": max_lost_claims,
             "after_lease": after[0],
             "after_chat": after[1],
+            "after_day": after[2],
         },
     ).all()
-    last = max(((r.old_lease, r.chat_id) for r in rows), default=None)
-    return Requeued([r.chat_id for r in rows], last)
+    last = max(((r.old_lease, r.chat_id, r.day) for r in rows), default=None)
+    return Requeued([(r.chat_id, r.day) for r in rows], last)
 
 
 FAIL_POISONED_SQL = text(
@@ -174,34 +294,53 @@ FAIL_POISONED_SQL = text(
                 reason = 'poison: the worker process holding the claim died ' || (lost_claims + 1)
                          || ' times while sharing this chat (killed or crashed; last task '
                          || coalesce(task_id, '?') || '); not retried today'
-            WHERE day = :day AND status = 'claimed' AND lease_until < now()
+            WHERE day = ANY(:days) AND status = 'claimed' AND lease_until < now()
               AND lost_claims + 1 >= :max_lost
             """
 )
 
 
-def fail_poisoned(session: Session, *, day: dt.date, max_lost_claims: int) -> int:
+def fail_poisoned(session: Session, *, days: Iterable[dt.date], max_lost_claims: int) -> int:
     """Chat-days whose holder vanished `max_lost_claims` times: stop trying, say why."""
-    result = session.execute(FAIL_POISONED_SQL, {"day": day, "max_lost": max_lost_claims})
+    result = session.execute(FAIL_POISONED_SQL, {"days": sorted(set(days)), "max_lost": max_lost_claims})
     return int(getattr(result, "rowcount", 0))
 
 
+_CLOSE_SET = """status = CASE WHEN {d}status = 'held' THEN 'skipped' ELSE 'failed' END,
+                reason = CASE WHEN {d}status = 'held'
+                              THEN left(coalesce({d}reason, 'held') || ' (its day ended while held)', 500)
+                              ELSE 'day_over: the day ended before the share succeeded' END,
+                finished_at = now(), updated_at = now()"""
 CLOSE_PAST_DAYS_SQL = text(
     f"""
-            UPDATE share_days SET status = 'failed', finished_at = now(), updated_at = now(),
-                reason = 'day_over: the day ended before the share succeeded'
-            WHERE day < :before AND status IN {MISSABLE}
+            UPDATE share_days SET {_CLOSE_SET.format(d="")}
+            WHERE day < :before AND status IN {MISSABLE_OR_HELD}
+            """
+)
+CLOSE_LINE_PAST_DAYS_SQL = text(
+    f"""
+            UPDATE share_days d SET {_CLOSE_SET.format(d="d.")}
+            FROM chats c, {LINE_DAYS}
+            WHERE c.id = d.chat_id AND ld.line_phone = c.line_phone
+              AND d.day >= :before AND d.day < ld.day AND d.status IN {MISSABLE_OR_HELD}
             """
 )
 
 
-def close_past_days(session: Session, *, before: dt.date) -> int:
-    """Missed days are not made up (docs/decisions.md §8): end what a past day left open.
-
-    'unknown' stays unknown: it counts neither as shared nor as missed.
-    """
-    result = session.execute(CLOSE_PAST_DAYS_SQL, {"before": before})
-    return int(getattr(result, "rowcount", 0))
+def close_past_days(session: Session, *, line_days: Mapping[str, dt.date]) -> int:
+    """Missed days are not made up (docs/decisions.md §8): end what a line's past days left open.
+    Held chat-days end `skipped`, naming their hold (§10); 'unknown' stays unknown: it counts
+    neither as shared nor as missed. Each line's own today decides what is past for it."""
+    if not line_days:
+        return 0
+    before = min(line_days.values())
+    total = int(getattr(session.execute(CLOSE_PAST_DAYS_SQL, {"before": before}), "rowcount", 0))
+    if max(line_days.values()) > before:
+        # Lines whose day already turned while others' has not.
+        ahead = {p: d for p, d in line_days.items() if d > before}
+        result = session.execute(CLOSE_LINE_PAST_DAYS_SQL, {**line_days_params(ahead), "before": before})
+        total += int(getattr(result, "rowcount", 0))
+    return total
 
 
 # --------------------------------------------------------------------------- runs and locks

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import uuid
@@ -41,7 +42,7 @@ def expire(deps: Deps, chat: uuid.UUID) -> None:
 def sandboxed(deps: Deps) -> Iterator[tuple[Deps, dict[str, str]]]:
     env = {**os.environ, **deps.settings.to_env()}
     sandbox = Sandbox(env)
-    yield Deps(deps.settings, deps.sessions, deps.client, sleep=deps.sleep, sandbox=sandbox), env
+    yield dataclasses.replace(deps, sandbox=sandbox), env
     sandbox.close()
 
 
@@ -66,7 +67,7 @@ def test_a_poison_chat_fails_after_three_crashes_and_spares_the_worker(
     poison = world.chat()
     env = {**os.environ, **deps.settings.to_env(), "CARDSHARE_DRILL_CRASH_CHATS": str(poison)}
     sandbox = Sandbox(env)
-    sdeps = Deps(deps.settings, deps.sessions, deps.client, sleep=deps.sleep, sandbox=sandbox)
+    sdeps = dataclasses.replace(deps, sandbox=sandbox)
     try:
         lose_claim(sdeps, poison, today)  # crash 1 took the whole worker down
         second = share_chat(poison, today, sdeps)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import threading
@@ -86,7 +87,7 @@ def test_sweep_pages_by_key(world: World, deps: Deps) -> None:
     chats = {world.chat() for _ in range(23)}
     publish = Collector()
     small = deps.settings.replace(sweep_page_size=5)
-    report = sweep(Deps(small, deps.sessions, deps.client, sleep=deps.sleep), publish)
+    report = sweep(dataclasses.replace(deps, settings=small), publish)
     assert report.scanned == 23
     assert sorted(publish.ids) == sorted(chats)
     assert len(publish.ids) == len(set(publish.ids))
@@ -96,7 +97,7 @@ def test_two_sweeps_at_once_enqueue_each_chat_once(world: World, deps: Deps) -> 
     world.line()
     chats = {world.chat() for _ in range(40)}
     publish = Collector()
-    small = Deps(deps.settings.replace(sweep_page_size=3), deps.sessions, deps.client, sleep=deps.sleep)
+    small = dataclasses.replace(deps, settings=deps.settings.replace(sweep_page_size=3))
     barrier = threading.Barrier(2)
     reports: list[SweepReport] = []
 

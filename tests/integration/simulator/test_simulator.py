@@ -849,12 +849,18 @@ def test_request_counts_by_route_template(linq: LinqAPIV3, admin: SimulatorAdmin
 
 
 def test_reset_restores_defaults(admin: SimulatorAdmin, linq: LinqAPIV3) -> None:
-    admin.configure(share_window_s=1, card_write_limit=9, card_write_window_s=2)
+    admin.configure(share_window_s=1, card_write_limit=9, card_write_window_s=2, at_risk_above_per_minute=5)
     admin.add_card(LINE, "Acme")
     admin.add_contacts(3)
     admin.add_fault(path=".")
     admin.reset()
-    assert admin.configure() == {"share_window_s": 300.0, "card_write_limit": 3, "card_write_window_s": 600.0}
+    assert admin.configure() == {
+        "share_window_s": 300.0,
+        "card_write_limit": 3,
+        "card_write_window_s": 600.0,
+        "at_risk_above_per_minute": 0,
+        "critical_above_per_minute": 0,
+    }
     assert admin.faults() == []
     assert admin.cards() == []
     assert linq.phone_numbers.list().phone_numbers == []

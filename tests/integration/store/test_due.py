@@ -1,6 +1,7 @@
-"""The due rule is written twice: in Python (rules.cadence.why_not_due) and as one SQL predicate
-(store.due) composed into the sweep's page, `status` and `card list`. One chat per NotDue reason
-(each on its own line, so per-line counts name the chat) goes through both; they must agree."""
+"""The due rule is written twice: in Python (rules.cadence.why_not_due, with the line's holds in
+rules.gate.decide) and as one SQL predicate (store.due) composed into the sweep's pages,
+`status` and `card list`. One chat per NotDue reason and per line hold (each on its own line,
+so per-line counts name the chat) goes through both; they must agree."""
 
 from __future__ import annotations
 
@@ -11,38 +12,62 @@ import uuid
 import pytest
 from sqlalchemy import text
 
+from tests.support.sweeps import Collector, sweep
 from tests.support.world import World
 from worker.deps import Deps
 from worker.ops.check import run_check
-from worker.rules.cadence import NotDue, Policy, share_day, why_not_due
+from worker.rules.cadence import NotDue, Policy, share_day
+from worker.rules.gate import HoldReason, Hours, Verdict, decide, hold_kind
 from worker.store.cards import due_today_by_line
 from worker.store.chats import mark_not_found, mark_opted_out
+from worker.store.lines import pause_line, record_status, set_line
 from worker.store.reports import unmarked_due_by_line
 from worker.store.session import transaction
 from worker.store.shares import load_chat
-from worker.store.sweeps import mark_due_page
 
 NOW = dt.datetime.now(dt.UTC)
 
-# name, how the chat is made, the reason the Python rule must give (None: due)
-CASES: list[tuple[str, dict[str, object], NotDue | None]] = [
-    ("due", {}, None),
-    ("due_retry_row", {"row": "retry"}, None),
-    ("chat_not_found", {"not_found": True}, NotDue.CHAT_NOT_FOUND),
-    ("not_imessage", {"service": "SMS"}, NotDue.NOT_IMESSAGE),
-    ("group_chat", {"is_group": True}, NotDue.GROUP_CHAT),
-    ("opted_out", {"opted_out": True}, NotDue.OPTED_OUT),
-    ("no_outbound", {"outbound": None}, NotDue.NO_OUTBOUND),
-    ("outbound_later", {"outbound": NOW + dt.timedelta(hours=1)}, NotDue.OUTBOUND_LATER),
-    ("stale", {"outbound": NOW - dt.timedelta(days=31)}, NotDue.STALE),
-    ("card_inactive", {"card": False}, NotDue.CARD_INACTIVE),
-    ("already_shared", {"row": "succeeded"}, NotDue.ALREADY_SHARED),
-    ("day_closed", {"row": "skipped"}, NotDue.DAY_CLOSED),
+
+def closed_hours() -> str:
+    """A one-minute sharing window that NOW (UTC) is outside of."""
+    minute = NOW.hour * 60 + NOW.minute
+    start = (minute + 10) % (24 * 60 - 1)
+    return f"{start // 60:02d}:{start % 60:02d}-{(start + 1) // 60:02d}:{(start + 1) % 60:02d}"
+
+
+# name, how the chat and its line are made, the reason the Python rule must give, and the hold
+CASES: list[tuple[str, dict[str, object], NotDue | None, HoldReason | None]] = [
+    ("due", {}, None, None),
+    ("due_retry_row", {"row": "retry"}, None, None),
+    ("due_at_risk", {"reputation": "AT_RISK"}, None, None),
+    ("chat_not_found", {"not_found": True}, NotDue.CHAT_NOT_FOUND, None),
+    ("not_imessage", {"service": "SMS"}, NotDue.NOT_IMESSAGE, None),
+    ("group_chat", {"is_group": True}, NotDue.GROUP_CHAT, None),
+    ("opted_out", {"opted_out": True}, NotDue.OPTED_OUT, None),
+    ("chat_health", {"health": "CRITICAL"}, NotDue.CHAT_HEALTH, None),
+    ("chat_health_opted_out", {"health": "OPTED_OUT"}, NotDue.CHAT_HEALTH, None),
+    ("chat_at_risk", {"health": "AT_RISK"}, None, None),
+    ("no_outbound", {"outbound": None}, NotDue.NO_OUTBOUND, None),
+    ("outbound_later", {"outbound": NOW + dt.timedelta(hours=1)}, NotDue.OUTBOUND_LATER, None),
+    ("stale", {"outbound": NOW - dt.timedelta(days=31)}, NotDue.STALE, None),
+    ("card_inactive", {"card": False}, NotDue.CARD_INACTIVE, None),
+    ("already_shared", {"row": "succeeded"}, NotDue.ALREADY_SHARED, None),
+    ("day_closed", {"row": "skipped"}, NotDue.DAY_CLOSED, None),
+    ("line_paused", {"pause": True}, None, HoldReason.LINE_PAUSED),
+    ("line_critical", {"reputation": "CRITICAL"}, None, HoldReason.LINE_CRITICAL),
+    ("line_flagged", {"status": "FLAGGED"}, None, HoldReason.LINE_FLAGGED),
+    ("outside_hours", {"hours": True}, None, HoldReason.OUTSIDE_HOURS),
+    # Not due beats held: a paused line's SMS chat is not due at all.
+    ("paused_but_sms", {"pause": True, "service": "SMS"}, NotDue.NOT_IMESSAGE, None),
 ]
+# The account-wide pause holds every line, and pace is decided by Redis at call time: both have
+# their own tests (tests/integration/sharing/test_gate.py).
+SEPARATE = {HoldReason.ACCOUNT_PAUSED, HoldReason.PACE}
 
 
 def test_the_table_has_one_chat_per_reason() -> None:
-    assert {reason for _, _, reason in CASES if reason is not None} == set(NotDue)
+    assert {reason for _, _, reason, _ in CASES if reason is not None} == set(NotDue)
+    assert {hold for _, _, _, hold in CASES if hold is not None} == set(HoldReason) - SEPARATE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,13 +76,15 @@ class Made:
     chat: uuid.UUID
     line: str
     reason: NotDue | None
+    hold: HoldReason | None
     has_row: bool
 
 
 def make(world: World, deps: Deps, day: dt.date) -> list[Made]:
     made = []
-    for i, (name, how, reason) in enumerate(CASES):
-        line = world.line(f"+1222555{i:04d}", active=bool(how.get("card", True)))
+    for i, (name, how, reason, hold) in enumerate(CASES):
+        rep = how.get("reputation", "HEALTHY")
+        line = world.line(f"+1222555{i:04d}", active=bool(how.get("card", True)), reputation=rep)  # type: ignore[arg-type]
         outbound = how.get("outbound", NOW - dt.timedelta(hours=1))
         chat = world.chat(
             line,
@@ -65,12 +92,19 @@ def make(world: World, deps: Deps, day: dt.date) -> list[Made]:
             is_group=bool(how.get("is_group", False)),
             outbound_at=outbound if outbound is not None else False,  # type: ignore[arg-type]
             in_sim=False,
+            health=how.get("health"),  # type: ignore[arg-type]
         )
         with transaction(deps.sessions) as s:
             if how.get("not_found"):
                 mark_not_found(s, chat)
             if how.get("opted_out"):
                 mark_opted_out(s, chat)
+            if how.get("pause"):
+                assert pause_line(s, line, until=None, reason="maintenance", by="test")
+            if how.get("status"):
+                assert record_status(s, line, str(how["status"]), at=NOW)
+            if how.get("hours"):
+                assert set_line(s, line, hours=Hours.parse(closed_hours()))
             if "row" in how:
                 s.execute(
                     text(
@@ -79,7 +113,7 @@ def make(world: World, deps: Deps, day: dt.date) -> list[Made]:
                     ),
                     {"c": chat, "d": day, "s": how["row"]},
                 )
-        made.append(Made(name, chat, line, reason, "row" in how))
+        made.append(Made(name, chat, line, reason, hold, "row" in how))
     return made
 
 
@@ -92,43 +126,68 @@ def test_sql_predicate_and_python_rule_select_the_same_chats(
     assert isinstance(policy, Policy)
     made = make(world, deps, today)
     expected = {m.name: (None if m.reason is NotDue.GROUP_CHAT and share_groups else m.reason) for m in made}
+    holds = {m.name: m.hold for m in made if m.hold is not None}
 
-    # The Python rule, over the facts the share path loads.
+    # The Python rule, over the facts (and the line's state) the share path loads.
     with transaction(deps.sessions) as s:
         rows = {m.name: load_chat(s, m.chat, today) for m in made}
     python = {}
+    python_holds = {}
     for name, row in rows.items():
         assert row is not None
-        python[name] = why_not_due(
-            row.facts, now=NOW, policy=policy, shared_today=row.shared_today, day_closed=row.day_closed
+        assert row.line is not None
+        decision = decide(
+            row.facts,
+            row.line,
+            now=NOW,
+            policy=policy,
+            shared_today=row.shared_today,
+            day_closed=row.day_closed,
         )
+        python[name] = decision.not_due
+        if decision.verdict is Verdict.HOLD:
+            assert decision.held is not None
+            python_holds[name] = decision.held.reason
     assert python == expected
+    assert python_holds == holds
     due = {m.name for m in made if python[m.name] is None}
+    go = due - set(holds)
     # Due once the card is active: `card list` counts those (the card is its own column there).
     due_but_card = due | {m.name for m in made if m.reason is NotDue.CARD_INACTIVE}
     by_line = {m.line: m.name for m in made}
+    days = dict.fromkeys(by_line, today)
 
     with transaction(deps.sessions) as s:
-        # status: chats due now that no sweep has marked yet.
-        unmarked = unmarked_due_by_line(s, day=today, now=NOW, policy=policy)
+        # status: chats due now that no sweep has marked yet (a held line's too: they wait).
+        unmarked = unmarked_due_by_line(s, line_days=days, now=NOW, policy=policy)
         unseen = {m.name for m in made if m.name in due and not m.has_row}
         assert {by_line[line] for line in unmarked} == unseen
         assert set(unmarked.values()) == {1}
         # card list: due today on each line, the card's state aside.
-        per_line = due_today_by_line(s, list(by_line), day=today, now=NOW, policy=policy)
+        per_line = due_today_by_line(s, days, now=NOW, policy=policy)
         assert {by_line[line] for line in per_line} == due_but_card
         # check: judges the unmarked chats with the Python rule.
         report = run_check(s, today, policy, now=NOW)
         assert {m.name for m in made if m.chat in report.unseen_due} == unseen
-        # The sweep's page: marks the due chats with no row or an open one whose lease ended.
-        page = mark_due_page(
-            s,
-            day=today,
-            now=NOW,
-            policy=policy,
-            after=None,
-            limit=100,
-            queue_lease_s=1800,
-            max_lost_claims=3,
-        )
-    assert {m.name for m in made if m.chat in page.queued} == due
+
+    # The sweep: marks every due chat with no row or an open one whose lease ended; publishes
+    # those whose line is open, holds the others naming the hold, and writes nothing for the rest.
+    publish = Collector()
+    sweep(
+        dataclasses.replace(
+            deps, clock=lambda: NOW, settings=deps.settings.replace(share_groups=share_groups)
+        ),
+        publish,
+    )
+    assert {m.name for m in made if m.chat in publish.ids} == go
+    with deps.sessions() as s:
+        marked = {
+            r.chat_id: (r.status, r.reason)
+            for r in s.execute(
+                text("SELECT chat_id, status, reason FROM share_days WHERE day = :d"), {"d": today}
+            )
+        }
+    held = {m.name: hold_kind(marked[m.chat][1]) for m in made if marked.get(m.chat, ("",))[0] == "held"}
+    assert held == {name: hold.value for name, hold in holds.items()}
+    untouched = {m.name for m in made if m.chat not in marked}
+    assert untouched == {m.name for m in made if python[m.name] is not None and not m.has_row}

@@ -1,7 +1,7 @@
 """day partitions: share_days and attempts partitioned by day; audit_events indexed by chat and age
 
-Revision ID: 0004_day_partitions
-Revises: 0004_webhook_pending
+Revision ID: 0006_day_partitions
+Revises: 0005_line_safety
 Create Date: 2026-12-02 09:00:00
 
 Why and how: docs/retention.md ("Migrating a live database"). Safe on a populated database with
@@ -40,16 +40,17 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.engine import Connection
 
-revision: str = "0004_day_partitions"
-down_revision: str | None = "0004_webhook_pending"
+revision: str = "0006_day_partitions"
+down_revision: str | None = "0005_line_safety"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 # Frozen copies of what the models and `worker.store.partitions` say today: a migration must do
 # the same thing whatever the code becomes.
-OPEN = "('queued', 'claimed', 'retry', 'unknown')"
+OPEN = "('queued', 'claimed', 'retry', 'unknown', 'held')"
 FAILURES = "('failed', 'unknown')"
-STATUSES = "('queued', 'claimed', 'retry', 'unknown', 'succeeded', 'skipped', 'failed')"
+# As 0005_line_safety left the check (a partition must match its parent's constraints).
+STATUSES = "('queued', 'held', 'claimed', 'retry', 'unknown', 'succeeded', 'skipped', 'failed')"
 CUTOVER_DAYS = 2  # after today (UTC): beyond any day a worker in any time zone writes now
 BEHIND_DAYS = 2  # a new install's first daily partition, before today
 AHEAD_DAYS = 7
