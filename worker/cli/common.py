@@ -13,20 +13,17 @@ import traceback
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 import click
 
-from worker import bootstrap, runtime
+from worker import bootstrap
 from worker.bootstrap import Booted
 from worker.config import Settings
 from worker.errors import BrokerUnavailable, CardshareError, InputError, StoreUnavailable
 from worker.logs import configure as configure_logging
 from worker.logs import redact
 from worker.rules import bounds
-
-if TYPE_CHECKING:
-    from worker.ops.status import Status
 
 # Terminal control: C0 controls but tab and newline (ESC starts every escape sequence), DEL, C1
 # controls (CSI, OSC ...), and the invisible format characters that reorder text (bidi).
@@ -128,22 +125,6 @@ def broker_errors(redis_url: str | None) -> Iterator[None]:
         raise BrokerUnavailable(
             f"Redis at {where} is unavailable ({type(exc).__name__}); nothing was enqueued, try again later"
         ) from None
-
-
-def collect_status(settings: Settings, day: dt.date | None) -> Status:
-    """`status`, `line list` and the status page read the same numbers."""
-    from worker.ops import status as status_mod  # here: every other command starts without it
-
-    deps = runtime.get().deps
-    return status_mod.collect(
-        deps.sessions,
-        day=day,
-        now=deps.clock(),
-        policy=deps.policy,
-        redis_url=settings.redis_url,
-        stall_s=settings.health_stall_minutes * 60,
-        pace=deps.pace,
-    )
 
 
 def parse_chat_id(raw: str) -> uuid.UUID:

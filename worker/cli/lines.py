@@ -13,9 +13,10 @@ import click
 
 from worker import runtime
 from worker.cards.desk import normalize_phone
-from worker.cli.common import boot, collect_status, render_table
+from worker.cli.common import boot, render_table
 from worker.errors import InputError
 from worker.ops import controls
+from worker.ops import status as status_mod
 from worker.ops.status import LineStatus
 from worker.queue.tasks import run_pass
 from worker.store.session import transaction
@@ -43,7 +44,7 @@ def _target(phone: str | None, every: bool) -> str | None:
 def line_list(as_json: bool) -> None:
     """Every line: reputation, status, paused, hours, pace, card, due today, can it finish."""
     with boot() as b:
-        st = collect_status(b.settings, None)
+        st = status_mod.collect_for(runtime.get().deps, b.settings, None)
     shown = [ln for ln in st.lines if ln.view is not None]
     if as_json:
         click.echo(

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from worker import runtime
-from worker.cli.common import ago, boot, collect_status, parse_chat_id, parse_day, render_table, safe
+from worker.cli.common import ago, boot, parse_chat_id, parse_day, render_table, safe
 from worker.config import Settings
 from worker.errors import CardshareError, InputError, UnknownChat
 from worker.http_server import address, bind, serve
@@ -52,7 +52,7 @@ def status(day_text: str | None, as_json: bool) -> None:
     day = parse_day(day_text)
     with boot() as b:
         refuse_past_retention(b.settings, day)
-        st = collect_status(b.settings, day)
+        st = status_mod.collect_for(runtime.get().deps, b.settings, day)
     if as_json:
         click.echo(json.dumps(st.as_dict(), indent=2))
         return
@@ -333,7 +333,7 @@ def web(host: str, port: int) -> None:
 
         def collect(day: dt.date | None) -> Status:
             refuse_past_retention(b.settings, day)
-            return collect_status(b.settings, day)
+            return status_mod.collect_for(runtime.get().deps, b.settings, day)
 
         app = status_page.create_app(collect)
         try:

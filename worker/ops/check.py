@@ -3,7 +3,7 @@
 missed = due but never succeeded and not ended for a stated reason (still open after the run,
 ended by the day's end, or due with no row at all); a day that ended failed (poison included)
 with no call that reached Linq; and a day "confirmed" by a 429 that came outside Linq's 5-minute
-window after the unknown attempt it confirms (docs/decisions.md §3). A chat-day held for its
+window after the unknown attempt it confirms (docs/decisions.md §3, §16). A chat-day held for its
 line (paused, CRITICAL or FLAGGED, outside hours, its pace) is intentionally not shared: counted
 as held while it waits and as skipped, naming the hold, if its day ended first; never as missed.
 

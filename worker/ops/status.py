@@ -16,6 +16,8 @@ from typing import Any
 import redis
 from sqlalchemy.orm import Session, sessionmaker
 
+from worker.config import Settings
+from worker.deps import Deps
 from worker.keys import SHARE_QUEUE, UNACKED_KEY
 from worker.ops import health
 from worker.ops.lines import LinePace, LineView
@@ -486,3 +488,16 @@ def explain_not_due(why: NotDue, today_row: DayRow | None) -> str:
     if why is NotDue.DAY_CLOSED and today_row is not None and today_row.reason:
         text += f" ({today_row.status}: {today_row.reason})"
     return text
+
+
+def collect_for(deps: Deps, settings: Settings, day: dt.date | None) -> Status:
+    """`status`, `line list` and the status page read the same numbers, from the same settings."""
+    return collect(
+        deps.sessions,
+        day=day,
+        now=deps.clock(),
+        policy=deps.policy,
+        redis_url=settings.redis_url,
+        stall_s=settings.health_stall_minutes * 60,
+        pace=deps.pace,
+    )

@@ -1,4 +1,4 @@
-"""Migration 0006_day_partitions on a database with rows: seeded under 0003, upgraded, every row and constraint
+"""Migration 0006 (day partitions) on a database with rows: seeded under 0003, upgraded, every row and constraint
 checked; the legacy tables become one partition each without being scanned or re-indexed."""
 
 from __future__ import annotations
