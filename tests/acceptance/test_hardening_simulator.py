@@ -3,9 +3,11 @@ handles each through the real CLI, worker path and receiver."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import uuid
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Literal
 
 import httpx
 import jsonschema
@@ -14,9 +16,12 @@ from sqlalchemy import text
 
 from tests.support import openapi
 from tests.support.cli import cardshare
+from tests.support.receiver import SECRET, ReceiverServer
 from tests.support.world import World
-from worker.config import Settings
+from worker.config import Secret, Settings
 from worker.deps import Deps
+from worker.ingest.webhooks import create_app
+from worker.simulator import SimulatorAdmin
 from worker.simulator.client import MessageSpec
 from worker.simulator.state import SimState
 from worker.simulator.webhooks import EventSpec, build_event
@@ -139,3 +144,49 @@ def test_patch_on_an_inactive_card_is_404_2012(world: World, settings: Settings)
     assert "card create" in done.stderr
     assert "Traceback" not in done.stderr
     assert [c["first_name"] for c in world.sim.cards()] == ["Acme"]
+
+
+@pytest.fixture
+def receiver(settings: Settings, deps: Deps) -> Iterator[ReceiverServer]:
+    app = create_app(settings.replace(webhook_secrets=(Secret(SECRET),)), deps.sessions)
+    with ReceiverServer(app) as server:
+        yield server
+
+
+@pytest.mark.parametrize("version", ["2025-01-01", "2026-02-03"])
+def test_every_variant_the_simulator_delivers_is_taken_by_the_real_receiver(
+    version: Literal["2025-01-01", "2026-02-03"],
+    receiver: ReceiverServer,
+    world: World,
+    deps: Deps,
+    sim: SimulatorAdmin,
+) -> None:
+    """Status events, reactions and the schema's nulls, signed by the simulator and POSTed to the
+    receiver: none is answered 4xx/5xx, and the outbound ones land on the known chat."""
+    world.line(LINE)
+    chat = world.chat(LINE, outbound_at=False)
+    nulls = ["owner_handle", "sent_at"] if version == "2026-02-03" else ["recipient_handle", "service"]
+    now = dt.datetime.now(dt.UTC)
+    for n, event_type in enumerate(
+        ["message.sent", "message.delivered", "message.read", "message.failed", "message.received"]
+    ):
+        answer = sim.deliver_webhook(
+            receiver.url,
+            SECRET,
+            event_type=event_type,
+            version=version,
+            chat_id=str(chat),
+            nulls=nulls,
+            reactions=["love", "custom"],
+            sent_at=(now - dt.timedelta(minutes=10 - n)).isoformat(),
+        )
+        assert answer["status"] == 200, (event_type, answer)
+        assert json.loads(answer["body"])["status"] in {"recorded", "duplicate", "ignored"}, answer
+    with deps.sessions() as s:
+        row = s.execute(
+            text("SELECT line_phone, last_outbound_at FROM chats WHERE id = :c"), {"c": chat}
+        ).one()
+        pending = s.execute(text("SELECT count(*) FROM webhook_pending")).scalar_one()
+    assert row.line_phone == LINE
+    assert row.last_outbound_at is not None  # the message.sent with null handles was recorded
+    assert pending == 0  # a known chat resolves its line: nothing waits
