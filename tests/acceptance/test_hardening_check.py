@@ -64,10 +64,15 @@ def test_check_counts_a_poison_day_without_a_linq_call_as_missed_and_names_the_c
         _attempt(deps, crashed, today, t1, n, ago_s=60 * n, outcome="unknown", http=None)
     t2 = _day(deps, answered, today, "failed", "chat_not_found (HTTP 404/2001)", confirmed=False)
     _attempt(deps, answered, today, t2, 1, ago_s=60, outcome="fatal", http=404)
+    # Failed (not poison) after transport errors only: no call reached Linq either.
+    unreached = world.chat()
+    t3 = _day(deps, unreached, today, "failed", "retries_exhausted: connect error", confirmed=False)
+    _attempt(deps, unreached, today, t3, 1, ago_s=60, outcome="retryable", http=None)
     done = cardshare(settings, "check", "--json")
     assert done.returncode == 1, done.stderr
     report = json.loads(done.stdout)
-    assert report["missed_chats"] == [str(crashed)]
+    assert sorted(report["missed_chats"]) == sorted([str(crashed), str(unreached)])
+    assert "no call that reached Linq" in report["missed_why"][str(unreached)]
     assert "no call that reached Linq" in report["missed_why"][str(crashed)]
     assert report["poison"] == [{"chat_id": str(crashed), "reason": reason}]
     text_out = cardshare(settings, "check")

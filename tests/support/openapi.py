@@ -74,7 +74,7 @@ def _flatten_all_of(node: Any, schemas: dict[str, Any]) -> Any:
     return node
 
 
-def schema_for(name: str) -> dict[str, Any]:
+def schema_for(name: str, *, closed: bool = True) -> dict[str, Any]:
     """A self-contained JSON Schema for one webhook of the document, e.g. `message.sent.v2026`,
     its event_type and webhook_version pinned to what that webhook says."""
     doc = document()
@@ -87,7 +87,7 @@ def schema_for(name: str) -> dict[str, Any]:
     root = json.loads(json.dumps(root))
     root["properties"]["event_type"] = {"const": event_type}
     root["properties"]["webhook_version"] = {"const": "2025-01-01" if version == "v2025" else "2026-02-03"}
-    converted = _convert({**root, "components": {"schemas": flat}}, closed=True)
+    converted = _convert({**root, "components": {"schemas": flat}}, closed=closed)
     return dict(converted)
 
 

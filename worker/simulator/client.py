@@ -31,6 +31,7 @@ class MessageSpec(TypedDict):
     sent_at: str
     service: NotRequired[Literal["iMessage", "SMS", "RCS"]]
     text: NotRequired[str]
+    reactions: NotRequired[list[str]]
 
 
 class ChatSpec(TypedDict):

@@ -131,6 +131,7 @@ class Message:
     sent_at: float
     service: str | None
     text: str
+    reactions: tuple[str, ...] = ()  # tapback types on the text part ("love", "like", "custom")
 
 
 @dataclass(slots=True)
@@ -363,6 +364,7 @@ class SimState:
             sent_at=parse_iso(sent_at),
             service=service,
             text=str(spec.get("text", "Hello from the simulator")),
+            reactions=tuple(str(r) for r in spec.get("reactions") or ()),
         )
 
     def _next_handle(self) -> str:
@@ -641,8 +643,18 @@ def _message_json(chat: Chat, msg: Message) -> dict[str, Any]:
         "is_from_me": msg.is_from_me,
         "from": chat.line if msg.is_from_me else chat.to,
         "service": msg.service,
-        "parts": [{"type": "text", "value": msg.text}],
+        # TextPartResponse: `reactions` is required and nullable (null when there are none).
+        "parts": [{"type": "text", "value": msg.text, "reactions": _reactions(msg, chat) or None}],
     }
+
+
+def _reactions(msg: Message, chat: Chat) -> list[dict[str, Any]]:
+    handle = {"id": chat.other_handle_id, "handle": chat.to, "service": chat.service, "is_me": False,
+              "status": "active", "joined_at": None, "left_at": None}  # fmt: skip
+    return [
+        {"is_me": False, "handle": handle, "type": kind, "custom_emoji": "🚀" if kind == "custom" else None}
+        for kind in msg.reactions
+    ]
 
 
 _FIRST = ("Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken")

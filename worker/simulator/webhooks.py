@@ -131,7 +131,11 @@ def build_event(spec: EventSpec, state: SimState | None = None) -> dict[str, Any
         {"is_me": False, "handle": them, "type": kind, "custom_emoji": "🚀" if kind == "custom" else None}
         for kind in spec.reactions
     ]
-    parts: list[dict[str, Any]] = [{"type": "text", "value": spec.text, "reactions": reactions or None}]
+    # Webhooks' text parts declare only type and value; reactions ride along when asked for.
+    part: dict[str, Any] = {"type": "text", "value": spec.text}
+    if reactions:
+        part["reactions"] = reactions
+    parts: list[dict[str, Any]] = [part]
     data: dict[str, Any]
     if spec.event_type == "chat.created":
         known = state.chats.get(spec.chat_id) if state is not None else None
@@ -211,13 +215,19 @@ def build_event(spec: EventSpec, state: SimState | None = None) -> dict[str, Any
         # A status event describes an outbound message of ours, with when it was delivered/read.
         stamp = "delivered_at" if spec.event_type == "message.delivered" else "read_at"
         data[stamp] = when
-        data["message_id"] = message_id
         if spec.version == "2025-01-01":
+            data["message_id"] = message_id  # 2026-02-03 carries the message's own `id` only
             data["message"]["is_delivered"] = True
             data["message"][stamp] = when
             data["message"]["is_read"] = spec.event_type == "message.read"
     for name in spec.nulls:
-        _null_everywhere(data, name)
+        if name in _MESSAGE_LEVEL:
+            # The message's own field (a handle's `service` may not be null).
+            for node in (data, data.get("message")):
+                if isinstance(node, dict) and name in node:
+                    node[name] = None
+        else:
+            _null_everywhere(data, name)
     return {
         "api_version": "v3",
         "webhook_version": spec.version,
@@ -228,6 +238,9 @@ def build_event(spec: EventSpec, state: SimState | None = None) -> dict[str, Any
         "partner_id": PARTNER_ID,
         "data": data,
     }
+
+
+_MESSAGE_LEVEL = ("service", "sent_at")
 
 
 def _null_everywhere(node: Any, name: str) -> None:
