@@ -1,5 +1,5 @@
-"""Migration 0006 (day partitions) on a database with rows: seeded under 0003, upgraded, every row and constraint
-checked; the legacy tables become one partition each without being scanned or re-indexed."""
+"""Migration 0006 (day partitions) on a database with rows: seeded under 0003, upgraded, every row
+and constraint checked; the legacy tables become one partition each without being scanned or re-indexed."""
 
 from __future__ import annotations
 
