@@ -6,9 +6,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
+
+from tests.support.procs import timeout_for
+from tests.support.servers import Servers
+from worker.embedded import free_port
 
 pytestmark = pytest.mark.acceptance
 
@@ -48,3 +55,54 @@ def test_the_database_url_can_come_from_a_file(database_url: str, tmp_path: Path
     both = run("db", "check", env=env | {"DATABASE_URL": database_url})
     assert both.returncode == 2
     assert both.stderr.strip() == "cardshare: DATABASE_URL_FILE and DATABASE_URL are both set: give one"
+
+
+@pytest.fixture
+def empty_database(servers: Servers) -> Iterator[str]:
+    """A database with no schema at all: the state before the migrate Job has run."""
+    name = f"cs_empty_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(servers.admin_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield servers.url_for(name)
+    with psycopg.connect(servers.admin_dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+WAIT_S = 60.0
+
+
+@pytest.mark.timeout(timeout_for(WAIT_S, 30))
+def test_db_wait_holds_until_the_migration_has_run(empty_database: str, tmp_path: Path) -> None:
+    """What the pods' init container does while the migrate Job runs."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CARDSHARE_", "LINQ_", "REDIS_"))}
+    env |= {"DATABASE_URL": empty_database, "CARDSHARE_DATA_DIR": str(tmp_path / "data")}
+    early = run("db", "wait", "--timeout", "1", env=env)
+    assert early.returncode != 0
+    assert early.stderr.strip().endswith("run `cardshare db upgrade`"), early.stderr
+    assert len(early.stderr.strip().splitlines()) == 1
+    waiting = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from worker.cli.main import main; main()",
+            "db",
+            "wait",
+            "--timeout",
+            str(WAIT_S),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert run("db", "upgrade", env=env).returncode == 0
+        out, err = waiting.communicate(timeout=WAIT_S + 10)
+    finally:
+        waiting.kill()
+    assert waiting.returncode == 0, err
+    assert out.startswith("schema is at ")
+    dead = env | {"DATABASE_URL": f"postgresql://cardshare@127.0.0.1:{free_port()}/cardshare"}
+    unreachable = run("db", "wait", "--timeout", "1", env=dead)
+    assert unreachable.returncode != 0
+    assert "cannot reach PostgreSQL" in unreachable.stderr

@@ -1,12 +1,13 @@
-"""`cardshare db upgrade|check`: the schema."""
+"""`cardshare db upgrade|check|wait`: the schema."""
 
 from __future__ import annotations
 
 import click
 
-from worker import migrate
-from worker.cli.common import boot
+from worker import bootstrap, migrate
+from worker.cli.common import boot, load_settings
 from worker.config import mask_url
+from worker.errors import InputError
 
 
 def register(cli: click.Group) -> None:
@@ -33,3 +34,23 @@ def db_check() -> None:
         assert b.settings.database_url
         migrate.check(b.settings.database_url)
         click.echo("models and migrations agree")
+
+
+@db.command("wait")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0),
+    default=300.0,
+    show_default=True,
+    help="Give up after this many seconds.",
+)
+def db_wait(timeout_s: float) -> None:
+    """Wait until PostgreSQL answers and the schema is current (a Kubernetes init container:
+    pods wait for the migrate Job instead of crash-looping). Non-zero, with the last reason, on
+    timeout."""
+    settings = load_settings()
+    if settings.database_url is None:
+        raise InputError("db wait waits for a real server: set DATABASE_URL (or DATABASE_URL_FILE)")
+    head = bootstrap.wait_for_schema(settings.database_url, timeout_s=timeout_s)
+    click.echo(f"schema is at {head} on {mask_url(settings.database_url)}")
