@@ -103,13 +103,15 @@ def wait_for_schema(
     interval_s: float = 2.0,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    waiting: Callable[[str], None] = lambda reason: None,
 ) -> str:
     """Wait until PostgreSQL answers and the schema is at this cardshare's head (an init
     container, while the migrate Job runs); the head, or StoreUnavailable / SchemaOutOfDate with
-    the last reason once `timeout_s` has passed."""
+    the last reason once `timeout_s` has passed. `waiting` hears each new reason to wait."""
     sep = "&" if "?" in url else "?"
     quick = url if "connect_timeout=" in url else f"{url}{sep}connect_timeout=5"
     deadline = clock() + timeout_s
+    told = ""
     while True:
         try:
             ensure_schema(quick)
@@ -122,6 +124,9 @@ def wait_for_schema(
             last = exc
         if clock() + interval_s > deadline:
             raise last
+        if str(last) != told:
+            told = str(last)
+            waiting(told)
         sleep(interval_s)
 
 

@@ -47,10 +47,14 @@ def db_check() -> None:
 )
 def db_wait(timeout_s: float) -> None:
     """Wait until PostgreSQL answers and the schema is current (a Kubernetes init container:
-    pods wait for the migrate Job instead of crash-looping). Non-zero, with the last reason, on
-    timeout."""
+    pods wait for the migrate Job instead of crash-looping). Each new reason to wait goes to
+    stderr; on timeout, non-zero with the last one."""
     settings = load_settings()
     if settings.database_url is None:
         raise InputError("db wait waits for a real server: set DATABASE_URL (or DATABASE_URL_FILE)")
-    head = bootstrap.wait_for_schema(settings.database_url, timeout_s=timeout_s)
+    head = bootstrap.wait_for_schema(
+        settings.database_url,
+        timeout_s=timeout_s,
+        waiting=lambda reason: click.echo(f"cardshare: waiting: {reason}", err=True),
+    )
     click.echo(f"schema is at {head} on {mask_url(settings.database_url)}")
