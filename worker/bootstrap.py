@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,6 +118,40 @@ def ensure_schema(engine: Engine) -> None:
             f"database schema is at {current or 'nothing'}, this cardshare needs {head}: "
             "run `cardshare db upgrade`"
         )
+
+
+def wait_for_schema(
+    url: str,
+    *,
+    timeout_s: float,
+    interval_s: float = 2.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    waiting: Callable[[str], None] = lambda reason: None,
+) -> str:
+    """Wait until PostgreSQL answers and the schema is at this cardshare's head (an init
+    container, while the migrate Job runs); the head, or StoreUnavailable / SchemaOutOfDate with
+    the last reason once `timeout_s` has passed. `waiting` hears each new reason to wait."""
+    sep = "&" if "?" in url else "?"
+    quick = url if "connect_timeout=" in url else f"{url}{sep}connect_timeout=5"
+    deadline = clock() + timeout_s
+    told = ""
+    while True:
+        try:
+            ensure_schema(quick)
+            return str(ScriptDirectory.from_config(migrate.alembic_config(quick)).get_current_head())
+        except OperationalError as exc:
+            last: CardshareError = StoreUnavailable(
+                f"cannot reach PostgreSQL: {str(exc.orig).strip().splitlines()[0]}"
+            )
+        except SchemaOutOfDate as exc:
+            last = exc
+        if clock() + interval_s > deadline:
+            raise last
+        if str(last) != told:
+            told = str(last)
+            waiting(told)
+        sleep(interval_s)
 
 
 @contextlib.contextmanager

@@ -141,6 +141,17 @@ def containers(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from spec["containers"]
 
 
+def app_containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The role's own containers (not the init containers that wait for the schema)."""
+    spec = pod_spec(doc)
+    return [] if spec is None else list(spec["containers"])
+
+
+def init_containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = pod_spec(doc)
+    return [] if spec is None else list(spec.get("initContainers", []))
+
+
 def role(doc: dict[str, Any]) -> str:
     component: str = doc["metadata"]["labels"]["app.kubernetes.io/component"]
     return component
@@ -281,7 +292,7 @@ def test_liveness_and_readiness_are_different_probes_on_every_long_running_conta
     deployments = workloads(manifests, "Deployment")
     assert set(deployments) == {"worker", "beat", "webhooks"}
     for name, doc in deployments.items():
-        for c in containers(doc):
+        for c in app_containers(doc):
             live, ready = c.get("livenessProbe"), c.get("readinessProbe")
             assert live, f"{name}/{c['name']} needs a liveness probe"
             assert ready, f"{name}/{c['name']} needs a readiness probe"
@@ -300,11 +311,11 @@ def test_liveness_and_readiness_are_different_probes_on_every_long_running_conta
 def test_the_probes_are_the_documented_commands_and_paths(manifests: list[dict[str, Any]]) -> None:
     deployments = workloads(manifests, "Deployment")
     for name, (live, ready) in EXEC_PROBES.items():
-        (c,) = containers(deployments[name])
+        (c,) = app_containers(deployments[name])
         assert c["livenessProbe"]["exec"]["command"] == live
         assert c["readinessProbe"]["exec"]["command"] == ready
     for name, (live_path, ready_path) in HTTP_PROBES.items():
-        (c,) = containers(deployments[name])
+        (c,) = app_containers(deployments[name])
         ports = {p["name"] for p in c["ports"]}
         assert c["livenessProbe"]["httpGet"] == {"path": live_path, "port": "http"}
         assert c["readinessProbe"]["httpGet"] == {"path": ready_path, "port": "http"}
@@ -326,7 +337,7 @@ def test_every_exec_probe_is_a_real_cardshare_health_command(manifests: list[dic
     commands = [
         probe["exec"]["command"]
         for doc in workloads(manifests, "Deployment").values()
-        for c in containers(doc)
+        for c in app_containers(doc)
         for probe in (c["startupProbe"], c["livenessProbe"], c["readinessProbe"])
         if "exec" in probe
     ]
@@ -348,7 +359,7 @@ def test_each_role_runs_a_real_cardshare_command(manifests: list[dict[str, Any]]
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     expected = {"worker": "worker", "beat": "beat", "webhooks": "webhooks", "migrate": "db"}
     for name, doc in workloads(manifests).items():
-        (c,) = containers(doc)
+        (c,) = app_containers(doc)
         assert c["args"][0] == expected[name]
         assert cli.get_command(click.Context(cli), c["args"][0]) is not None, name
         assert "command" not in c, f"{name}: the image's entrypoint is `cardshare`"
@@ -357,6 +368,28 @@ def test_each_role_runs_a_real_cardshare_command(manifests: list[dict[str, Any]]
         "db",
         "upgrade",
     ]
+
+
+def test_long_running_pods_wait_for_the_schema_instead_of_crash_looping(
+    manifests: list[dict[str, Any]],
+) -> None:
+    """Each Deployment's init container runs `cardshare db wait` (tests/acceptance/test_db_cli.py)
+    and reads only the database URL."""
+    from worker.cli.main import cli
+
+    db = cli.get_command(click.Context(cli), "db")
+    assert isinstance(db, click.Group)
+    wait = db.get_command(click.Context(db), "wait")
+    assert wait is not None
+    for name, doc in workloads(manifests, "Deployment").items():
+        (init,) = init_containers(doc)
+        assert init["args"][:2] == ["db", "wait"], name
+        wait.make_context("cardshare db wait", list(init["args"][2:]))  # a bad flag: UsageError
+        (app,) = app_containers(doc)
+        assert init["image"] == app["image"]
+        refs = {e["valueFrom"]["secretKeyRef"]["key"] for e in init["env"] if "valueFrom" in e}
+        assert refs == {"DATABASE_URL"}, name
+    assert not init_containers(workloads(manifests, "Job")["migrate"])
 
 
 def test_exactly_one_beat_and_scalable_workers(manifests: list[dict[str, Any]]) -> None:
@@ -398,7 +431,7 @@ def test_disruption_budgets_and_the_service_select_real_pods(manifests: list[dic
         assert selected(d["spec"]["selector"]["matchLabels"]) == {name}
     (service,) = (d for d in manifests if d["kind"] == "Service")
     assert selected(service["spec"]["selector"]) == {"webhooks"}
-    (c,) = containers(deployments["webhooks"])
+    (c,) = app_containers(deployments["webhooks"])
     assert {p["targetPort"] for p in service["spec"]["ports"]} <= {p["name"] for p in c["ports"]}
 
 
@@ -411,7 +444,7 @@ def test_each_role_reads_only_its_own_secrets(manifests: list[dict[str, Any]]) -
     keys = set(example["stringData"])
     assert not any(d["kind"] == "Secret" for d in manifests), "secrets are created outside the repository"
     for name, doc in workloads(manifests).items():
-        (c,) = containers(doc)
+        (c,) = app_containers(doc)
         refs = [e["valueFrom"]["secretKeyRef"] for e in c["env"] if "secretKeyRef" in e.get("valueFrom", {})]
         assert {r["name"] for r in refs} == {SECRET}
         assert {r["key"] for r in refs} == SECRETS_BY_ROLE[name], name

@@ -1,4 +1,4 @@
-"""`cardshare db upgrade|check|maintain`: the schema and its day partitions."""
+"""`cardshare db upgrade|check|maintain|wait`: the schema and its day partitions."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import sys
 
 import click
 
-from worker import migrate, runtime
-from worker.cli.common import boot
+from worker import bootstrap, migrate, runtime
+from worker.cli.common import boot, load_settings
 from worker.config import mask_url
+from worker.errors import InputError
 from worker.ops.retention import run_maintenance
 
 
@@ -47,3 +48,25 @@ def db_maintain() -> None:
     click.echo(report.one_line())
     if report.errors:
         sys.exit(1)
+@db.command("wait")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0),
+    default=300.0,
+    show_default=True,
+    help="Give up after this many seconds.",
+)
+def db_wait(timeout_s: float) -> None:
+    """Wait until PostgreSQL answers and the schema is current (a Kubernetes init container:
+    pods wait for the migrate Job instead of crash-looping). Each new reason to wait goes to
+    stderr; on timeout, non-zero with the last one."""
+    settings = load_settings()
+    if settings.database_url is None:
+        raise InputError("db wait waits for a real server: set DATABASE_URL (or DATABASE_URL_FILE)")
+    head = bootstrap.wait_for_schema(
+        settings.database_url,
+        timeout_s=timeout_s,
+        waiting=lambda reason: click.echo(f"cardshare: waiting: {reason}", err=True),
+    )
+    click.echo(f"schema is at {head} on {mask_url(settings.database_url)}")
