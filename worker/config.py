@@ -283,7 +283,10 @@ class Settings:
         default=DEFAULT_BASE_URL,
     )
     timezone: str = setting(
-        "CARDSHARE_TIMEZONE", str, 'IANA zone whose calendar day is "a day"', default="UTC"
+        "CARDSHARE_TIMEZONE",
+        str,
+        'IANA zone whose calendar day is "a day" for a line without its own (`line set --timezone`)',
+        default="UTC",
     )
     sweep_interval_s: float = setting(
         "CARDSHARE_SWEEP_INTERVAL", _positive_float, "seconds between sweeps", default=900.0

@@ -342,17 +342,32 @@ def build_account_event(fields: Mapping[str, Any], state: SimState | None = None
     }
 
 
-async def _post(url: str, secret: str, envelope: Mapping[str, Any]) -> dict[str, Any]:
+async def _post(
+    url: str,
+    secret: str,
+    envelope: Mapping[str, Any],
+    *,
+    webhook_id: str | None = None,
+    timestamp: int | None = None,
+) -> dict[str, Any]:
+    """Sign and POST one event: as `webhook_id` (default: the event id) at `timestamp` (Unix
+    seconds, default now). A retry of an event is the same id at a later timestamp."""
     raw = json.dumps(envelope, separators=(",", ":")).encode()
-    headers = signed_headers(
-        secret, str(envelope["event_id"]), int(time.time()), raw, event_type=str(envelope["event_type"])
-    )
+    webhook_id = webhook_id or str(envelope["event_id"])
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    headers = signed_headers(secret, webhook_id, timestamp, raw, event_type=str(envelope["event_type"]))
     try:
         async with httpx.AsyncClient(timeout=10.0) as client:
             answer = await client.post(url, content=raw, headers=headers)
     except httpx.HTTPError as exc:
         return {"status": None, "error": type(exc).__name__, "event_id": envelope["event_id"]}
-    return {"status": answer.status_code, "body": answer.text[:500], "event_id": envelope["event_id"]}
+    return {
+        "status": answer.status_code,
+        "body": answer.text[:500],
+        "event_id": envelope["event_id"],
+        "webhook_id": webhook_id,
+        "timestamp": timestamp,
+    }
 
 
 async def emit_pending(state: SimState) -> None:
@@ -410,7 +425,13 @@ async def deliver(state: SimState, body: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(secret, str) or not secret.startswith("whsec_"):
         raise ValueError("secret must be a whsec_ signing secret")
     if body.get("event_type") in ACCOUNT_EVENTS:
-        return await _post(url, secret, build_account_event(body, state))
+        return await _post(
+            url,
+            secret,
+            build_account_event(body, state),
+            webhook_id=str(body["webhook_id"]) if body.get("webhook_id") else None,
+            timestamp=int(body["timestamp"]) if body.get("timestamp") is not None else None,
+        )
     spec = EventSpec.from_json(body, state)
     raw = json.dumps(build_event(spec, state), separators=(",", ":")).encode()
     webhook_id = str(body.get("webhook_id") or spec.event_id)

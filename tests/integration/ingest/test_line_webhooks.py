@@ -202,6 +202,7 @@ def test_account_warnings_are_logged_counted_and_kept_until_acknowledged_or_supe
     deps: Deps, sim: SimulatorAdmin, receiver: ReceiverServer, log_text: io.StringIO
 ) -> None:
     before = _warnings_metric("api_token.expiry_scheduled")
+    now = int(time.time())
     first = sim.deliver_webhook(
         receiver.url,
         SECRET,
@@ -209,6 +210,7 @@ def test_account_warnings_are_logged_counted_and_kept_until_acknowledged_or_supe
         token_id="tok_1",
         expires_at="2026-12-31T00:00:00Z",
         event_id="w-1",
+        timestamp=now,
     )
     assert first["status"] == 200
     assert _warnings_metric("api_token.expiry_scheduled") == before + 1
@@ -220,9 +222,16 @@ def test_account_warnings_are_logged_counted_and_kept_until_acknowledged_or_supe
     errors = [x for x in lines if x.get("event") == "account.warning"]
     assert len(errors) == 1
     assert errors[0]["level"] == "error"
-    # A retry of the same event is a duplicate: no second warning.
+    # Linq's retry of the same event (same id, a later signature timestamp: a delivery signed in
+    # the same second would be the very same signed request, a replay) is a duplicate: no second
+    # warning.
     retry = sim.deliver_webhook(
-        receiver.url, SECRET, event_type="api_token.expiry_scheduled", token_id="tok_1", event_id="w-1"
+        receiver.url,
+        SECRET,
+        event_type="api_token.expiry_scheduled",
+        token_id="tok_1",
+        event_id="w-1",
+        timestamp=now + 1,
     )
     assert retry["status"] == 200
     assert json.loads(retry["body"]) == {"status": "duplicate"}
