@@ -6,9 +6,11 @@ from __future__ import annotations
 import signal
 import socket
 from types import FrameType
+from typing import TYPE_CHECKING
 
-import uvicorn
-from starlette.applications import Starlette
+if TYPE_CHECKING:
+    import uvicorn
+    from starlette.applications import Starlette
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -33,6 +35,10 @@ def address(sock: socket.socket) -> str:
 
 
 def server_config(app: Starlette) -> uvicorn.Config:
+    # Imported here: uvicorn and starlette cost ~0.1 s of a command's start (python -X importtime,
+    # 2-core box), and `cardshare status` and `history` load this module without serving.
+    import uvicorn
+
     # log_config=None: uvicorn's lines go through cardshare's handler (JSON, secrets masked).
     return uvicorn.Config(
         app,
@@ -48,6 +54,8 @@ def serve(app: Starlette, sock: socket.socket) -> None:
     """Serve until SIGINT/SIGTERM (uvicorn finishes in-flight requests first). Main thread only."""
     # uvicorn re-raises the stop signal after draining. As SystemExit it lets the caller's
     # cleanup run (embedded servers stop); with the default handler the process would just die.
+    import uvicorn
+
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         uvicorn.Server(server_config(app)).run(sockets=[sock])

@@ -10,14 +10,14 @@ from __future__ import annotations
 import datetime as dt
 import html
 from collections.abc import Callable
-
-from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Route
+from typing import TYPE_CHECKING
 
 from worker.ops.status import Counts, Status
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
 
 REFRESH_S = 30
 
@@ -147,6 +147,12 @@ def render(status: Status) -> str:
 
 def create_app(collect: Callable[[dt.date | None], Status]) -> Starlette:
     """GET / (the page), GET /status.json, GET /healthz. Nothing accepts writes."""
+    # Starlette imported here: `cardshare status`, `history` and `check` load this module's
+    # package without serving, and Starlette costs their start-up (tests/acceptance/test_startup.py).
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.responses import HTMLResponse, JSONResponse
+    from starlette.routing import Route
 
     async def page(request: Request) -> Response:
         status = await run_in_threadpool(collect, None)
