@@ -117,6 +117,9 @@ REQUEUE_EXPIRED_SQL = text(
                 lost_claims = d.lost_claims + (d.status = 'claimed')::int,
                 updated_at = now()
             FROM expired e WHERE d.chat_id = e.chat_id AND d.day = e.day
+              -- The day again, as a constant: the planner then opens only that day's partition
+              -- for the update (through e.day alone it plans every kept day's; test_partitions).
+              AND d.day = :day
             RETURNING d.chat_id, e.lease_until AS old_lease
             """
 )
