@@ -61,6 +61,10 @@ class Servers:
     def redis_pid(self) -> int:
         return int((self.redis.directory / "redis.pid").read_text().strip())
 
+    def migrate(self, url: str) -> None:
+        """cardshare's migrations on another database of this server (they make its partitions)."""
+        migrate.upgrade(url)
+
     def versions(self) -> dict[str, str]:
         """Server versions, for the results' machine section."""
         with psycopg.connect(self.dsn) as conn:
@@ -276,3 +280,18 @@ def releaser(settings: Settings, app: Any, *, queue_lease_s: float = 1800) -> It
         pacer.close()
         clients.close()
         eng.dispose()
+
+
+def partition_name(table: str, day: Any) -> str:
+    """The name cardshare gives `table`'s partition of `day` (share_days_pYYYYMMDD)."""
+    from worker.store.partitions import partition_name as name
+
+    return name(table, day)
+
+
+def retention_policy() -> tuple[int, int]:
+    """(CARDSHARE_RETENTION_DAYS's default, the days kept behind it for per-line time zones)."""
+    from worker.config import Settings
+    from worker.rules.retention import BEHIND_DAYS
+
+    return Settings().retention_days, BEHIND_DAYS

@@ -26,7 +26,7 @@ from worker.ops.retention import ensure_days
 from worker.queue.app import configure
 from worker.rules.cadence import share_day
 from worker.rules.retention import wanted_days
-from worker.store.engine import schema_revision
+from worker.store.engine import make_engine, schema_revision
 
 
 class SchemaOutOfDate(CardshareError):
@@ -136,22 +136,26 @@ def wait_for_schema(
     quick = url if "connect_timeout=" in url else f"{url}{sep}connect_timeout=5"
     deadline = clock() + timeout_s
     told = ""
-    while True:
-        try:
-            ensure_schema(quick)
-            return str(ScriptDirectory.from_config(migrate.alembic_config(quick)).get_current_head())
-        except OperationalError as exc:
-            last: CardshareError = StoreUnavailable(
-                f"cannot reach PostgreSQL: {str(exc.orig).strip().splitlines()[0]}"
-            )
-        except SchemaOutOfDate as exc:
-            last = exc
-        if clock() + interval_s > deadline:
-            raise last
-        if str(last) != told:
-            told = str(last)
-            waiting(told)
-        sleep(interval_s)
+    engine = make_engine(quick, pool_size=1, max_overflow=0)
+    try:
+        while True:
+            try:
+                ensure_schema(engine)
+                return migrate.head_revision()
+            except OperationalError as exc:
+                last: CardshareError = StoreUnavailable(
+                    f"cannot reach PostgreSQL: {str(exc.orig).strip().splitlines()[0]}"
+                )
+            except SchemaOutOfDate as exc:
+                last = exc
+            if clock() + interval_s > deadline:
+                raise last
+            if str(last) != told:
+                told = str(last)
+                waiting(told)
+            sleep(interval_s)
+    finally:
+        engine.dispose()
 
 
 @contextlib.contextmanager

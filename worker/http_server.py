@@ -8,11 +8,17 @@ import logging
 import signal
 import socket
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import uvicorn
-from starlette.applications import Starlette
-from uvicorn.protocols.http.h11_impl import H11Protocol
+if TYPE_CHECKING:
+    import uvicorn
+    from starlette.applications import Starlette
+    from uvicorn.protocols.http.h11_impl import H11Protocol as _H11Base
+else:
+    # uvicorn and starlette cost ~0.1 s of a command's start (python -X importtime, 2-core box),
+    # and `cardshare status` and `history` load this module without serving: the guard is a
+    # mixin here, put on uvicorn's protocol when a server is configured (`guarded_protocol`).
+    _H11Base = object
 
 log = logging.getLogger("cardshare.http")
 
@@ -22,7 +28,7 @@ LIMIT_CONCURRENCY = 512  # connections at once; past it uvicorn answers 503 inst
 KEEP_ALIVE_S = 5.0
 
 
-class GuardedH11Protocol(H11Protocol):
+class GuardedH11Protocol(_H11Base):
     """uvicorn's h11 protocol with a header read timeout, which uvicorn lacks: its keep-alive
     timer is cancelled by any byte received, so a client dribbling a header a byte at a time
     (slowloris) would hold the connection for ever. Here the clock starts when the connection
@@ -73,7 +79,11 @@ class GuardedH11Protocol(H11Protocol):
 
 
 def guarded_protocol(header_timeout_s: float) -> type[GuardedH11Protocol]:
-    return type("GuardedH11Protocol", (GuardedH11Protocol,), {"header_timeout_s": header_timeout_s})
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    return type(
+        "GuardedH11Protocol", (GuardedH11Protocol, H11Protocol), {"header_timeout_s": header_timeout_s}
+    )
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -101,6 +111,8 @@ def server_config(app: Starlette, *, header_timeout_s: float = HEADER_TIMEOUT_S)
     """uvicorn with bounded reads: h11 (its incomplete-event limit bounds the request head; the
     httptools parser has none), a header read timeout, a keep-alive timeout and a cap on
     concurrent connections. Behind a TLS proxy, the proxy enforces its own (README, Webhooks)."""
+    import uvicorn  # here: see the note on `_H11Base`
+
     # log_config=None: uvicorn's lines go through cardshare's handler (JSON, secrets masked).
     kw: dict[str, Any] = {
         "http": guarded_protocol(header_timeout_s),
@@ -123,6 +135,8 @@ def serve(app: Starlette, sock: socket.socket, *, header_timeout_s: float = HEAD
     """Serve until SIGINT/SIGTERM (uvicorn finishes in-flight requests first). Main thread only."""
     # uvicorn re-raises the stop signal after draining. As SystemExit it lets the caller's
     # cleanup run (embedded servers stop); with the default handler the process would just die.
+    import uvicorn
+
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         uvicorn.Server(server_config(app, header_timeout_s=header_timeout_s)).run(sockets=[sock])

@@ -181,6 +181,9 @@ def test_status_json_and_a_bad_day(world: World, deps: Deps, today: dt.date, pag
     assert httpx.post(page_url, timeout=10).status_code == 405
     old = httpx.get(page_url + "status.json?day=2020-01-01", timeout=10).json()
     assert old["total"]["due"] == 0
+    # A day past retention: its numbers are empty because its rows are dropped, and it says so.
+    assert old["past_retention"].startswith("2020-01-01 is past retention: CARDSHARE_RETENTION_DAYS=")
+    assert "past_retention" not in doc
     page = httpx.get(page_url, timeout=10).text
     assert "No failed or unknown chat-days." in page
 

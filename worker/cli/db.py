@@ -48,6 +48,8 @@ def db_maintain() -> None:
     click.echo(report.one_line())
     if report.errors:
         sys.exit(1)
+
+
 @db.command("wait")
 @click.option(
     "--timeout",

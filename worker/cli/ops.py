@@ -59,13 +59,21 @@ def status(day_text: str | None, as_json: bool) -> None:
     _print_status(st)
 
 
-def refuse_past_retention(settings: Settings, day: dt.date | None) -> None:
-    """A day older than CARDSHARE_RETENTION_DAYS has no rows left to report on: say so (exit 2)."""
+def retention_note(settings: Settings, day: dt.date | None) -> str | None:
+    """What is said of a day older than CARDSHARE_RETENTION_DAYS (None for a kept day)."""
     if day is None:
-        return
+        return None
     today = share_day(runtime.get().deps.clock(), settings.zone)
     if past_retention(day, today, settings.retention_days):
-        raise InputError(f"--day {past_retention_message(day, today, settings.retention_days)}")
+        return past_retention_message(day, today, settings.retention_days)
+    return None
+
+
+def refuse_past_retention(settings: Settings, day: dt.date | None) -> None:
+    """A day older than CARDSHARE_RETENTION_DAYS has no rows left to report on: say so (exit 2)."""
+    note = retention_note(settings, day)
+    if note is not None:
+        raise InputError(f"--day {note}")
 
 
 def _print_lines(console: Console, st: Status) -> None:
@@ -332,8 +340,10 @@ def web(host: str, port: int) -> None:
     with boot() as b:
 
         def collect(day: dt.date | None) -> Status:
-            refuse_past_retention(b.settings, day)
-            return status_mod.collect_for(runtime.get().deps, b.settings, day)
+            # A day past retention answers with its (empty) numbers and says why they are empty.
+            st = status_mod.collect_for(runtime.get().deps, b.settings, day)
+            st.past_retention = retention_note(b.settings, day)
+            return st
 
         app = status_page.create_app(collect)
         try:

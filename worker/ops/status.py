@@ -203,6 +203,8 @@ class Status:
     failures: list[FailureRow] = field(default_factory=list)
     account_paused: str | None = None
     warnings: list[WarningRow] = field(default_factory=list)
+    # Set for a day older than CARDSHARE_RETENTION_DAYS: its rows are dropped (the status page).
+    past_retention: str | None = None
 
     @property
     def live_workers(self) -> int:
@@ -212,7 +214,7 @@ class Status:
         def run(r: Run | None) -> dict[str, Any] | None:
             return None if r is None else {k: _plain(v) for k, v in asdict(r).items()}
 
-        return {
+        out: dict[str, Any] = {
             "day": self.day.isoformat(),
             "at": self.at.isoformat(),
             "total": self.total.as_dict(),
@@ -235,6 +237,9 @@ class Status:
             "broker_error": self.broker_error,
             "failures": [{k: _plain(v) for k, v in asdict(f).items()} for f in self.failures],
         }
+        if self.past_retention is not None:
+            out["past_retention"] = self.past_retention
+        return out
 
 
 def _plain(value: Any) -> Any:

@@ -10,17 +10,16 @@ from __future__ import annotations
 import datetime as dt
 import html
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Route
-
-from worker.errors import InputError
 from worker.ops.lines import LineView
 from worker.ops.status import Counts, Status
 from worker.rules import bounds
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
 
 REFRESH_S = 30
 
@@ -195,6 +194,12 @@ def render(status: Status) -> str:
 
 def create_app(collect: Callable[[dt.date | None], Status]) -> Starlette:
     """GET / (the page), GET /status.json, GET /healthz. Nothing accepts writes."""
+    # Starlette imported here: `cardshare status`, `history` and `check` load this module's
+    # package without serving, and Starlette costs their start-up (tests/acceptance/test_startup.py).
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.responses import HTMLResponse, JSONResponse
+    from starlette.routing import Route
 
     async def page(request: Request) -> Response:
         status = await run_in_threadpool(collect, None)
@@ -210,10 +215,7 @@ def create_app(collect: Callable[[dt.date | None], Status]) -> Starlette:
             return JSONResponse(
                 {"error": f"day {day} is out of range ({bounds.DAY_MIN} to {bounds.DAY_MAX})"}, 400
             )
-        try:
-            status = await run_in_threadpool(collect, day)
-        except InputError as exc:  # a day past retention
-            return JSONResponse({"error": str(exc)}, 400)
+        status = await run_in_threadpool(collect, day)
         return JSONResponse(status.as_dict())
 
     async def healthz(request: Request) -> Response:

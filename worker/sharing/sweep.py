@@ -357,28 +357,31 @@ def _requeue(
     queue_depth: Callable[[], QueueDepth],
     queue_lease_s: float,
 ) -> int:
+    """Re-queue each of the lines' days (one to three: lines in different zones), a day at a
+    time so each statement opens only that day's partition."""
     drained = queue_depth().drained
-    wanted = sorted(set(days))
     total = 0
-    after = KEYSET_START
-    while True:
-        with transaction(deps.sessions) as s:
-            page = requeue_expired(
-                s,
-                days=wanted,
-                limit=deps.settings.sweep_page_size,
-                queue_lease_s=queue_lease_s,
-                queue_drained=drained,
-                stale_queued_s=deps.settings.lease_s,
-                max_lost_claims=deps.settings.max_lost_claims,
-                after=after,
-            )
-        if not page.chat_days or page.last is None:
-            return total
-        total += publish_by_day(publish, page.chat_days)
-        if len(page.chat_days) < deps.settings.sweep_page_size:
-            return total
-        after = page.last
+    for day in sorted(set(days)):
+        after = KEYSET_START
+        while True:
+            with transaction(deps.sessions) as s:
+                page = requeue_expired(
+                    s,
+                    day=day,
+                    limit=deps.settings.sweep_page_size,
+                    queue_lease_s=queue_lease_s,
+                    queue_drained=drained,
+                    stale_queued_s=deps.settings.lease_s,
+                    max_lost_claims=deps.settings.max_lost_claims,
+                    after=after,
+                )
+            if not page.chat_ids or page.last is None:
+                break
+            total += publish(page.chat_ids, day)
+            if len(page.chat_ids) < deps.settings.sweep_page_size:
+                break
+            after = page.last
+    return total
 
 
 def publish_by_day(publish: Publish, rows: Iterable[tuple[uuid.UUID, dt.date]]) -> int:

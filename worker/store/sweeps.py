@@ -211,20 +211,20 @@ def apply_release(
 
 # --------------------------------------------------------------------------- recovery
 
-# Keyset pages over the days' open rows in (lease_until, chat_id, day) order (ix_share_days_open, which
+# Keyset pages over the day's open rows in (lease_until, chat_id) order (ix_share_days_open, which
 # holds only open rows): each page starts where the last one stopped, so a pass reads each row
 # once however many are stale. (Ordering every stale row again for each page was quadratic.)
 REQUEUE_EXPIRED_SQL = text(
     f"""
             WITH expired AS (
                 SELECT chat_id, day, lease_until FROM share_days
-                WHERE day = ANY(:days) AND status IN {REQUEUABLE}
-                  AND (lease_until, chat_id, day) > (:after_lease, :after_chat, :after_day)
+                WHERE day = :day AND status IN {REQUEUABLE}
+                  AND (lease_until, chat_id) > (:after_lease, :after_chat)
                   AND (lease_until < now()
                        OR (:drained AND status = 'queued'
                            AND updated_at < now() - make_interval(secs => :stale)))
                   AND NOT (status = 'claimed' AND lost_claims + 1 >= :max_lost)
-                ORDER BY lease_until, chat_id, day
+                ORDER BY lease_until, chat_id
                 LIMIT :limit
                 FOR UPDATE SKIP LOCKED
             )
@@ -235,33 +235,36 @@ REQUEUE_EXPIRED_SQL = text(
                 lost_claims = d.lost_claims + (d.status = 'claimed')::int,
                 updated_at = now()
             FROM expired e WHERE d.chat_id = e.chat_id AND d.day = e.day
-            RETURNING d.chat_id, d.day, e.lease_until AS old_lease
+              -- The day again, as a constant: the planner then opens only that day's partition
+              -- for the update (through e.day alone it plans every kept day's; test_partitions).
+              AND d.day = :day
+            RETURNING d.chat_id, e.lease_until AS old_lease
             """
 )
 
-# Where a pass starts: before every (lease_until, chat_id, day).
-KEYSET_START = (dt.datetime(1, 1, 1, tzinfo=dt.UTC), NIL_UUID, dt.date(1, 1, 1))
+# Where a pass starts: before every (lease_until, chat_id).
+KEYSET_START = (dt.datetime(1, 1, 1, tzinfo=dt.UTC), NIL_UUID)
 
 
 @dataclass(frozen=True)
 class Requeued:
-    chat_days: list[tuple[uuid.UUID, dt.date]]
-    # The largest (lease_until, chat_id, day) of the page, before its update: the next page's start.
-    last: tuple[dt.datetime, uuid.UUID, dt.date] | None
+    chat_ids: list[uuid.UUID]
+    # The largest (lease_until, chat_id) of the page, before its update: the next page's start.
+    last: tuple[dt.datetime, uuid.UUID] | None
 
 
 def requeue_expired(
     session: Session,
     *,
-    days: Iterable[dt.date],
+    day: dt.date,
     limit: int,
     queue_lease_s: float,
     queue_drained: bool,
     stale_queued_s: float,
     max_lost_claims: int,
-    after: tuple[dt.datetime, uuid.UUID, dt.date] = KEYSET_START,
+    after: tuple[dt.datetime, uuid.UUID] = KEYSET_START,
 ) -> Requeued:
-    """Open, not held chat-days of `days` (the lines' todays) whose lease ran out (crash, lost
+    """Open, not held chat-days of `day` (one line's today) whose lease ran out (crash, lost
     message, retry due): re-queue. Held ones are the release pass's (docs/decisions.md §10).
     One keyset page, starting after `after`.
 
@@ -272,7 +275,7 @@ def requeue_expired(
     rows = session.execute(
         REQUEUE_EXPIRED_SQL,
         {
-            "days": sorted(set(days)),
+            "day": day,
             "limit": limit,
             "qlease": queue_lease_s,
             "drained": queue_drained,
@@ -280,11 +283,10 @@ def requeue_expired(
             "max_lost": max_lost_claims,
             "after_lease": after[0],
             "after_chat": after[1],
-            "after_day": after[2],
         },
     ).all()
-    last = max(((r.old_lease, r.chat_id, r.day) for r in rows), default=None)
-    return Requeued([(r.chat_id, r.day) for r in rows], last)
+    last = max(((r.old_lease, r.chat_id) for r in rows), default=None)
+    return Requeued([r.chat_id for r in rows], last)
 
 
 FAIL_POISONED_SQL = text(

@@ -256,3 +256,44 @@ def test_check_status_and_history_say_a_day_is_past_retention(
     # Within retention nothing is said.
     wide = cardshare(settings, "history", str(chat), "--days", "2", CARDSHARE_RETENTION_DAYS="1")
     assert "past retention" not in wide.stdout
+
+
+def test_beat_runs_maintenance_hourly_on_the_control_queue() -> None:
+    import worker.queue.tasks  # noqa: F401 - registers the tasks
+    from worker.queue.app import app
+
+    assert "cardshare.maintain" in app.tasks
+    entry = app.conf.beat_schedule["maintain"]
+    assert entry["task"] == "cardshare.maintain"
+    assert entry["schedule"] == dt.timedelta(hours=1)
+    assert entry["options"]["queue"] == "cardshare.control"
+
+
+def test_db_maintain_through_the_cli_drops_the_old_days_and_makes_the_coming_ones(
+    world: World, deps: Deps, settings: Settings, today: dt.date
+) -> None:
+    """`cardshare db maintain`, the operator's way to apply a lowered retention at once."""
+    world.line()
+    chat = world.chat()
+    old = today - (1 + BEHIND_DAYS + 3) * D  # past CARDSHARE_RETENTION_DAYS=1 and the margin
+    make_days(deps, [old])
+    seed(deps, [chat], old)
+    seed(deps, [chat], today)
+    with partitions.maintenance_connection(engine_of(deps)) as conn:
+        # The test database was made with the week ahead: drop its last day so the command makes it.
+        for table in ("attempts", "share_days"):
+            part = partitions.partition_of(conn, table, today + AHEAD_DAYS * D)
+            if part is not None:
+                partitions.drop(conn, part)
+    done = cardshare(settings, "db", "maintain", CARDSHARE_RETENTION_DAYS="1")
+    assert done.returncode == 0, done.stderr
+    assert f"partitions created for {today + AHEAD_DAYS * D}" in done.stdout
+    assert f"share_days_p{old:%Y%m%d}" in done.stdout
+    assert f"attempts_p{old:%Y%m%d}" in done.stdout
+    assert not {f"share_days_p{old:%Y%m%d}", f"attempts_p{old:%Y%m%d}"} & tables(deps)
+    assert {f"share_days_p{today + AHEAD_DAYS * D:%Y%m%d}"} <= tables(deps)
+    assert rows(deps, "share_days", f"day = '{old}'") == []
+    assert len(rows(deps, "share_days", f"day = '{today}'")) == 1
+    again = cardshare(settings, "db", "maintain", CARDSHARE_RETENTION_DAYS="1")
+    assert again.returncode == 0, again.stderr
+    assert "partitions created for none; dropped none" in again.stdout

@@ -15,7 +15,7 @@ from worker.deps import Deps
 from worker.keys import PARTITIONS_LOCK
 from worker.rules.retention import Bounds
 from worker.sharing.share import Outcome, share_chat
-from worker.store import hot, partitions, shares
+from worker.store import hot, partitions, shares, sweeps
 from worker.store.session import transaction
 
 D = dt.timedelta(days=1)
@@ -143,3 +143,29 @@ def test_partition_bounds_are_read_from_postgresql_s_own_text() -> None:
     assert not partitions.is_partition_name("chats_p20260305")
     with pytest.raises(ValueError, match="not a range partition bound"):
         partitions.parse_bounds("DEFAULT")
+
+
+def test_recovery_statements_read_only_the_days_partition(deps: Deps, today: dt.date) -> None:
+    """Recovery's keyset page and the poison pass name the day: whatever history is kept, they read
+    that day's partition only (so a pass costs the day's open rows, not the history)."""
+    with transaction(deps.sessions) as s:
+        for day in (today - 5 * D, today - 4 * D, today - 3 * D):
+            partitions.create_day(s, day, lock_key=PARTITIONS_LOCK)
+    page = {
+        "day": today,
+        "limit": 1000,
+        "qlease": 1800.0,
+        "drained": True,
+        "stale": 600.0,
+        "max_lost": 3,
+        "after_lease": sweeps.KEYSET_START[0],
+        "after_chat": sweeps.KEYSET_START[1],
+    }
+    todays = {f"share_days_p{today:%Y%m%d}"}
+    for statement, params in (
+        (sweeps.REQUEUE_EXPIRED_SQL, page),
+        (sweeps.FAIL_POISONED_SQL, {"day": today, "max_lost": 3}),
+    ):
+        found = explain(deps, statement, params)
+        assert {r for r in found if partitions.is_partition_name(r)} == todays, statement.text
+        assert found - todays <= {"share_days"}, statement.text
