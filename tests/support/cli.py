@@ -22,6 +22,10 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
         CARDSHARE_RETRY_CAP_SECONDS="0.05",
         CARDSHARE_DATA_DIR=str(settings.data_dir),
         CARDSHARE_LOG_FORMAT="json",
+        # The fixture's pace (far above what a test shares): the default 60/min would hold most
+        # of a test's chats for their slots. Tests of pace pass their own.
+        CARDSHARE_LINE_SHARES_PER_MINUTE=str(settings.line_shares_per_minute),
+        CARDSHARE_AT_RISK_SHARES_PER_MINUTE=str(settings.at_risk_shares_per_minute),
     )
     env.update(extra)
     return env
