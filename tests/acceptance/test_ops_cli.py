@@ -220,8 +220,8 @@ def test_prefork_children_are_counted_in_one_scrape(
 def test_beat_heartbeat_shows_in_health_and_status(procs: Procs, settings: Settings) -> None:
     from worker.ops import health
 
-    # Recovery every 2 s, so beat sends something within the test.
-    beat = procs.beat(CARDSHARE_RECOVER_INTERVAL="2")
+    # Recovery every 2 s, so beat sends something within the test (releases at most as often).
+    beat = procs.beat(CARDSHARE_RECOVER_INTERVAL="2", CARDSHARE_RELEASE_INTERVAL="1")
     assert settings.redis_url
     with health.connected(settings.redis_url) as client:
 
