@@ -103,6 +103,7 @@ def test_the_spans_of_one_share_carry_its_chat_id_and_linqs_trace_id_and_no_secr
         sessions=deps.sessions,
         client=deps.client,
         sleep=deps.sleep,
+        pacer=deps.pacer,  # cardshare never shares unpaced
     )
     world.line()
     chat = world.chat()
