@@ -305,7 +305,7 @@ def downgrade() -> None:
         sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.CheckConstraint(f"status IN {STATUSES}", name="ck_share_days_status"),
+        sa.CheckConstraint(f"status IN {STATUSES}", name=op.f("ck_share_days_status")),
         sa.ForeignKeyConstraint(
             ["chat_id"], ["chats.id"], name="fk_share_days_chat_id_chats", ondelete="CASCADE"
         ),
@@ -334,7 +334,9 @@ def downgrade() -> None:
         sa.Column("retry_after_s", sa.Float(), nullable=True),
         sa.Column("trace_id", sa.String(length=64), nullable=True),
         sa.Column("task_id", sa.Text(), nullable=True),
-        sa.CheckConstraint("outcome IN ('ok', 'retryable', 'fatal', 'unknown')", name="ck_attempts_outcome"),
+        sa.CheckConstraint(
+            "outcome IN ('ok', 'retryable', 'fatal', 'unknown')", name=op.f("ck_attempts_outcome")
+        ),
         sa.ForeignKeyConstraint(
             ["chat_id", "day"],
             ["share_days.chat_id", "share_days.day"],

@@ -15,13 +15,21 @@ import pytest
 import redis
 
 from tests.support.drills import SHARE, Figures, check, day_counts, scaled, seed_chats, settle, sweep_now
-from tests.support.procs import Procs, wait_until, worker_consuming
+from tests.support.procs import Procs, timeout_for, wait_until, worker_consuming
 from tests.support.world import World
 from worker.config import Settings
 from worker.deps import Deps
 from worker.embedded import EmbeddedRedis
 
 pytestmark = pytest.mark.drill
+
+# Each wait's limit, named once: the test waits with them and its timeout is sized from them.
+REDIS_UP_S = 90
+WORKERS_S = 60
+QUARTER_S = 120
+REDIS_BACK_S = 30
+RESUME_S = 120
+SETTLE_S = 300
 
 
 def _pings(port: int) -> bool:
@@ -31,6 +39,7 @@ def _pings(port: int) -> bool:
         return False
 
 
+@pytest.mark.timeout(timeout_for(REDIS_UP_S, WORKERS_S, QUARTER_S, REDIS_BACK_S, RESUME_S, SETTLE_S))
 def test_embedded_redis_killed_mid_run_comes_back_by_itself(
     world: World, deps: Deps, settings: Settings, tmp_path: Path, today: dt.date
 ) -> None:
@@ -46,7 +55,9 @@ def test_embedded_redis_killed_mid_run_comes_back_by_itself(
     world.sim.add_faults([{"path": SHARE, "mode": "pass", "latency_ms": 40}])
     try:
         procs.cli("worker", "-c", "16", "-n", "emb-a@%h")
-        wait_until(lambda: server.recorded_port() > 0 and _pings(server.recorded_port()), 90, 0.2, "Redis up")
+        wait_until(
+            lambda: server.recorded_port() > 0 and _pings(server.recorded_port()), REDIS_UP_S, 0.2, "Redis up"
+        )
         port = server.recorded_port()
         url = f"redis://127.0.0.1:{port}/0"
         settings = settings.replace(redis_url=url)
@@ -54,24 +65,30 @@ def test_embedded_redis_killed_mid_run_comes_back_by_itself(
         d = Deps(settings, deps.sessions, deps.client, sleep=deps.sleep)
         procs.cli("worker", "-c", "16", "-n", "emb-b@%h")
         procs.cli("beat")
-        wait_until(lambda: len(app.control.ping(timeout=0.5)) >= 2, 60, 0.5, "both workers")
+        wait_until(lambda: len(app.control.ping(timeout=0.5)) >= 2, WORKERS_S, 0.5, "both workers")
         worker_consuming(app)
         sweep_now(d)
         wait_until(
-            lambda: day_counts(d, today, None).get("succeeded", 0) >= n // 4, 120, 0.05, "a quarter shared"
+            lambda: day_counts(d, today, None).get("succeeded", 0) >= n // 4,
+            QUARTER_S,
+            0.05,
+            "a quarter shared",
         )
         first_pid = server.pid()
         assert first_pid is not None
         os.kill(first_pid, signal.SIGKILL)
         killed = time.monotonic()
         back = wait_until(
-            lambda: server.pid() not in (None, first_pid) and _pings(port), 30, 0.1, "Redis back"
+            lambda: server.pid() not in (None, first_pid) and _pings(port), REDIS_BACK_S, 0.1, "Redis back"
         )
         before = day_counts(d, today, None).get("succeeded", 0)
         resumed = wait_until(
-            lambda: day_counts(d, today, None).get("succeeded", 0) > before + 5, 120, 0.2, "sharing to resume"
+            lambda: day_counts(d, today, None).get("succeeded", 0) > before + 5,
+            RESUME_S,
+            0.2,
+            "sharing to resume",
         )
-        seconds = settle(d, today, chats, timeout=300)
+        seconds = settle(d, today, chats, timeout=SETTLE_S)
         report = check(d, world.sim, today)
         fig = Figures("embedded redis-server SIGKILLed mid-run (no manual restart)")
         fig.add(

@@ -91,7 +91,7 @@ def test_every_share_statement_reads_only_todays_partitions(world: World, deps: 
         "confirmed": False,
     }
     cases = [
-        (shares.LOAD_CHAT_SQL, {**key, "window": 300.0}, {"chats", "lines", *todays}),
+        (shares.LOAD_CHAT_SQL, {**key, "window": 300.0}, {"chats", "lines", "account_controls", *todays}),
         (shares.FINISH_SQL, finish, todays),
         (shares.BEGIN_ATTEMPT_SQL, {**key, "task_id": None}, {f"share_days_p{today:%Y%m%d}"}),
         (
@@ -110,7 +110,11 @@ def test_every_share_statement_reads_only_todays_partitions(world: World, deps: 
     for statement, params, expected in cases:
         found = explain(deps, statement, params)
         # A write names its parent table (ModifyTable); what it scans are partitions.
-        assert {r for r in found if partitions.is_partition_name(r)} == expected - {"chats", "lines"}
+        assert {r for r in found if partitions.is_partition_name(r)} == expected - {
+            "chats",
+            "lines",
+            "account_controls",
+        }
         assert found - expected <= {"share_days", "attempts"}, statement.text
 
 
@@ -164,7 +168,7 @@ def test_recovery_statements_read_only_the_days_partition(deps: Deps, today: dt.
     todays = {f"share_days_p{today:%Y%m%d}"}
     for statement, params in (
         (sweeps.REQUEUE_EXPIRED_SQL, page),
-        (sweeps.FAIL_POISONED_SQL, {"day": today, "max_lost": 3}),
+        (sweeps.FAIL_POISONED_SQL, {"days": [today], "max_lost": 3}),
     ):
         found = explain(deps, statement, params)
         assert {r for r in found if partitions.is_partition_name(r)} == todays, statement.text
