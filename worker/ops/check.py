@@ -15,7 +15,7 @@ Chats no sweep reached are judged with the Python rule (`rules.cadence.why_not_d
 predicate (`store.due`) only narrows the candidates to the unmarked chats it calls due, so the
 checker reads the day's partitions and the due chats, not every chat's facts, and never reports
 a chat the Python rule does not call due (docs/decisions.md §2). Every read names the day, so a
-check costs what the day holds, not the history (docs/retention.md §5).
+check costs what the day holds, not the history (docs/retention.md §7).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Read-only queries: `cardshare status`, `history`, `check`, the status page and the demo.
 
-Nothing here writes. `status` and the page read inside `session.read_only`. `check` reads the
-chats' facts and judges them with the Python rule (`rules.cadence`), not with `store.due`, so it
-stays independent of the SQL that did the work.
+Nothing here writes. `status` and the page read inside `session.read_only`. `check` judges the
+chats no sweep reached with the Python rule (`rules.cadence`); `store.due` only narrows them to
+the ones the SQL rule calls due (docs/decisions.md §2). Every statement for a day names that day
+so PostgreSQL opens its partitions only (docs/retention.md §7).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def day_status_counts(session: Session, line_days: Mapping[str, dt.date]) -> lis
 
 # No chat-day row for the line's day (`ld`, `store.lines.LINE_DAYS`). `ld.day` comes from a join,
 # which the planner cannot prune by, so the same days are named again as a bound array: the
-# anti-join then opens those days' partitions only, not every day kept (docs/retention.md §5).
+# anti-join then opens those days' partitions only, not every day kept (docs/retention.md §7).
 DAY_UNMARKED = """NOT EXISTS (SELECT 1 FROM share_days d WHERE d.chat_id = c.id AND d.day = ld.day
                                 AND d.day = ANY(CAST(:ld_days AS date[])))"""
 
@@ -148,7 +149,7 @@ class FailureRow:
 
 
 # `day >= :since` in the lateral too: `day = d.day` alone is pruned per row at run time, and the
-# plan would list every day's attempts partition (docs/retention.md §5).
+# plan would list every day's attempts partition (docs/retention.md §7).
 RECENT_FAILURES_SQL = text(
     f"""
             SELECT d.chat_id, d.day, c.line_phone, d.status, d.reason,
@@ -332,7 +333,7 @@ class DayEntries:
         return sorted(zip(self.chat_ids, self.reasons, strict=True), key=lambda pair: pair[0])
 
 
-# One pass over the day's partitions (docs/retention.md §5), grouped in PostgreSQL so a day of a
+# One pass over the day's partitions (docs/retention.md §7), grouped in PostgreSQL so a day of a
 # million chat-days is a few rows here, not a million. Whether a call reached Linq (an attempt
 # with an HTTP answer) is looked up for failed days only, the one status the checker asks it of,
 # and the confirmation window for days confirmed by a 429 only: one index probe each, not a pass

@@ -1,6 +1,6 @@
 """`status`, the status page and `check` read today's work, not the history (issue 17, point 3):
 every statement they send opens only the partitions of the day it reports on (docs/retention.md
-§5). The plans are PostgreSQL's own (EXPLAIN of the very statements and parameters sent), on a
+§7). The plans are PostgreSQL's own (EXPLAIN of the very statements and parameters sent), on a
 database that holds rows on many earlier days, so a read that goes back to scanning every day
 fails here, whatever its timing."""
 
