@@ -208,7 +208,7 @@ def _unseen_due(
     count too: the sweep marks them held, so none may be missing. The SQL due rule picks the
     candidates (one statement on the day's partitions, not every chat's facts in Python) and
     each is judged again with the Python rule, so a chat the SQL alone calls due is never
-    reported; the two rules agree by the table test of docs/decisions.md §2."""
+    reported; a table test keeps the two rules in step (docs/decisions.md §2)."""
     return [
         chat_id
         for chat_id, facts in unmarked_due_facts(session, line_days=line_days, now=now, policy=policy)

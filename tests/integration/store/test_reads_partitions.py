@@ -14,7 +14,6 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
-from tests.integration.store.test_partitions import relations
 from tests.support.world import World
 from worker.deps import Deps
 from worker.keys import PARTITIONS_LOCK
@@ -28,6 +27,20 @@ from worker.store.session import transaction
 
 D = dt.timedelta(days=1)
 HISTORY = (30, 20, 12, 9, 8, 3, 1)  # days before today that hold rows
+
+
+def relations(plan: Any) -> set[str]:
+    """Every relation a JSON plan names."""
+    found: set[str] = set()
+    if isinstance(plan, dict):
+        if "Relation Name" in plan:
+            found.add(plan["Relation Name"])
+        for value in plan.values():
+            found |= relations(value)
+    elif isinstance(plan, list):
+        for value in plan:
+            found |= relations(value)
+    return found
 
 
 @pytest.fixture
