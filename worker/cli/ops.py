@@ -24,6 +24,7 @@ from worker.http_server import address, bind, serve
 from worker.ops import status as status_mod
 from worker.ops import status_page
 from worker.ops.check import run_check
+from worker.ops.counts_cache import CountsCache
 from worker.ops.healthcheck import health
 from worker.ops.status import Counts, History, Status
 from worker.rules.cadence import share_day
@@ -338,10 +339,13 @@ def history_lines(story: History) -> list[str]:
 def web(host: str, port: int) -> None:
     """Serve the read-only status page (today's numbers and the last failures) until stopped."""
     with boot() as b:
+        # Counting a day reads all its chat-days: each day's counts at most every 15 s, whatever
+        # the number of open pages (worker/ops/counts_cache.py).
+        counts = CountsCache(runtime.get().deps.sessions)
 
         def collect(day: dt.date | None) -> Status:
             # A day past retention answers with its (empty) numbers and says why they are empty.
-            st = status_mod.collect_for(runtime.get().deps, b.settings, day)
+            st = status_mod.collect_for(runtime.get().deps, b.settings, day, counts_reader=counts)
             st.past_retention = retention_note(b.settings, day)
             return st
 

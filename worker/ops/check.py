@@ -11,8 +11,11 @@ duplicates = more than one share Linq accepted for a chat-day: counted from the 
 when one is given, otherwise estimated from our own attempts (2xx answers, plus unknown outcomes
 followed by a 2xx).
 
-Chats no sweep reached are judged with the Python rule (`rules.cadence.why_not_due`), not with
-the SQL predicate the sweep used (`store.due`): the checker must not share the worker's bugs.
+Chats no sweep reached are judged with the Python rule (`rules.cadence.why_not_due`): the SQL
+predicate (`store.due`) only narrows the candidates to the unmarked chats it calls due, so the
+checker reads the day's partitions and the due chats, not every chat's facts, and never reports
+a chat the Python rule does not call due (docs/decisions.md §2). Every read names the day, so a
+check costs what the day holds, not the history (docs/retention.md §7).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from worker.config import LINQ_SHARE_WINDOW_S
 from worker.rules.cadence import Policy, day_bounds, why_not_due
 from worker.rules.states import MISSABLE_STATUSES, DayStatus
 from worker.store.lines import lines
-from worker.store.reports import chat_facts, day_attempts, day_entries, repeated_with_success
+from worker.store.reports import day_attempts, day_entry_groups, repeated_with_success, unmarked_due_facts
 
 
 @dataclass
@@ -132,37 +135,41 @@ def run_check(
     known = lines(session, policy.zone)
     zones = {r.state.phone: r.state.zone for r in known}
     reached_sim = None if share_events is None else _reached_from_events(day, policy, share_events, zones)
-    for r in day_entries(session, day, window_s=LINQ_SHARE_WINDOW_S):
-        report.tracked += 1
-        reason = r.reason.rstrip(":")
-        reached = r.reached_linq or (reached_sim is not None and str(r.chat_id) in reached_sim)
-        if r.status == DayStatus.SUCCEEDED:
-            report.succeeded += 1
-            report.confirmed_by_rate_limit += int(r.confirmed_by_rate_limit)
-            if r.confirmed_by_rate_limit and not r.confirmation_in_window:
-                report.missed.append(r.chat_id)
-                report.missed_why[r.chat_id] = (
-                    "confirmed by a 429 that came 300 s or more after the unknown attempt: "
-                    "not the share window's answer"
-                )
-        elif r.status == DayStatus.SKIPPED:
-            report.skipped[reason] += 1
-        elif r.status == DayStatus.FAILED:
-            report.failed[reason] += 1
-            if reason == "poison":
-                report.poison.append((r.chat_id, r.full_reason or "poison"))
-            if reason.startswith("day_over"):
-                report.missed.append(r.chat_id)
-            elif not reached:
-                report.missed.append(r.chat_id)
-                report.missed_why[r.chat_id] = f"ended {reason} with no call that reached Linq"
-        elif r.status == DayStatus.UNKNOWN:
-            report.unknown += 1
-        elif r.status == DayStatus.HELD:
+    # The day's chat-days come grouped (status, reason, reached, confirmation): counted by the
+    # group, named one by one only where a chat can be missed or poisoned.
+    for g in day_entry_groups(session, day, window_s=LINQ_SHARE_WINDOW_S):
+        report.tracked += g.count
+        reason = g.reason.rstrip(":")
+        if g.status == DayStatus.SUCCEEDED:
+            report.succeeded += g.count
+            report.confirmed_by_rate_limit += g.count if g.confirmed_by_rate_limit else 0
+            if g.confirmed_by_rate_limit and not g.confirmation_in_window:
+                for chat, _ in g.named():
+                    report.missed.append(chat)
+                    report.missed_why[chat] = (
+                        "confirmed by a 429 that came 300 s or more after the unknown attempt: "
+                        "not the share window's answer"
+                    )
+        elif g.status == DayStatus.SKIPPED:
+            report.skipped[reason] += g.count
+        elif g.status == DayStatus.FAILED:
+            report.failed[reason] += g.count
+            for chat, full_reason in g.named():
+                reached = g.reached_linq or (reached_sim is not None and str(chat) in reached_sim)
+                if reason == "poison":
+                    report.poison.append((chat, full_reason or "poison"))
+                if reason.startswith("day_over"):
+                    report.missed.append(chat)
+                elif not reached:
+                    report.missed.append(chat)
+                    report.missed_why[chat] = f"ended {reason} with no call that reached Linq"
+        elif g.status == DayStatus.UNKNOWN:
+            report.unknown += g.count
+        elif g.status == DayStatus.HELD:
             # Waiting for its line's hold to lift (or its pace slot): intentionally not shared yet.
-            report.held[reason.split(":", 1)[0]] += 1
-        elif r.status in MISSABLE_STATUSES:
-            report.missed.append(r.chat_id)
+            report.held[reason.split(":", 1)[0]] += g.count
+        elif g.status in MISSABLE_STATUSES:
+            report.missed.extend(chat for chat, _ in g.named())
     # Each line's own day (docs/decisions.md §12): only lines for which `day` is today can have
     # due chats that no sweep reached yet.
     current = {r.state.phone: day for r in known if r.state.today(now) == day}
@@ -197,11 +204,14 @@ def _reached_from_events(
 def _unseen_due(
     session: Session, line_days: dict[str, dt.date], policy: Policy, now: dt.datetime
 ) -> list[uuid.UUID]:
-    """Chats due now (by the Python rule) that have no chat-day row at all: no sweep reached them.
-    A held line's chats count too: the sweep marks them held, so none may be missing."""
+    """Chats due now that have no chat-day row at all: no sweep reached them. A held line's chats
+    count too: the sweep marks them held, so none may be missing. The SQL due rule picks the
+    candidates (one statement on the day's partitions, not every chat's facts in Python) and
+    each is judged again with the Python rule, so a chat the SQL alone calls due is never
+    reported; a table test keeps the two rules in step (docs/decisions.md §2)."""
     return [
         chat_id
-        for chat_id, facts in chat_facts(session, unmarked_on=line_days)
+        for chat_id, facts in unmarked_due_facts(session, line_days=line_days, now=now, policy=policy)
         if why_not_due(facts, now=now, policy=policy, shared_today=False) is None
     ]
 

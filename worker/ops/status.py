@@ -10,6 +10,7 @@ import dataclasses
 import datetime as dt
 import uuid
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -205,6 +206,8 @@ class Status:
     warnings: list[WarningRow] = field(default_factory=list)
     # Set for a day older than CARDSHARE_RETENTION_DAYS: its rows are dropped (the status page).
     past_retention: str | None = None
+    # When the chat-day counts were read, if earlier than `at` (the status page's CountsCache).
+    counted_at: dt.datetime | None = None
 
     @property
     def live_workers(self) -> int:
@@ -236,6 +239,7 @@ class Status:
             "beat": None if self.beat is None else asdict(self.beat),
             "broker_error": self.broker_error,
             "failures": [{k: _plain(v) for k, v in asdict(f).items()} for f in self.failures],
+            **({"counted_at": self.counted_at.isoformat()} if self.counted_at is not None else {}),
         }
         if self.past_retention is not None:
             out["past_retention"] = self.past_retention
@@ -257,6 +261,27 @@ def _run(row: RunRow | None) -> Run | None:
     return Run(row.kind, row.started_at, row.finished_at, seconds, row.scanned, row.enqueued, row.error)
 
 
+# The chat-days counted per line, status and reason, and per line the due chats no sweep reached.
+DayCounts = tuple[list[DayCount], dict[str, int]]
+# (session, {line: day} counted, {line: day} of the lines whose day is today, now, policy) ->
+# (the counts, when they were read).
+CountsReader = Callable[
+    [Session, Mapping[str, dt.date], Mapping[str, dt.date], dt.datetime, Policy],
+    tuple[DayCounts, dt.datetime],
+]
+
+
+def read_day_counts(
+    s: Session,
+    wanted: Mapping[str, dt.date],
+    current: Mapping[str, dt.date],
+    now: dt.datetime,
+    policy: Policy,
+) -> DayCounts:
+    """The two statements of `collect` that read the whole day (docs/retention.md §7)."""
+    return day_status_counts(s, wanted), unmarked_due_by_line(s, line_days=current, now=now, policy=policy)
+
+
 def collect(
     sessions: sessionmaker[Session],
     *,
@@ -266,18 +291,22 @@ def collect(
     redis_url: str | None,
     stall_s: float,
     pace: PacePolicy | None = None,
+    counts_reader: CountsReader | None = None,
 ) -> Status:
     """Today's numbers per line (each in its own day) and in total, or `day`'s for every line;
-    each line's state and pace; the last passes, queue, workers, beat and the open warnings."""
+    each line's state and pace; the last passes, queue, workers, beat and the open warnings.
+    `counts_reader` gives the chat-day counts instead of reading them now (the status page's cache)."""
     pace = pace or PacePolicy()
     today = share_day(now, policy.zone)
     with read_only(sessions) as s:
         line_rows = lines(s, policy.zone)
         todays = {r.state.phone: r.state.today(now) for r in line_rows}
         wanted = todays if day is None else {p: day for p in todays}
-        rows = day_status_counts(s, wanted)
         current = {p: d for p, d in wanted.items() if d == todays[p]}
-        pending = unmarked_due_by_line(s, line_days=current, now=now, policy=policy)
+        if counts_reader is None:
+            (rows, pending), counted_at = read_day_counts(s, wanted, current, now, policy), now
+        else:
+            (rows, pending), counted_at = counts_reader(s, wanted, current, now, policy)
         runs = last_runs(s)
         since = (day or today) - dt.timedelta(days=FAILURE_DAYS)
         failures = recent_failures(s, since=since, limit=FAILURES_SHOWN)
@@ -311,6 +340,7 @@ def collect(
         failures=failures,
         account_paused=account.describe() if account is not None and account.active(now) else None,
         warnings=open_warnings,
+        counted_at=counted_at if counted_at < now else None,
     )
     if redis_url is None:
         status.broker_error = "no Redis URL"
@@ -495,7 +525,9 @@ def explain_not_due(why: NotDue, today_row: DayRow | None) -> str:
     return text
 
 
-def collect_for(deps: Deps, settings: Settings, day: dt.date | None) -> Status:
+def collect_for(
+    deps: Deps, settings: Settings, day: dt.date | None, *, counts_reader: CountsReader | None = None
+) -> Status:
     """`status`, `line list` and the status page read the same numbers, from the same settings."""
     return collect(
         deps.sessions,
@@ -505,4 +537,5 @@ def collect_for(deps: Deps, settings: Settings, day: dt.date | None) -> Status:
         redis_url=settings.redis_url,
         stall_s=settings.health_stall_minutes * 60,
         pace=deps.pace,
+        counts_reader=counts_reader,
     )

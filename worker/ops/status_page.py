@@ -162,13 +162,19 @@ def render(status: Status) -> str:
         for f in status.failures
     )
     no_failures = "" if status.failures else '<p class="muted">No failed or unknown chat-days.</p>'
+    counted = (
+        ""
+        if status.counted_at is None
+        else f'; chat-days counted at <span data-field="counted_at">'
+        f"{_e(status.counted_at.isoformat(timespec='seconds'))}</span>"
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="refresh" content="{REFRESH_S}">
 <title>cardshare status {_e(status.day)}</title><style>{_STYLE}</style></head>
 <body>
 <h1>cardshare: <span data-field="day">{_e(status.day)}</span></h1>
-<p class="muted">as of {_e(status.at.isoformat(timespec="seconds"))}; reloads every {REFRESH_S}s</p>
+<p class="muted">as of {_e(status.at.isoformat(timespec="seconds"))}{counted}; reloads every {REFRESH_S}s</p>
 {account}{warnings_html}
 <h2>Chat-days</h2>
 <table id="days"><thead><tr><th>line</th><th>due</th><th>shared</th><th>skipped</th><th>failed</th>

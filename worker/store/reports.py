@@ -1,8 +1,9 @@
 """Read-only queries: `cardshare status`, `history`, `check`, the status page and the demo.
 
-Nothing here writes. `status` and the page read inside `session.read_only`. `check` reads the
-chats' facts and judges them with the Python rule (`rules.cadence`), not with `store.due`, so it
-stays independent of the SQL that did the work.
+Nothing here writes. `status` and the page read inside `session.read_only`. `check` judges the
+chats no sweep reached with the Python rule (`rules.cadence`); `store.due` only narrows them to
+the ones the SQL rule calls due (docs/decisions.md §2). Every statement for a day names that day
+so PostgreSQL opens its partitions only (docs/retention.md §7).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from worker.rules.cadence import Policy
 from worker.rules.facts import ChatFacts
 from worker.rules.gate import LineState
 from worker.rules.states import DayStatus
-from worker.store.due import CARD_IS_ACTIVE, CHAT_IS_DUE, DAY_UNMARKED, binds, sql_list
+from worker.store.due import CARD_IS_ACTIVE, CHAT_IS_DUE, binds, sql_list
 from worker.store.lines import ACCOUNT_JOIN, LINE_DAYS, LINE_STATE_COLUMNS, line_days_params, line_state
 
 UTC = ZoneInfo("UTC")
@@ -65,6 +66,13 @@ def day_status_counts(session: Session, line_days: Mapping[str, dt.date]) -> lis
         DayCount(r.line_phone, r.status, r.kind, int(r.n), int(r.confirmed), line_days[r.line_phone])
         for r in rows
     ]
+
+
+# No chat-day row for the line's day (`ld`, `store.lines.LINE_DAYS`). `ld.day` comes from a join,
+# which the planner cannot prune by, so the same days are named again as a bound array: the
+# anti-join then opens those days' partitions only, not every day kept (docs/retention.md §7).
+DAY_UNMARKED = """NOT EXISTS (SELECT 1 FROM share_days d WHERE d.chat_id = c.id AND d.day = ld.day
+                                AND d.day = ANY(CAST(:ld_days AS date[])))"""
 
 
 UNMARKED_DUE_BY_LINE_SQL = text(
@@ -140,6 +148,8 @@ class FailureRow:
     trace_id: str | None
 
 
+# `day >= :since` in the lateral too: `day = d.day` alone is pruned per row at run time, and the
+# plan would list every day's attempts partition (docs/retention.md §7).
 RECENT_FAILURES_SQL = text(
     f"""
             SELECT d.chat_id, d.day, c.line_phone, d.status, d.reason,
@@ -148,7 +158,8 @@ RECENT_FAILURES_SQL = text(
             JOIN chats c ON c.id = d.chat_id
             LEFT JOIN LATERAL (
                 SELECT http_status, linq_code, trace_id FROM attempts
-                WHERE chat_id = d.chat_id AND day = d.day ORDER BY attempt_no DESC LIMIT 1
+                WHERE chat_id = d.chat_id AND day = d.day AND day >= :since
+                ORDER BY attempt_no DESC LIMIT 1
             ) a ON true
             WHERE d.day >= :since AND d.status IN {sql_list((DayStatus.FAILED, DayStatus.UNKNOWN))}
             ORDER BY at DESC, d.chat_id
@@ -299,43 +310,87 @@ def chat_audit(session: Session, chat_ref: str, *, limit: int = 50) -> list[Audi
 
 
 @dataclass(frozen=True)
-class DayEntry:
-    """One chat-day of a day as the checker reads it: the reason's first word (and the whole
-    reason), whether any of its calls reached Linq (an HTTP answer is recorded), and, for a day
-    confirmed by a 429, whether that 429 came inside Linq's window after an unknown attempt."""
+class DayEntries:
+    """The chat-days of a day that the checker judges alike, counted: one status, the reason's
+    first word, whether any call reached Linq (an HTTP answer is recorded), and, for a day
+    confirmed by a 429, whether that 429 came inside Linq's window after an unknown attempt.
+    `chat_ids` (by id) and their whole `reasons` are there for every group whose chats the
+    checker may name; None for the two it only counts (see DAY_ENTRY_GROUPS_SQL)."""
 
-    chat_id: uuid.UUID
     status: str
     reason: str
     confirmed_by_rate_limit: bool
-    full_reason: str | None = None
-    reached_linq: bool = False
-    confirmation_in_window: bool = False
+    reached_linq: bool
+    confirmation_in_window: bool
+    count: int
+    chat_ids: list[uuid.UUID] | None
+    reasons: list[str | None] | None
+
+    def named(self) -> list[tuple[uuid.UUID, str | None]]:
+        """(chat, whole reason) of each chat-day of the group, by chat id."""
+        if self.chat_ids is None or self.reasons is None:
+            raise RuntimeError(f"day entries of {self.status}/{self.reason} were counted, not named")
+        return sorted(zip(self.chat_ids, self.reasons, strict=True), key=lambda pair: pair[0])
 
 
-DAY_ENTRIES_SQL = text(
-    """
-            SELECT d.chat_id, d.status, split_part(coalesce(d.reason, '-'), ' ', 1) AS reason,
-                   d.confirmed_by_rate_limit, d.reason AS full_reason,
-                   EXISTS (SELECT 1 FROM attempts a WHERE a.chat_id = d.chat_id AND a.day = d.day
-                           AND a.http_status IS NOT NULL) AS reached_linq,
-                   d.confirmed_by_rate_limit AND EXISTS (
-                       SELECT 1 FROM attempts c JOIN attempts u
-                         ON u.chat_id = c.chat_id AND u.day = c.day AND u.id <> c.id
-                       WHERE c.chat_id = d.chat_id AND c.day = d.day
-                         AND c.http_status = 429 AND c.outcome = 'ok'
-                         AND (u.outcome = 'unknown' OR u.outcome IS NULL)
-                         AND u.started_at <= coalesce(c.finished_at, c.started_at)
-                         AND coalesce(c.finished_at, c.started_at) - u.started_at
-                             < make_interval(secs => :window)
-                   ) AS confirmation_in_window
-            FROM share_days d WHERE d.day = :d
+# One pass over the day's partitions (docs/retention.md §7), grouped in PostgreSQL so a day of a
+# million chat-days is a few rows here, not a million. Whether a call reached Linq (an attempt
+# with an HTTP answer) is looked up for failed days only, the one status the checker asks it of,
+# and the confirmation window for days confirmed by a 429 only: one index probe each, not a pass
+# over the day's attempts. Every table names the day as the bound :d, so the planner opens that
+# day's partitions only. The chats are named for every group but the two the checker only
+# counts, whatever their number: succeeded without a 429 confirmation, and skipped (`ops.check`:
+# neither can be missed). No ORDER BY in the aggregates: it would sort the whole day.
+DAY_ENTRY_GROUPS_SQL = text(
+    f"""
+            SELECT status, reason, confirmed_by_rate_limit, reached_linq, confirmation_in_window,
+                   count(*) AS n,
+                   array_agg(chat_id) FILTER (WHERE named) AS chat_ids,
+                   array_agg(full_reason) FILTER (WHERE named) AS reasons
+            FROM (
+                SELECT d.chat_id, d.status, split_part(coalesce(d.reason, '-'), ' ', 1) AS reason,
+                       d.confirmed_by_rate_limit, d.reason AS full_reason,
+                       CASE WHEN d.status = '{DayStatus.FAILED.value}' THEN EXISTS (
+                           SELECT 1 FROM attempts a
+                           WHERE a.chat_id = d.chat_id AND a.day = :d AND a.http_status IS NOT NULL
+                       ) ELSE false END AS reached_linq,
+                       CASE WHEN d.confirmed_by_rate_limit THEN EXISTS (
+                           SELECT 1 FROM attempts c JOIN attempts u
+                             ON u.chat_id = c.chat_id AND u.day = c.day AND u.id <> c.id
+                           WHERE c.chat_id = d.chat_id AND u.chat_id = d.chat_id
+                             AND c.day = :d AND u.day = :d
+                             AND c.http_status = 429 AND c.outcome = 'ok'
+                             AND (u.outcome = 'unknown' OR u.outcome IS NULL)
+                             AND u.started_at <= coalesce(c.finished_at, c.started_at)
+                             AND coalesce(c.finished_at, c.started_at) - u.started_at
+                                 < make_interval(secs => :window)
+                       ) ELSE false END AS confirmation_in_window,
+                       NOT (d.status = '{DayStatus.SKIPPED.value}' OR (
+                           d.status = '{DayStatus.SUCCEEDED.value}' AND NOT d.confirmed_by_rate_limit
+                       )) AS named
+                FROM share_days d
+                WHERE d.day = :d
+            ) e
+            GROUP BY 1, 2, 3, 4, 5
             """
 )
 
 
-def day_entries(session: Session, day: dt.date, *, window_s: float = 300.0) -> list[DayEntry]:
-    return [DayEntry(*r) for r in session.execute(DAY_ENTRIES_SQL, {"d": day, "window": window_s})]
+def day_entry_groups(session: Session, day: dt.date, *, window_s: float = 300.0) -> list[DayEntries]:
+    rows = session.execute(DAY_ENTRY_GROUPS_SQL, {"d": day, "window": window_s}).all()
+    return [
+        DayEntries(
+            status=r.status,
+            reason=r.reason,
+            confirmed_by_rate_limit=r.confirmed_by_rate_limit,
+            reached_linq=r.reached_linq,
+            confirmation_in_window=r.confirmation_in_window,
+            count=int(r.n),
+            chat_ids=r.chat_ids,
+            reasons=r.reasons,
+        )
+        for r in rows
+    ]
 
 
 CHAT_FACTS_COLUMNS = """c.id, c.service, c.is_group, c.first_outbound_at, c.last_outbound_at,
@@ -348,48 +403,56 @@ CHAT_FACTS_PAGE_SQL = text(
             ORDER BY c.id LIMIT :limit
             """
 )
-UNMARKED_CHAT_FACTS_PAGE_SQL = text(
+UNMARKED_DUE_FACTS_SQL = text(
     f"""
             SELECT {CHAT_FACTS_COLUMNS}
             FROM chats c JOIN lines l ON l.phone_number = c.line_phone
             JOIN {LINE_DAYS} ON ld.line_phone = c.line_phone
-            WHERE c.id > :after AND {DAY_UNMARKED}
-            ORDER BY c.id LIMIT :limit
+            WHERE {CHAT_IS_DUE}
+              AND {CARD_IS_ACTIVE}
+              AND {DAY_UNMARKED}
+            ORDER BY c.id
             """
 )
 
 
-def chat_facts(
-    session: Session, *, unmarked_on: Mapping[str, dt.date] | None = None, page_size: int = 1000
-) -> Iterator[tuple[uuid.UUID, ChatFacts]]:
-    """Every chat's facts (or only those of the given lines with no chat-day row for the line's
-    day, `{line: day}`), by id in pages, for a judge that applies the Python rule to them."""
-    statement = CHAT_FACTS_PAGE_SQL if unmarked_on is None else UNMARKED_CHAT_FACTS_PAGE_SQL
-    params: dict[str, Any] = {"limit": page_size}
-    if unmarked_on is not None:
-        if not unmarked_on:
-            return
-        params.update(line_days_params(unmarked_on))
+def _facts(r: Any) -> ChatFacts:
+    return ChatFacts(
+        service=r.service,
+        is_group=r.is_group,
+        first_outbound_at=r.first_outbound_at,
+        last_outbound_at=r.last_outbound_at,
+        opted_out=r.opted_out,
+        card_active=r.card_active,
+        not_found=r.not_found,
+        health_status=r.health_status,
+    )
+
+
+def chat_facts(session: Session, *, page_size: int = 1000) -> Iterator[tuple[uuid.UUID, ChatFacts]]:
+    """Every chat's facts, by id in pages, for a judge that applies the Python rule to them."""
     after = uuid.UUID(int=0)
     while True:
-        rows = session.execute(statement, {**params, "after": after}).all()
+        rows = session.execute(CHAT_FACTS_PAGE_SQL, {"limit": page_size, "after": after}).all()
         for r in rows:
-            yield (
-                r.id,
-                ChatFacts(
-                    service=r.service,
-                    is_group=r.is_group,
-                    first_outbound_at=r.first_outbound_at,
-                    last_outbound_at=r.last_outbound_at,
-                    opted_out=r.opted_out,
-                    card_active=r.card_active,
-                    not_found=r.not_found,
-                    health_status=r.health_status,
-                ),
-            )
+            yield r.id, _facts(r)
         if len(rows) < page_size:
             return
         after = rows[-1].id
+
+
+def unmarked_due_facts(
+    session: Session, *, line_days: Mapping[str, dt.date], now: dt.datetime, policy: Policy
+) -> list[tuple[uuid.UUID, ChatFacts]]:
+    """The facts of the chats of the given lines (`{line: day}`) that the SQL due rule calls due
+    now and that have no chat-day row for the line's day: what `check` judges again with the
+    Python rule. One statement; the anti-join reads those days' partitions only."""
+    if not line_days:
+        return []
+    rows = session.execute(
+        UNMARKED_DUE_FACTS_SQL, {**line_days_params(line_days), **binds(now, policy)}
+    ).all()
+    return [(r.id, _facts(r)) for r in rows]
 
 
 DAY_ATTEMPTS_SQL = text(

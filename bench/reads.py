@@ -1,0 +1,384 @@
+"""What `status`, the status page and `check` cost as the history grows (issue 17, point 3).
+
+python -m bench.reads [--chats 1000000] [--days 10] [--runs 3] [--quick] [--explain]
+
+Two databases on one embedded PostgreSQL, in the real schema (migrations, day partitions), with
+the same chats (10 lines, every chat due today): `one` holds today only, `history` holds today
+and --days - 1 earlier days. Every day has one finished chat-day and one attempt per chat (90 %
+shared, 5 % skipped, 3 % failed, 2 % unknown on past days; today all final). Rows are generated
+inside PostgreSQL, each day into a new table attached as its partition (the dataset of
+bench/scale.py's builders); every table is vacuumed and analyzed before measuring.
+
+Each run measures, on both databases, through the real `cardshare` against the running servers:
+`status --json`, the status page (one `cardshare web` per database: its first load of `/`,
+which counts the day, then `/` and `/status.json` again, which reuse those counts and read the
+rest), and `check --day TODAY`; each with its wall time and the PostgreSQL CPU (postmaster and
+backends). The baseline is `one` in the same run: the
+ratio history/one is what the history costs a read (1.0 when reads follow today's work).
+With --explain, the plan of each read statement on `history` (which partitions it opens, its
+time) is printed once before the runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+from bench import repeat
+from bench.common import Servers, servers, table
+
+ROOT = Path(__file__).resolve().parents[1]
+CARDSHARE = str(Path(sys.executable).parent / "cardshare")
+LINES = [f"+1212555{n:04d}" for n in range(100, 110)]
+DAY = dt.timedelta(days=1)
+COMMANDS = ("status", "page_first", "page", "status_json", "check")
+
+
+def dsn_of(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://")
+
+
+# --------------------------------------------------------------------------- building
+
+
+def create_database(srv: Servers, name: str) -> str:
+    from worker import migrate
+
+    with psycopg.connect(srv.dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = srv.postgres.url(name)
+    migrate.upgrade(url)
+    return url
+
+
+def seed_chats(conn: psycopg.Connection[Any], chats: int) -> None:
+    conn.execute(
+        "INSERT INTO lines (phone_number, first_name, card_active, card_checked_at) "
+        "SELECT unnest(%s::text[]), 'Bench', true, now()",
+        (LINES,),
+    )
+    conn.execute(
+        """
+        INSERT INTO chats (id, line_phone, service, is_group, first_outbound_at, last_outbound_at)
+        SELECT gen_random_uuid(), (%s::text[])[1 + i %% %s], 'iMessage', false,
+               now() - interval '60 days', now() - interval '1 hour'
+        FROM generate_series(1, %s) i
+        """,
+        (LINES, len(LINES), chats),
+    )
+
+
+# A finished chat-day per chat: its status from a byte of the chat id (salted by the day).
+FILL_SHARE_DAYS = """
+    INSERT INTO {sd} (chat_id, day, status, reason, lease_until, claim_token, attempts, claims,
+                      enqueues, task_id, created_at, claimed_at, finished_at, updated_at)
+    SELECT id, %(day)s, status,
+           CASE status WHEN 'skipped' THEN 'card_inactive (HTTP 404/2012)'
+                       WHEN 'failed' THEN 'permanent (HTTP 400/1002): bad request'
+                       WHEN 'unknown' THEN 'unknown after 4 attempt(s)' END,
+           t + interval '3 seconds', gen_random_uuid(), 1, 1, 1, 'bench', t, t + interval '1 second',
+           CASE WHEN status <> 'unknown' THEN t + interval '2 seconds' END, t + interval '2 seconds'
+    FROM (
+        SELECT id,
+               %(start)s::timestamptz
+                 + ((get_byte(uuid_send(id), 2) * 256 + get_byte(uuid_send(id), 3)) %% %(span)s)
+                   * interval '1 second' AS t,
+               CASE WHEN k < 90 THEN 'succeeded' WHEN k < 95 THEN 'skipped'
+                    WHEN k < %(failed_below)s THEN 'failed' ELSE 'unknown' END AS status
+        FROM (SELECT id, (get_byte(uuid_send(id), 0) + %(salt)s) %% 100 AS k FROM chats) c
+    ) x
+"""
+FILL_ATTEMPTS = """
+    INSERT INTO {at} (chat_id, day, attempt_no, claim_token, started_at, finished_at, outcome,
+                      http_status, linq_code, trace_id, task_id)
+    SELECT chat_id, day, 1, claim_token, claimed_at, claimed_at + interval '200 milliseconds',
+           CASE status WHEN 'succeeded' THEN 'ok' WHEN 'unknown' THEN 'unknown' ELSE 'fatal' END,
+           CASE status WHEN 'succeeded' THEN 204 WHEN 'skipped' THEN 404 WHEN 'failed' THEN 400 END,
+           CASE status WHEN 'skipped' THEN 2012 WHEN 'failed' THEN 1002 END,
+           md5(chat_id::text || day::text), 'bench'
+    FROM {sd}
+"""
+
+
+def fill_day(conn: psycopg.Connection[Any], day: dt.date, today: dt.date) -> None:
+    """Replace `day`'s partitions with one finished chat-day (and its attempt) per chat: new
+    tables filled first and attached after (the attach builds the indexes in bulk)."""
+    from worker.store.partitions import partition_name
+
+    sd, at = partition_name("share_days", day), partition_name("attempts", day)
+    lo, hi = day.isoformat(), (day + DAY).isoformat()
+    like = "INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE"
+    with conn.transaction():
+        conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
+        for parent, name in (("attempts", at), ("share_days", sd)):
+            exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()
+            if exists and exists[0]:
+                conn.execute(f"ALTER TABLE {parent} DETACH PARTITION {name}")
+                conn.execute(f"DROP TABLE {name}")
+        if day == today:
+            start = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+            params = {"day": day, "start": start, "span": 3000, "failed_below": 100, "salt": day.toordinal()}
+        else:
+            start = dt.datetime.combine(day, dt.time(0), tzinfo=dt.UTC)
+            params = {"day": day, "start": start, "span": 65536, "failed_below": 98, "salt": day.toordinal()}
+        conn.execute(f"CREATE TABLE {sd} (LIKE share_days {like})")
+        conn.execute(FILL_SHARE_DAYS.format(sd=sd), params)  # type: ignore[arg-type]
+        conn.execute(f"ALTER TABLE share_days ATTACH PARTITION {sd} FOR VALUES FROM ('{lo}') TO ('{hi}')")
+        conn.execute(f"CREATE TABLE {at} (LIKE attempts {like})")
+        conn.execute(FILL_ATTEMPTS.format(at=at, sd=sd))  # type: ignore[arg-type]
+        conn.execute(
+            f"ALTER TABLE {at} ADD CONSTRAINT fk_{at}_share_days FOREIGN KEY (chat_id, day) "
+            f"REFERENCES {sd} (chat_id, day) ON DELETE CASCADE"
+        )
+        conn.execute(f"ALTER TABLE attempts ATTACH PARTITION {at} FOR VALUES FROM ('{lo}') TO ('{hi}')")
+    conn.execute(f"VACUUM (ANALYZE) {sd}")
+    conn.execute(f"VACUUM (ANALYZE) {at}")
+
+
+def build(srv: Servers, name: str, chats: int, days: int, today: dt.date) -> str:
+    started = time.monotonic()
+    url = create_database(srv, name)
+    with psycopg.connect(dsn_of(url), autocommit=True) as conn:
+        seed_chats(conn, chats)
+        for n in range(days - 1, -1, -1):
+            fill_day(conn, today - n * DAY, today)
+        for t in ("lines", "chats", "share_days", "attempts"):
+            conn.execute(f"VACUUM (ANALYZE) {t}")
+    print(f"built {name}: {chats:,} chats x {days} days in {time.monotonic() - started:.0f} s", flush=True)
+    return url
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+class Probe:
+    """PostgreSQL's CPU: the postmaster and every backend, exited ones included."""
+
+    def __init__(self, srv: Servers) -> None:
+        self.srv = srv
+
+    def pg_cpu(self) -> float:
+        return repeat.tree_seconds([self.srv.postgres_pid()])
+
+
+@contextlib.contextmanager
+def measured(run: repeat.Run, name: str, probe: Probe) -> Iterator[dict[str, Any]]:
+    out: dict[str, Any] = {}
+    cpu = probe.pg_cpu()
+    started = time.monotonic()
+    with run.measure(name):
+        yield out
+    out["wall_s"] = round(time.monotonic() - started, 4)
+    out["pg_cpu_s"] = round(probe.pg_cpu() - cpu, 4)
+
+
+def cli_env(srv: Servers, url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CARDSHARE_", "LINQ_"))}
+    env.update(
+        DATABASE_URL=url,
+        REDIS_URL=srv.redis.url,
+        LINQ_API_V3_API_KEY="bench-key",
+        CARDSHARE_LOG_LEVEL="WARNING",
+        CARDSHARE_DATA_DIR=str(srv.root / "data"),
+    )
+    return env
+
+
+def cli(env: dict[str, str], *args: str, ok: tuple[int, ...] = (0,)) -> str:
+    done = subprocess.run(
+        [CARDSHARE, *args], env=env, capture_output=True, text=True, timeout=3600, check=False
+    )
+    if done.returncode not in ok:
+        raise RuntimeError(f"cardshare {' '.join(args)}: exit {done.returncode}\n{done.stderr[-2000:]}")
+    return done.stdout
+
+
+@contextlib.contextmanager
+def status_page(env: dict[str, str]) -> Iterator[str]:
+    proc = subprocess.Popen(
+        [CARDSHARE, "web", "--port", "0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        m = re.search(r"(http://\S+?)/?\s*$", line.strip()) or re.search(r"(http://\S+)", line)
+        if m is None:
+            raise RuntimeError(f"cardshare web said {line!r}: {proc.stderr.read() if proc.stderr else ''}")
+        base = m.group(1).rstrip("/")
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{base}/healthz", timeout=5).status_code != 200:
+            assert time.monotonic() < deadline, "status page did not come up"
+            time.sleep(0.1)
+        yield base
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def measure(
+    run: repeat.Run, probe: Probe, srv: Servers, tag: str, url: str, today: dt.date
+) -> dict[str, Any]:
+    env = cli_env(srv, url)
+    fig: dict[str, Any] = {}
+    with measured(run, f"{tag}.status", probe) as fig["status"]:
+        cli(env, "status", "--json")
+    with status_page(env) as base:
+        # The first load counts the day (and opens the pool's connections); the next ones within
+        # 15 s reuse those counts (worker/ops/counts_cache.py) and read everything else again.
+        for path, name in (("/", "page_first"), ("/", "page"), ("/status.json", "status_json")):
+            with measured(run, f"{tag}.{name}", probe) as fig[name]:
+                answer = httpx.get(base + path, timeout=600)
+            assert answer.status_code == 200, answer.text[:300]
+    with measured(run, f"{tag}.check", probe) as fig["check"]:
+        out = cli(env, "check", "--day", today.isoformat(), ok=(0, 1))
+    fig["check"]["due"] = int(m.group(1)) if (m := re.search(r"due (\d+)", out)) else -1
+    return fig
+
+
+# --------------------------------------------------------------------------- the plans
+
+
+def _opened(plan: Any) -> tuple[set[str], float]:
+    """The relations a JSON plan scans, and its execution time (ms)."""
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if "Relation Name" in node and node.get("Actual Loops", 1):
+                found.add(node["Relation Name"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(plan[0]["Plan"])
+    return found, float(plan[0].get("Execution Time", 0.0))
+
+
+def explain(url: str, today: dt.date) -> list[tuple[str, str, float]]:
+    """(statement, partitions it opened, execution ms) for each read statement of status and
+    check, by EXPLAIN ANALYZE of the statements the code sends, with today's parameters."""
+    from zoneinfo import ZoneInfo
+
+    from sqlalchemy import create_engine, text
+
+    from worker.rules.cadence import Policy
+    from worker.store import partitions, reports
+    from worker.store.due import binds
+    from worker.store.lines import line_days_params
+
+    now = dt.datetime.now(dt.UTC)
+    ld = line_days_params(dict.fromkeys(LINES, today))
+    due = {**ld, **binds(now, Policy(zone=ZoneInfo("UTC")))}
+    cases = [
+        ("status: day_status_counts", reports.DAY_STATUS_COUNTS_SQL, {**ld, "days": [today]}),
+        ("status: unmarked_due_by_line", reports.UNMARKED_DUE_BY_LINE_SQL, due),
+        ("status: recent_failures", reports.RECENT_FAILURES_SQL, {"since": today - 7 * DAY, "limit": 20}),
+        ("check: day_entry_groups", reports.DAY_ENTRY_GROUPS_SQL, {"d": today, "window": 300.0}),
+        ("check: unmarked_due_facts", reports.UNMARKED_DUE_FACTS_SQL, due),
+        ("check: repeated_with_success", reports.REPEATED_WITH_SUCCESS_SQL, {"d": today}),
+    ]
+    out = []
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            for name, statement, params in cases:
+                plan = conn.execute(
+                    text("EXPLAIN (ANALYZE, FORMAT JSON) " + statement.text), params
+                ).scalar_one()
+                found, ms = _opened(plan)
+                days = sorted({r.rsplit("_p", 1)[1] for r in found if partitions.is_partition_name(r)})
+                out.append((name, ", ".join(days) or "-", ms))
+    finally:
+        engine.dispose()
+    return out
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--chats", type=int, default=1_000_000)
+    parser.add_argument("--days", type=int, default=10)
+    parser.add_argument("--explain", action="store_true", help="print each read's plan on `history` once")
+    repeat.add_arguments(parser, quick={"chats": 20000, "days": 5})
+    args = repeat.parse(parser)
+    if args.days < 2:
+        parser.error("--days must be at least 2 (the baseline holds one)")
+    bench = repeat.Bench("reads", args)
+    today = dt.datetime.now(dt.UTC).date()
+    with servers() as srv:
+        bench.track(srv.pids)
+        urls = {
+            "one": build(srv, "reads_one", args.chats, 1, today),
+            "history": build(srv, "reads_history", args.chats, args.days, today),
+        }
+        if args.explain:
+            rows = explain(urls["history"], today)
+            print(
+                table(
+                    ["statement on `history`", "days opened", "ms"],
+                    [(n, p, f"{ms:.1f}") for n, p, ms in rows],
+                )
+            )
+        probe = Probe(srv)
+        for run in bench.runs():
+            for tag, url in urls.items():
+                run.figures[tag] = measure(run, probe, srv, tag, url, today)
+            for name in COMMANDS:
+                one, hist = run.figures["one"][name], run.figures["history"][name]
+                ratio = run.figures.setdefault("ratio", {})[name] = {
+                    "wall": round(hist["wall_s"] / max(one["wall_s"], 1e-9), 3)
+                }
+                if one["pg_cpu_s"] >= 0.02:  # PostgreSQL's CPU is read in 10 ms ticks
+                    ratio["pg_cpu"] = round(hist["pg_cpu_s"] / one["pg_cpu_s"], 3)
+        bench.machine.update(srv.versions())
+    path = bench.finish()
+    rows_out = []
+    for name in COMMANDS:
+        rows_out.append(
+            (
+                name,
+                bench.cell(f"one.{name}.wall_s", 3),
+                bench.cell(f"history.{name}.wall_s", 3),
+                bench.cell(f"ratio.{name}.wall", 2),
+                bench.cell(f"history.{name}.pg_cpu_s", 3),
+                bench.cell(f"ratio.{name}.pg_cpu", 2),
+            )
+        )
+    print(
+        f"\n{args.chats:,} chats; `one` = today only, `history` = {args.days} days"
+        + (" (QUICK sizes: checks the harness, not for publishing)" if args.quick else "")
+    )
+    print(
+        table(
+            ["read", "one wall s", "history wall s", "history/one", "history PG CPU s", "PG CPU history/one"],
+            rows_out,
+        )
+    )
+    print(f"results: {path}")
+
+
+if __name__ == "__main__":
+    main()
