@@ -34,7 +34,14 @@ from worker.store.engine import make_engine, session_factory
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Drills are slow: skipped unless asked for (-m drill, or CARDSHARE_DRILLS=1)."""
+    """Drills are slow: skipped unless asked for (-m drill, or CARDSHARE_DRILLS=1). Under
+    pytest-xdist (scripts/test), the drills share one process and run one after another, as do
+    the benchmark harness tests (they write the same result files)."""
+    for item in items:
+        if "drill" in item.keywords:
+            item.add_marker(pytest.mark.xdist_group("drills"))
+        elif item.nodeid.startswith("tests/bench/"):
+            item.add_marker(pytest.mark.xdist_group("bench"))
     wants = os.environ.get("CARDSHARE_DRILLS") == "1" or "drill" in (config.getoption("-m") or "")
     if wants:
         return
