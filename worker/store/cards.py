@@ -105,6 +105,7 @@ def cached_lines(session: Session, phones: Sequence[str] | None = None) -> dict[
 DUE_TODAY_BY_LINE_SQL = text(
     f"""
             SELECT c.line_phone, count(*) FROM chats c
+            JOIN lines l ON l.phone_number = c.line_phone
             JOIN {LINE_DAYS} ON ld.line_phone = c.line_phone
             LEFT JOIN share_days d ON d.chat_id = c.id AND d.day = ld.day
             WHERE {CHAT_IS_DUE}
