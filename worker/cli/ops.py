@@ -25,7 +25,7 @@ from worker.ops import status as status_mod
 from worker.ops import status_page
 from worker.ops.check import run_check
 from worker.ops.healthcheck import health
-from worker.ops.status import Counts, History, Status
+from worker.ops.status import Counts, History, Status, first_outbound_line
 from worker.rules.cadence import share_day
 from worker.rules.retention import past_retention, past_retention_message
 from worker.simulator import SimulatorAdmin
@@ -154,6 +154,10 @@ def _print_status(st: Status) -> None:
         console.print(f"in flight: {t.queued} queued, {t.claimed} being shared, {t.retry} waiting to retry")
     if t.held:
         console.print(f"held by reason: {_reasons(t.held)}")
+    for lat in st.first_outbound:
+        console.print(
+            f"first outbound -> share accepted {lat.day}: {first_outbound_line(lat)}", highlight=False
+        )
     _print_lines(console, st)
     # Recovery passes leave no sweep_runs row (one a minute); beat's line below says when it last sent one.
     run = st.last_sweep

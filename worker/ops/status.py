@@ -27,6 +27,7 @@ from worker.rules.cadence import EXPLANATIONS, NotDue, Policy, share_day
 from worker.rules.gate import Decision, PacePolicy, Verdict, decide
 from worker.rules.states import CLOSED_STATUSES, DayStatus
 from worker.sharing.pace import RedisPacer
+from worker.store.latency import DayLatency, first_outbound_latency
 from worker.store.lines import LineRow, lines
 from worker.store.reports import (
     AttemptRow,
@@ -203,6 +204,8 @@ class Status:
     failures: list[FailureRow] = field(default_factory=list)
     account_paused: str | None = None
     warnings: list[WarningRow] = field(default_factory=list)
+    # First outbound -> share accepted, per day shown (docs/decisions.md §17).
+    first_outbound: list[DayLatency] = field(default_factory=list)
 
     @property
     def live_workers(self) -> int:
@@ -234,7 +237,15 @@ class Status:
             "beat": None if self.beat is None else asdict(self.beat),
             "broker_error": self.broker_error,
             "failures": [{k: _plain(v) for k, v in asdict(f).items()} for f in self.failures],
+            "first_outbound_to_share": [
+                {k: _plain(v) for k, v in asdict(d).items()} for d in self.first_outbound
+            ],
         }
+
+
+def first_outbound_line(lat: DayLatency) -> str:
+    """`p50 1.2s, p99 4.8s over 1,234 shares` (docs/decisions.md §17)."""
+    return f"p50 {lat.p50_s:.1f}s, p99 {lat.p99_s:.1f}s over {lat.shares:,} shares"
 
 
 def _plain(value: Any) -> Any:
@@ -307,6 +318,8 @@ def collect(
         account_paused=account.describe() if account is not None and account.active(now) else None,
         warnings=open_warnings,
     )
+    with read_only(sessions) as s:
+        status.first_outbound = first_outbound_latency(s, wanted.values())
     if redis_url is None:
         status.broker_error = "no Redis URL"
         return status

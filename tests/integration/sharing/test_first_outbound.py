@@ -252,3 +252,47 @@ def test_record_activity_then_a_sweep_skips_chats_the_event_path_marked(
     again = Collector()
     assert sweep(deps, again).scanned == 0
     assert again.ids == []
+
+
+def test_first_outbound_to_accepted_is_measured_in_the_metric_and_in_status(
+    world: World, deps: Deps, settings: Settings, today: dt.date
+) -> None:
+    """From the message that made the chat-day due to Linq's 2xx: the histogram on success, and
+    p50/p99 for the day in `status` (its JSON and page); a chat-day with no outbound time on the
+    day (due from yesterday's message) is not counted."""
+    from prometheus_client import REGISTRY
+
+    from worker.ops.status import collect
+    from worker.ops.status_page import render
+    from worker.queue.app import app, configure
+    from worker.queue.publish import event_path
+    from worker.sharing.share import Outcome, share_chat
+
+    def observed() -> float:
+        return REGISTRY.get_sample_value("cardshare_first_outbound_to_share_seconds_count") or 0.0
+
+    configure(settings)
+    world.line(LINE)
+    fresh = [uuid.uuid4() for _ in range(3)]
+    old = world.chat(LINE, outbound_at=dt.datetime.now(dt.UTC) - dt.timedelta(days=2))
+    for c in fresh:
+        world.sim.add_chats([{"id": str(c), "line": LINE, "service": "iMessage"}])
+    sent = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=2)
+    path = event_path(app, deps)
+    with transaction(deps.sessions) as s:
+        facts = [ChatActivity(c, LINE, service="iMessage", outbound_at=sent) for c in fresh]
+        record_activity(s, facts)
+        assert len(path.mark(s, facts)) == 3
+    before = observed()
+    for c in [*fresh, old]:
+        assert share_chat(c, today, deps).outcome is Outcome.SHARED
+    assert observed() == before + 3  # the old chat's day has no outbound time on it
+    status = collect(
+        deps.sessions, day=None, now=dt.datetime.now(dt.UTC), policy=deps.policy, redis_url=None, stall_s=300
+    )
+    (lat,) = status.first_outbound
+    assert lat.day == today
+    assert lat.shares == 3
+    assert 2.0 <= lat.p50_s <= lat.p99_s < 60.0
+    assert status.as_dict()["first_outbound_to_share"][0]["shares"] == 3
+    assert 'data-field="first_outbound"' in render(status)
