@@ -39,6 +39,7 @@ def drill_timing(settings: Settings) -> Settings:
     return settings.replace(
         lease_s=10.0,
         recover_interval_s=3.0,
+        release_interval_s=1.0,  # must not exceed the recover interval
         sweep_interval_s=30.0,
         retry_budget_s=3.0,
         task_soft_time_limit_s=6.0,
