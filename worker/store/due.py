@@ -64,6 +64,9 @@ DAY_IS_OPEN = f"(d.status IS NULL OR d.status IN {OPEN})"
 # No chat-day row for the line's day at all (`ld`, each line's own day: `store.lines.LINE_DAYS`):
 # neither a sweep nor a manual share has reached the chat.
 DAY_UNMARKED = "NOT EXISTS (SELECT 1 FROM share_days d WHERE d.chat_id = c.id AND d.day = ld.day)"
+# The same for one day given as `:day` (the event path): PostgreSQL prunes share_days to that
+# day's partition when it plans, instead of planning every day's (1.5 ms a statement here).
+DAY_UNMARKED_ON = "NOT EXISTS (SELECT 1 FROM share_days d WHERE d.chat_id = c.id AND d.day = :day)"
 
 
 def binds(now: dt.datetime, policy: Policy) -> dict[str, object]:

@@ -17,19 +17,17 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from worker.rules.cadence import Policy
-from worker.store.due import CARD_IS_ACTIVE, CHAT_IS_DUE, DAY_UNMARKED, binds
-from worker.store.lines import LINE_DAYS, line_days_params
+from worker.store.due import CARD_IS_ACTIVE, CHAT_IS_DUE, DAY_UNMARKED_ON, binds
 from worker.store.sweeps import Mark
 
 DUE_UNMARKED_SQL = text(
     f"""
             SELECT c.id, c.line_phone FROM chats c
             JOIN lines l ON l.phone_number = c.line_phone
-            JOIN {LINE_DAYS} ON ld.line_phone = c.line_phone
-            WHERE c.id = ANY(:ids)
+            WHERE c.id = ANY(:ids) AND c.line_phone = ANY(:lines)
               AND {CHAT_IS_DUE}
               AND {CARD_IS_ACTIVE}
-              AND {DAY_UNMARKED}
+              AND {DAY_UNMARKED_ON}
             ORDER BY c.id
             """
 )
@@ -49,14 +47,21 @@ def due_unmarked(
     now: dt.datetime,
     policy: Policy,
 ) -> list[DueChat]:
-    """Of `chat_ids`, those due now with no chat-day yet for their line's day (`{line: day}`)."""
+    """Of `chat_ids`, those due now with no chat-day yet for their line's day (`{line: day}`).
+    One statement per distinct day (lines in zones whose day differs): usually one."""
     if not chat_ids or not line_days:
         return []
-    rows = session.execute(
-        DUE_UNMARKED_SQL,
-        {"ids": sorted(set(chat_ids)), **line_days_params(line_days), **binds(now, policy)},
-    ).all()
-    return [DueChat(r.id, r.line_phone) for r in rows]
+    by_day: dict[dt.date, list[str]] = {}
+    for phone, day in line_days.items():
+        by_day.setdefault(day, []).append(phone)
+    out: list[DueChat] = []
+    for day, phones in sorted(by_day.items()):
+        rows = session.execute(
+            DUE_UNMARKED_SQL,
+            {"ids": sorted(set(chat_ids)), "lines": sorted(phones), "day": day, **binds(now, policy)},
+        ).all()
+        out.extend(DueChat(r.id, r.line_phone) for r in rows)
+    return out
 
 
 INSERT_MARKS_SQL = text(
