@@ -66,48 +66,52 @@ def test_webhooks_and_sweeps_race_while_workers_are_killed(
     sim.add_faults([{"path": SHARE, "mode": "pass", "latency_ms": 300}])
 
     supervisor = Supervisor(lambda: procs.worker(pool="threads", concurrency=16))
-    procs.beat()  # recovery every 3 s, the sweep every 30 s
-    worker_consuming(app)
-    stop = threading.Event()
-    kills = 0
-    sweeps = 0
-
-    def killer() -> None:
-        nonlocal kills
-        while not stop.wait(KILL_EVERY_S):
-            supervisor.proc.kill()
-            kills += 1
-
-    def sweeper() -> None:
-        nonlocal sweeps
-        while not stop.wait(0.5):
-            sweep_now(deps)
-            sweeps += 1
-
-    deliveries = [c for c in chats for _ in range(DELIVERIES)]
-    random.Random(16).shuffle(deliveries)
-
-    def deliver(chat: uuid.UUID) -> int:
-        sent = dt.datetime.now(dt.UTC).isoformat()
-        return int(sim.deliver_webhook(receiver.url, SECRET, chat_id=str(chat), sent_at=sent)["status"])
-
-    threads = [threading.Thread(target=killer, daemon=True), threading.Thread(target=sweeper, daemon=True)]
-    for t in threads:
-        t.start()
-    started = time.monotonic()
     try:
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            statuses = list(pool.map(deliver, deliveries))
-        delivered_s = time.monotonic() - started
-        assert delivered_s < DELIVER_S, f"deliveries took {delivered_s:.0f}s"
-    finally:
-        stop.set()
+        procs.beat()  # recovery every 3 s, the sweep every 30 s
+        worker_consuming(app)
+        stop = threading.Event()
+        kills = 0
+        sweeps = 0
+
+        def killer() -> None:
+            nonlocal kills
+            while not stop.wait(KILL_EVERY_S):
+                supervisor.proc.kill()
+                kills += 1
+
+        def sweeper() -> None:
+            nonlocal sweeps
+            while not stop.wait(0.5):
+                sweep_now(deps)
+                sweeps += 1
+
+        deliveries = [c for c in chats for _ in range(DELIVERIES)]
+        random.Random(16).shuffle(deliveries)
+
+        def deliver(chat: uuid.UUID) -> int:
+            sent = dt.datetime.now(dt.UTC).isoformat()
+            return int(sim.deliver_webhook(receiver.url, SECRET, chat_id=str(chat), sent_at=sent)["status"])
+
+        threads = [
+            threading.Thread(target=killer, daemon=True),
+            threading.Thread(target=sweeper, daemon=True),
+        ]
         for t in threads:
-            t.join(60)
-    assert statuses == [200] * len(deliveries)
-    try:
+            t.start()
+        started = time.monotonic()
+        try:
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                statuses = list(pool.map(deliver, deliveries))
+            delivered_s = time.monotonic() - started
+            assert delivered_s < DELIVER_S, f"deliveries took {delivered_s:.0f}s"
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(60)
+        assert statuses == [200] * len(deliveries)
         settle(deps, today, chats, timeout=SETTLE_S, fig=fig)
     finally:
+        # Before the procs fixture stops the workers: else it would start new ones.
         supervisor.stop()
     report = check(deps, sim, today)
     fig.add(
