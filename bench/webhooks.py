@@ -26,6 +26,7 @@ import uuid
 from typing import Any
 
 import httpx
+import psycopg
 from standardwebhooks import Webhook
 
 from bench import repeat
@@ -150,7 +151,24 @@ def wait_up(url: str) -> None:
 
 CEILING = "ceiling (uvicorn+Starlette, no work)"
 CARDSHARE = "cardshare webhooks"
-KEYS = {CEILING: "ceiling", CARDSHARE: "cardshare"}
+NO_EVENT_PATH = "cardshare webhooks, event path off"
+KEYS = {CEILING: "ceiling", NO_EVENT_PATH: "no_event_path", CARDSHARE: "cardshare"}
+# The event path's share of a delivery's cost: every delivery here is a new chat that its
+# message makes due (the line has an active card), so with it on each one is marked and published.
+EXTRA_ENV = {NO_EVENT_PATH: {"CARDSHARE_SHARE_ON_OUTBOUND": "false"}}
+
+
+OF_CEILING = {"cardshare": "of_ceiling", "no_event_path": "no_event_path_of_ceiling"}
+
+
+def active_line(dsn: str) -> None:
+    """The bench line with an active card: each delivery's chat becomes due."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO lines (phone_number, first_name, card_active, card_checked_at) "
+            "VALUES (%s, 'Bench', true, now()) ON CONFLICT DO NOTHING",
+            (LINE,),
+        )
 
 
 def main() -> None:
@@ -175,16 +193,18 @@ def main() -> None:
         }
         commands = {
             CEILING: lambda port: [sys.executable, "-m", "bench.webhook_baseline", str(port)],
+            NO_EVENT_PATH: webhook_receiver_command,
             CARDSHARE: webhook_receiver_command,
         }
         for run in bench.runs():
-            reset_state(srv)
             for name, command in commands.items():
                 key = KEYS[name]
+                reset_state(srv)
+                active_line(srv.dsn)
                 port = free_port()
                 proc = subprocess.Popen(
                     command(port),
-                    env=env,
+                    env={**env, **EXTRA_ENV.get(name, {})},
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                     start_new_session=True,
@@ -209,13 +229,16 @@ def main() -> None:
             run.figures["of_ceiling"] = round(
                 run.figures["cardshare"]["per_s"] / run.figures["ceiling"]["per_s"], 3
             )
+            run.figures["no_event_path_of_ceiling"] = round(
+                run.figures["no_event_path"]["per_s"] / run.figures["ceiling"]["per_s"], 3
+            )
         bench.machine.update(srv.versions())
     saved = bench.finish()
     rows = [
         [
             name,
             bench.cell(f"{key}.per_s"),
-            "1.00" if key == "ceiling" else bench.cell("of_ceiling", 2),
+            "1.00" if key == "ceiling" else bench.cell(OF_CEILING[key], 2),
             bench.cell(f"{key}.p50_ms", 2),
             bench.cell(f"{key}.p99_ms", 2),
             bench.cell(f"{key}.server_cpu_ms_per_request", 2),

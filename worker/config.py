@@ -137,6 +137,16 @@ def _check_webhook_secret(value: str, position: int, *, legacy: bool) -> None:
         raise ConfigError(name, f"secret #{position} is empty after whsec_")
 
 
+DUE_POLICIES = ("active-window", "outbound-today")
+
+
+def _due_policy(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in DUE_POLICIES:
+        raise ValueError("must be active-window or outbound-today")
+    return value
+
+
 def _log_level(raw: str) -> str:
     level = raw.upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
@@ -359,6 +369,20 @@ class Settings:
         _positive_int,
         "a chat needs an outbound message within this many days",
         default=30,
+    )
+    due_policy: str = setting(
+        "CARDSHARE_DUE_POLICY",
+        _due_policy,
+        "which chats are due on a day: `active-window` (an outbound message within "
+        "CARDSHARE_ACTIVE_DAYS) or `outbound-today` (an outbound message on that day, in the line's zone)",
+        default="active-window",
+    )
+    share_on_outbound: bool = setting(
+        "CARDSHARE_SHARE_ON_OUTBOUND",
+        _bool,
+        "the event path: outbound activity (webhook, sync, import) that makes a chat due queues its "
+        "share at once; off, only the sweep does",
+        default=True,
     )
     share_groups: bool = setting("CARDSHARE_SHARE_GROUPS", _bool, "share into group chats too", default=False)
     max_lost_claims: int = setting(

@@ -84,7 +84,9 @@ class Deps:
     @property
     def policy(self) -> Policy:
         s = self.settings
-        return Policy(zone=s.zone, active_days=s.active_days, share_groups=s.share_groups)
+        return Policy(
+            zone=s.zone, active_days=s.active_days, share_groups=s.share_groups, due_policy=s.due_policy
+        )
 
     @property
     def pace(self) -> PacePolicy:

@@ -36,6 +36,7 @@ from worker.keys import CONTROL_QUEUE, REFRESH_CARD_TASK
 from worker.logs import configure as configure_logging
 from worker.ops import observability
 from worker.queue.app import app as celery
+from worker.queue.publish import event_path
 from worker.store.audit import audit
 from worker.store.session import transaction
 
@@ -65,7 +66,10 @@ def webhooks(host: str | None, port: int | None) -> None:
         configure_logging(settings.log_level, settings.log_format)
         observability.setup(settings, "webhooks")
         observability.announce(settings, "webhooks")
-        app = receiver.create_app(settings, runtime.get().sessions, refresh_card=_refresh_card)
+        rt = runtime.get()
+        app = receiver.create_app(
+            settings, rt.sessions, refresh_card=_refresh_card, first_outbound=event_path(celery, rt.deps)
+        )
         where = (host or settings.webhook_host, settings.webhook_port if port is None else port)
         try:
             sock = bind(*where)
@@ -98,7 +102,14 @@ def sync(lines: tuple[str, ...], lookups: int | None) -> None:
     with boot():
         rt = runtime.get()
         with _progress() as progress:
-            report = run_sync(rt.deps, rt.engine, lines=lines or None, lookups=lookups, progress=progress)
+            report = run_sync(
+                rt.deps,
+                rt.engine,
+                lines=lines or None,
+                lookups=lookups,
+                progress=progress,
+                first_outbound=event_path(celery, rt.deps),
+            )
         click.echo(report.one_line())
         if not report.ran or report.errors:
             sys.exit(1)
@@ -126,6 +137,7 @@ def import_chats(file: Path, fmt: str | None) -> None:
                 now=deps.clock(),
                 fmt=cast("importer.Format | None", fmt),
                 on_bad_row=lambda bad: click.echo(f"cardshare: {safe(bad.one_line(str(file)))}", err=True),
+                first_outbound=event_path(celery, deps),
             )
         except InputError as exc:
             _audit_import(deps, "refused", f"{file.name}: {exc}")

@@ -26,7 +26,7 @@ from worker.ops import status_page
 from worker.ops.check import run_check
 from worker.ops.counts_cache import CountsCache
 from worker.ops.healthcheck import health
-from worker.ops.status import Counts, History, Status
+from worker.ops.status import Counts, History, Status, first_outbound_line
 from worker.rules.cadence import share_day
 from worker.rules.retention import past_retention, past_retention_message
 from worker.simulator import SimulatorAdmin
@@ -163,6 +163,10 @@ def _print_status(st: Status) -> None:
         console.print(f"in flight: {t.queued} queued, {t.claimed} being shared, {t.retry} waiting to retry")
     if t.held:
         console.print(f"held by reason: {_reasons(t.held)}")
+    for lat in st.first_outbound:
+        console.print(
+            f"first outbound -> share accepted {lat.day}: {first_outbound_line(lat)}", highlight=False
+        )
     _print_lines(console, st)
     # Recovery passes leave no sweep_runs row (one a minute); beat's line below says when it last sent one.
     run = st.last_sweep

@@ -23,6 +23,7 @@ from worker.errors import InputError, StoreUnavailable
 from worker.ingest.payloads import E164, MAX_JSON_DEPTH, SERVICES, too_deep
 from worker.rules import bounds
 from worker.rules.facts import ChatActivity
+from worker.sharing.first_outbound import ChatDays, FirstOutbound
 from worker.store.chats import record_activity
 from worker.store.session import transaction
 
@@ -275,8 +276,10 @@ def import_file(
     now: dt.datetime,
     fmt: Format | None = None,
     on_bad_row: Callable[[RowError], None] = lambda _: None,
+    first_outbound: FirstOutbound | None = None,
 ) -> ImportReport:
-    """Record every good row (in batches of BATCH, one transaction each); report every bad one."""
+    """Record every good row (in batches of BATCH, one transaction each); report every bad one.
+    With `first_outbound`, each batch's chats that became due are queued with it."""
     report = ImportReport(path.name)
     try:
         # utf-8-sig drops a spreadsheet's BOM; undecodable bytes become U+FFFD, which
@@ -299,26 +302,30 @@ def import_file(
                 continue
             batch.append(item)
             if len(batch) >= BATCH:
-                _flush(sessions, batch, report, bad)
-        _flush(sessions, batch, report, bad)
+                _flush(sessions, batch, report, bad, first_outbound)
+        _flush(sessions, batch, report, bad, first_outbound)
     return report
 
 
 def _flush(
-    sessions: sessionmaker[Session], batch: list[Row], report: ImportReport, bad: Callable[[RowError], None]
+    sessions: sessionmaker[Session],
+    batch: list[Row],
+    report: ImportReport,
+    bad: Callable[[RowError], None],
+    first_outbound: FirstOutbound | None = None,
 ) -> None:
     """One transaction per batch. If the database refuses the batch for a reason other than
     being unreachable, each row is tried alone: the bad one is reported, the good ones kept."""
     if not batch:
         return
     try:
-        _write(sessions, [r.activity for r in batch], report)
+        _write(sessions, [r.activity for r in batch], report, first_outbound)
     except StoreUnavailable:
         raise
     except Exception:
         for row in batch:
             try:
-                _write(sessions, [row.activity], report)
+                _write(sessions, [row.activity], report, first_outbound)
             except StoreUnavailable:
                 raise
             except Exception as exc:
@@ -326,12 +333,22 @@ def _flush(
     batch.clear()
 
 
-def _write(sessions: sessionmaker[Session], facts: list[ChatActivity], report: ImportReport) -> None:
+def _write(
+    sessions: sessionmaker[Session],
+    facts: list[ChatActivity],
+    report: ImportReport,
+    first_outbound: FirstOutbound | None = None,
+) -> None:
+    queued: ChatDays = []
     try:
         with transaction(sessions) as session:
             record_activity(session, facts)
+            if first_outbound is not None:
+                queued = first_outbound.mark(session, facts)
     except StoreUnavailable as exc:
         raise StoreUnavailable(
             f"{exc}; {report.imported} rows were imported before it (importing is idempotent: run it again)"
         ) from exc
     report.imported += len(facts)
+    if first_outbound is not None:
+        first_outbound.publish(queued)

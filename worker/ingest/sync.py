@@ -26,6 +26,7 @@ from worker.logs import event
 from worker.rules.classify import classify
 from worker.rules.facts import ChatActivity
 from worker.rules.retrying import Exhausted, Retryable, build
+from worker.sharing.first_outbound import ChatDays, FirstOutbound
 from worker.store.chats import known_lines, mark_not_found, record_activity
 from worker.store.ingest import (
     LookupCandidate,
@@ -100,8 +101,10 @@ def run_sync(
     lines: Sequence[str] | None = None,
     lookups: int | None = None,
     progress: SyncProgress | None = None,
+    first_outbound: FirstOutbound | None = None,
 ) -> SyncReport:
-    """One sync run over `lines` (default: every iMessage line of the account)."""
+    """One sync run over `lines` (default: every iMessage line of the account). With
+    `first_outbound`, each page's chats that became due are queued as the page is recorded."""
     started = time.monotonic()
     progress = progress or SyncProgress()
     budget = deps.settings.sync_message_lookups if lookups is None else lookups
@@ -114,8 +117,8 @@ def run_sync(
         targets = list(lines) if lines is not None else _account_lines(deps, gateway, report)
         for line in targets:
             progress.line(line)
-            _sync_line(deps, gateway, line, report, progress)
-        _look_up_messages(deps, gateway, lines, budget, report, progress)
+            _sync_line(deps, gateway, line, report, progress, first_outbound)
+        _look_up_messages(deps, gateway, lines, budget, report, progress, first_outbound)
         with transaction(deps.sessions) as session:
             report.pruned_events = prune_webhook_events(session)
     report.seconds = time.monotonic() - started
@@ -176,7 +179,12 @@ def _account_lines(deps: Deps, gateway: LinqGateway, report: SyncReport) -> list
 
 
 def _sync_line(
-    deps: Deps, gateway: LinqGateway, line: str, report: SyncReport, progress: SyncProgress
+    deps: Deps,
+    gateway: LinqGateway,
+    line: str,
+    report: SyncReport,
+    progress: SyncProgress,
+    first_outbound: FirstOutbound | None = None,
 ) -> None:
     with transaction(deps.sessions) as session:
         cursor = sync_cursor(session, line)
@@ -209,9 +217,14 @@ def _sync_line(
                 continue
             activities.append(activity)
         cursor = page.next_cursor
+        queued: ChatDays = []
         with transaction(deps.sessions) as session:
             record_activity(session, activities)
+            if first_outbound is not None:
+                queued = first_outbound.mark(session, activities)
             save_sync_page(session, line, next_cursor=cursor, chats=len(page.items), fresh=fresh)
+        if first_outbound is not None:
+            first_outbound.publish(queued)
         fresh = False
         report.pages += 1
         report.chats += len(page.items)
@@ -228,6 +241,7 @@ def _look_up_messages(
     budget: int,
     report: SyncReport,
     progress: SyncProgress,
+    first_outbound: FirstOutbound | None = None,
 ) -> None:
     """Read messages of chats without a known outbound one, `budget` pages at most."""
     if budget <= 0:
@@ -240,13 +254,18 @@ def _look_up_messages(
     for candidate in candidates:
         if report.message_pages >= budget:
             return
-        if not _look_up_chat(deps, gateway, candidate, budget, report):
+        if not _look_up_chat(deps, gateway, candidate, budget, report, first_outbound):
             return
         progress.lookup()
 
 
 def _look_up_chat(
-    deps: Deps, gateway: LinqGateway, candidate: LookupCandidate, budget: int, report: SyncReport
+    deps: Deps,
+    gateway: LinqGateway,
+    candidate: LookupCandidate,
+    budget: int,
+    report: SyncReport,
+    first_outbound: FirstOutbound | None = None,
 ) -> bool:
     """Page one chat's messages until an outbound one, the end, or the budget. False: stop all
     lookups (Linq is failing; the next run carries on)."""
@@ -279,12 +298,16 @@ def _look_up_chat(
         if found is not None or cursor is None:
             cursor = None
             break
+    queued: ChatDays = []
     with transaction(deps.sessions) as session:
         if found is not None:
-            record_activity(
-                session, [ChatActivity(candidate.chat_id, candidate.line_phone, outbound_at=found)]
-            )
+            activity = ChatActivity(candidate.chat_id, candidate.line_phone, outbound_at=found)
+            record_activity(session, [activity])
+            if first_outbound is not None:
+                queued = first_outbound.mark(session, [activity])
             report.outbound_found += 1
         # A cursor left here means the budget ran out inside this chat: the next run resumes it.
         save_lookup(session, candidate.chat_id, cursor=cursor, pages=pages, found=found is not None)
+    if first_outbound is not None:
+        first_outbound.publish(queued)
     return True

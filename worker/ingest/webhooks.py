@@ -39,6 +39,7 @@ from worker.logs import event, register_secret
 from worker.ops import metrics
 from worker.rules import bounds
 from worker.rules.gate import LineState
+from worker.sharing.first_outbound import ChatDays, FirstOutbound
 from worker.store.chats import record_activity
 from worker.store.ingest import Delivery, add_pending, line_of_chat, record_webhook_event
 from worker.store.lines import lines, rearm_held, record_reputation, record_status
@@ -187,16 +188,34 @@ def verifier_for(settings: Settings) -> Verifier:
 
 
 def record(
-    sessions: sessionmaker[Session], parsed: payloads.ParsedEvent, verified: Verified
+    sessions: sessionmaker[Session],
+    parsed: payloads.ParsedEvent,
+    verified: Verified,
+    first_outbound: FirstOutbound | None = None,
 ) -> tuple[Delivery, bool]:
-    """One short transaction: the dedupe row, and the chat's facts if the event is new.
+    """One short transaction: the dedupe row, the chat's facts if the event is new and, with the
+    event path, the chat-day the activity made due (`sharing.first_outbound`), published after
+    COMMIT.
 
     An event that names no line takes the line of the chat cardshare knows; for a chat not
     known yet it is kept in `webhook_pending` (`ingest.pending`). Returns the delivery and
     whether the event was kept pending."""
+    outcome, pending, queued = _record(sessions, parsed, verified, first_outbound)
+    if first_outbound is not None:
+        first_outbound.publish(queued)
+    return outcome, pending
+
+
+def _record(
+    sessions: sessionmaker[Session],
+    parsed: payloads.ParsedEvent,
+    verified: Verified,
+    first_outbound: FirstOutbound | None,
+) -> tuple[Delivery, bool, ChatDays]:
     activity = parsed.activity
     assert activity is not None
     pending = False
+    queued: ChatDays = []
     try:
         with transaction(sessions) as session:
             outcome = record_webhook_event(
@@ -223,7 +242,9 @@ def record(
                         activity = dataclasses.replace(activity, line_phone=line)
                 if not pending:
                     record_activity(session, [activity])
-            return outcome, pending
+                    if first_outbound is not None:
+                        queued = first_outbound.mark(session, [activity])
+            return outcome, pending, queued
     except sa_exc.TimeoutError as exc:  # every pooled connection busy: same answer as an outage
         raise StoreUnavailable("database connection pool exhausted") from exc
 
@@ -322,12 +343,14 @@ def create_app(
     *,
     clock: Callable[[], float] = time.time,
     refresh_card: Callable[[str], object] | None = None,
+    first_outbound: FirstOutbound | None = None,
 ) -> Starlette:
     """The receiver's ASGI app: POST /webhooks/linq, GET /healthz (liveness: touches nothing),
     GET /readyz (readiness: PostgreSQL answers, so a delivery would be recorded), GET /metrics.
 
     `refresh_card(line)` hands a `contact_card.*` event's line to a worker (a control-queue
-    task): reading the card from Linq does not belong inside the request.
+    task): reading the card from Linq does not belong inside the request. `first_outbound`:
+    the event path (outbound activity that makes a chat due queues its share; None: off).
     """
     verifier = verifier_for(settings)
     body_timeout_s = settings.webhook_body_timeout_s
@@ -374,7 +397,7 @@ def create_app(
             metrics.webhook_delivery("ignored")
             return JSONResponse({"status": "ignored"})
         try:
-            outcome, kept = await run_in_threadpool(record, sessions, parsed, verified)
+            outcome, kept = await run_in_threadpool(record, sessions, parsed, verified, first_outbound)
         except StoreUnavailable as exc:
             event(log, "webhook.db_unavailable", logging.ERROR, event_id=parsed.event_id, error=str(exc))
             metrics.webhook_delivery("db_unavailable")

@@ -43,6 +43,9 @@ _HTTP_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0)
 _SHARE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 90.0)
 _SLEEP_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 _SWEEP_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+# First outbound of the day -> share accepted: seconds with the event path, up to a sweep
+# interval (15 min) and beyond (held lines, outages) without it.
+_FIRST_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0)
 _SIZE_BUCKETS = (0.0, 1.0, 10.0, 100.0, 1_000.0, 10_000.0, 100_000.0, 1_000_000.0, 10_000_000.0)
 
 
@@ -62,6 +65,8 @@ class _Metrics:
     account_warnings: Counter
     line_updates: Counter
     pace_refusals: Counter
+    event_marks: Counter
+    first_outbound: Histogram
 
 
 _lock = threading.Lock()
@@ -144,6 +149,18 @@ def _create() -> _Metrics:
             "Share calls the per-line (or account) pace refused at call time; their chat-days wait",
             ["scope"],
         ),
+        event_marks=Counter(
+            "cardshare_event_marks",
+            "Chat-days the event path (webhook, sync, import) marked, by result (queued, held, "
+            "published, publish_failed, unplanned)",
+            ["result"],
+        ),
+        first_outbound=Histogram(
+            "cardshare_first_outbound_to_share_seconds",
+            "From the outbound message that made a chat-day due to Linq's 2xx for its share "
+            '(README: "How fast the card follows")',
+            buckets=_FIRST_BUCKETS,
+        ),
     )
 
 
@@ -199,6 +216,15 @@ def line_status_update(reputation: str, status: str) -> None:
 def pace_refused(scope: str) -> None:
     """`line` (the line's cap, or the account's), `unavailable` (Redis could not be asked)."""
     _get().pace_refusals.labels(scope).inc()
+
+
+def event_marked(result: str, count: int = 1) -> None:
+    if count:
+        _get().event_marks.labels(result).inc(count)
+
+
+def first_outbound_to_share(seconds: float) -> None:
+    _get().first_outbound.observe(max(0.0, seconds))
 
 
 # --------------------------------------------------------------------------- exposition

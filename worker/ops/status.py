@@ -28,6 +28,7 @@ from worker.rules.cadence import EXPLANATIONS, NotDue, Policy, share_day
 from worker.rules.gate import Decision, PacePolicy, Verdict, decide
 from worker.rules.states import CLOSED_STATUSES, DayStatus
 from worker.sharing.pace import RedisPacer
+from worker.store.latency import DayLatency, first_outbound_latency
 from worker.store.lines import LineRow, lines
 from worker.store.reports import (
     AttemptRow,
@@ -208,6 +209,8 @@ class Status:
     past_retention: str | None = None
     # When the chat-day counts were read, if earlier than `at` (the status page's CountsCache).
     counted_at: dt.datetime | None = None
+    # First outbound -> share accepted, per day shown (docs/decisions.md §17).
+    first_outbound: list[DayLatency] = field(default_factory=list)
 
     @property
     def live_workers(self) -> int:
@@ -240,10 +243,18 @@ class Status:
             "broker_error": self.broker_error,
             "failures": [{k: _plain(v) for k, v in asdict(f).items()} for f in self.failures],
             **({"counted_at": self.counted_at.isoformat()} if self.counted_at is not None else {}),
+            "first_outbound_to_share": [
+                {k: _plain(v) for k, v in asdict(d).items()} for d in self.first_outbound
+            ],
         }
         if self.past_retention is not None:
             out["past_retention"] = self.past_retention
         return out
+
+
+def first_outbound_line(lat: DayLatency) -> str:
+    """`p50 1.2s, p99 4.8s over 1,234 shares` (docs/decisions.md §17)."""
+    return f"p50 {lat.p50_s:.1f}s, p99 {lat.p99_s:.1f}s over {lat.shares:,} shares"
 
 
 def _plain(value: Any) -> Any:
@@ -342,6 +353,8 @@ def collect(
         warnings=open_warnings,
         counted_at=counted_at if counted_at < now else None,
     )
+    with read_only(sessions) as s:
+        status.first_outbound = first_outbound_latency(s, wanted.values())
     if redis_url is None:
         status.broker_error = "no Redis URL"
         return status

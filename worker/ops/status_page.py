@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from worker.ops.lines import LineView
-from worker.ops.status import Counts, Status
+from worker.ops.status import Counts, Status, first_outbound_line
 from worker.rules import bounds
 
 if TYPE_CHECKING:
@@ -161,6 +161,11 @@ def render(status: Status) -> str:
         f'<td>{_e(f.linq_code)}</td><td class="text">{_e(f.trace_id)}</td></tr>'
         for f in status.failures
     )
+    latency_html = "".join(
+        f"<p>First outbound &rarr; share accepted {_e(lat.day.isoformat())}: "
+        f'<span data-field="first_outbound">{_e(first_outbound_line(lat))}</span></p>'
+        for lat in status.first_outbound
+    )
     no_failures = "" if status.failures else '<p class="muted">No failed or unknown chat-days.</p>'
     counted = (
         ""
@@ -185,7 +190,7 @@ def render(status: Status) -> str:
 <th>hours</th><th>pace</th><th>held</th><th>left today</th><th>today</th></tr></thead>
 <tbody>{safety}</tbody></table>
 <h2>Pipeline</h2>
-<p>Last sweep: {sweep_html}</p>
+{latency_html}<p>Last sweep: {sweep_html}</p>
 <p>Queue: {broker_html}</p>
 <p>Beat: {beat_html}</p>
 <table id="workers"><thead><tr><th>worker</th><th>state</th><th>heartbeat</th><th>last task</th>

@@ -13,7 +13,10 @@ from typing import Any
 from celery.utils.nodenames import anon_nodename
 from kombu.utils.uuid import uuid as kombu_uuid
 
+from worker.config import Settings
+from worker.deps import Deps
 from worker.keys import CONTROL_QUEUE, SHARE_QUEUE, SHARE_TASK
+from worker.sharing.first_outbound import FirstOutbound
 from worker.sharing.sweep import QueueDepth
 
 BATCH_SIZE = 1000
@@ -88,6 +91,16 @@ class Publisher:
                     **properties,
                 )
         return len(chat_ids)
+
+
+def queue_lease_s(settings: Settings) -> float:
+    """How long a queued message may wait before a sweep assumes it lost (never below 2 sweeps)."""
+    return max(2 * settings.sweep_interval_s, 1800.0)
+
+
+def event_path(app: Any, deps: Deps) -> FirstOutbound:
+    """The event path (`sharing.first_outbound`) publishing through `app`'s producer pool."""
+    return FirstOutbound(deps, queue_lease_s(deps.settings), lambda: Publisher(app))
 
 
 def worker_args(

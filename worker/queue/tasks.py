@@ -10,7 +10,6 @@ from typing import Any
 
 from worker import runtime
 from worker.cards import refresh as cards_refresh
-from worker.config import Settings
 from worker.errors import StoreUnavailable
 from worker.ingest import pending, sync
 from worker.keys import (
@@ -25,7 +24,7 @@ from worker.keys import (
 from worker.logs import bound, event
 from worker.ops import retention
 from worker.queue.app import app
-from worker.queue.publish import Publisher, queue_depth
+from worker.queue.publish import Publisher, event_path, queue_depth, queue_lease_s
 from worker.sharing import release, share, sweep
 
 log = logging.getLogger("cardshare.tasks")
@@ -74,11 +73,6 @@ def run_pass(kind: str) -> sweep.SweepReport:
         )
 
 
-def queue_lease_s(settings: Settings) -> float:
-    """How long a queued message may wait before a sweep assumes it lost (never below 2 sweeps)."""
-    return max(2 * settings.sweep_interval_s, 1800.0)
-
-
 @app.task(name=SWEEP_TASK, ignore_result=True, acks_late=False)
 def sweep_task() -> str:
     return run_pass("sweep").one_line()
@@ -113,7 +107,7 @@ def refresh_card_task(line: str) -> str:
 def sync_task() -> str:
     """Chat sync (beat, default daily): list every line's chats, look up outbound messages."""
     rt = runtime.get()
-    return sync.run_sync(rt.deps, rt.engine).one_line()
+    return sync.run_sync(rt.deps, rt.engine, first_outbound=event_path(app, rt.deps)).one_line()
 
 
 @app.task(name=MAINTAIN_TASK, ignore_result=True, acks_late=False)

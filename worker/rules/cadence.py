@@ -42,20 +42,35 @@ EXPLANATIONS: dict[NotDue, str] = {
     NotDue.CHAT_HEALTH: "Linq rates the chat's health CRITICAL or OPTED_OUT: no share goes into it",
     NotDue.NO_OUTBOUND: "no outbound message has been seen in this chat",
     NotDue.OUTBOUND_LATER: "the first outbound message is later than now",
-    NotDue.STALE: "no outbound message within the active window (CARDSHARE_ACTIVE_DAYS)",
+    NotDue.STALE: (
+        "no outbound message within the active window (CARDSHARE_ACTIVE_DAYS), or, under "
+        "CARDSHARE_DUE_POLICY=outbound-today, none yet on this day"
+    ),
     NotDue.CARD_INACTIVE: "the sending line has no active contact card",
     NotDue.ALREADY_SHARED: "the card was already shared into this chat today",
     NotDue.DAY_CLOSED: "today's share already ended as skipped or failed, for a stated reason",
 }
 
 
+ACTIVE_WINDOW = "active-window"
+OUTBOUND_TODAY = "outbound-today"
+
+
 @dataclass(frozen=True)
 class Policy:
-    """The configurable parts of "due"."""
+    """The configurable parts of "due". `due_policy` (CARDSHARE_DUE_POLICY): `active-window`, a
+    chat with an outbound message in the last `active_days` days is due every day; or
+    `outbound-today`, a chat is due on a day only once it had an outbound message on that day
+    (the line's day, in its zone; docs/decisions.md §17)."""
 
     zone: ZoneInfo
     active_days: int = 30
     share_groups: bool = False
+    due_policy: str = ACTIVE_WINDOW
+
+    @property
+    def outbound_today(self) -> bool:
+        return self.due_policy == OUTBOUND_TODAY
 
 
 def share_day(now: dt.datetime, zone: ZoneInfo) -> dt.date:
@@ -73,9 +88,16 @@ def day_bounds(day: dt.date, zone: ZoneInfo) -> tuple[dt.datetime, dt.datetime]:
 
 
 def why_not_due(
-    chat: ChatFacts, *, now: dt.datetime, policy: Policy, shared_today: bool, day_closed: bool = False
+    chat: ChatFacts,
+    *,
+    now: dt.datetime,
+    policy: Policy,
+    shared_today: bool,
+    day_closed: bool = False,
+    zone: ZoneInfo | None = None,
 ) -> NotDue | None:
-    """None when the chat is due now; else the first rule it fails."""
+    """None when the chat is due now; else the first rule it fails. `zone` is the line's (its
+    day decides `outbound-today`); None: the default zone."""
     if chat.not_found:
         return NotDue.CHAT_NOT_FOUND
     if chat.service != "iMessage":
@@ -91,7 +113,7 @@ def why_not_due(
     if chat.first_outbound_at > now:
         return NotDue.OUTBOUND_LATER
     last = chat.last_outbound_at or chat.first_outbound_at
-    if last < active_since(now, policy):
+    if last < active_since(now, policy, zone):
         return NotDue.STALE
     if not chat.card_active:
         return NotDue.CARD_INACTIVE
@@ -102,6 +124,10 @@ def why_not_due(
     return None
 
 
-def active_since(now: dt.datetime, policy: Policy) -> dt.datetime:
-    """The oldest last-outbound time that still counts as an active conversation."""
+def active_since(now: dt.datetime, policy: Policy, zone: ZoneInfo | None = None) -> dt.datetime:
+    """The oldest last-outbound time that still makes the chat due now: `active_days` ago, or,
+    under `outbound-today`, the start of the line's day (in `zone`, default the policy's)."""
+    if policy.outbound_today:
+        z = zone or policy.zone
+        return day_bounds(share_day(now, z), z)[0]
     return now - dt.timedelta(days=policy.active_days)

@@ -254,7 +254,9 @@ def decide(
     day_closed: bool = False,
 ) -> Decision:
     """Share now, hold, or not due: the chat's rules first, then the line's holds."""
-    why = why_not_due(chat, now=now, policy=policy, shared_today=shared_today, day_closed=day_closed)
+    why = why_not_due(
+        chat, now=now, policy=policy, shared_today=shared_today, day_closed=day_closed, zone=line.zone
+    )
     if why is not None:
         return Decision(Verdict.NOT_DUE, not_due=why)
     held = hold_of(line, now)

@@ -536,6 +536,8 @@ def _finish(
     run.open_attempt = None
     run.accepted = None
     trace = run.trace_ids[-1] if run.trace_ids else None
+    if held is not None and held.first_outbound_s is not None:
+        metrics.first_outbound_to_share(held.first_outbound_s)
     if not held:
         return ShareResult(
             Outcome.LOST,

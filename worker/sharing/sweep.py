@@ -27,7 +27,7 @@ from worker.linq import LinqCallError
 from worker.logs import event
 from worker.ops import metrics, retention
 from worker.rules import retention as retention_rules
-from worker.rules.cadence import share_day
+from worker.rules.cadence import day_bounds, share_day
 from worker.rules.gate import LineState, hold_of
 from worker.rules.states import DayStatus
 from worker.sharing.plan import Batch, plan
@@ -43,6 +43,7 @@ from worker.store.sweeps import (
     fail_poisoned,
     finish_run,
     mark,
+    note_marked,
     requeue_expired,
     start_run,
 )
@@ -245,8 +246,9 @@ def _sweep_line(
 ) -> None:
     """One line's due chats, page by page: planned (queued now, or held until when), marked in
     one statement, the queued ones published."""
-    after: uuid.UUID | None = None
+    after: tuple[dt.date, uuid.UUID] | None = None
     size = deps.settings.sweep_page_size
+    day_start = day_bounds(day, line.zone)[0]
     while True:
         with transaction(deps.sessions) as s:
             page = due_page(
@@ -269,14 +271,30 @@ def _sweep_line(
                 queue_lease_s=queue_lease_s,
             )
             with transaction(deps.sessions) as s:
-                done = mark(s, day=day, marks=marks, max_lost_claims=deps.settings.max_lost_claims)
+                done = mark(
+                    s,
+                    day=day,
+                    marks=marks,
+                    max_lost_claims=deps.settings.max_lost_claims,
+                    outbound=_on_day(page.last_outbound, day_start, now),
+                )
             queued = [c for c, status in done if status == DayStatus.QUEUED]
             report.held += len(done) - len(queued)
             if queued:
                 report.enqueued += publish(queued, day)
-        if page.last_id is None or page.scanned < size:
+            # Taken or not (another pass took it meanwhile), each has its row for the day now.
+            with transaction(deps.sessions) as s:
+                note_marked(s, day=day, chat_ids=page.markable)
+        if page.last_key is None or page.scanned < size:
             return
-        after = page.last_id
+        after = page.last_key
+
+
+def _on_day(
+    last: dict[uuid.UUID, dt.datetime | None], start: dt.datetime, now: dt.datetime
+) -> dict[uuid.UUID, dt.datetime | None]:
+    """The chats' last outbound times that fall on the day (docs/decisions.md §17: latency)."""
+    return {c: t for c, t in last.items() if t is not None and start <= t <= now}
 
 
 def _ensure_partitions(deps: Deps, days: Iterable[dt.date]) -> None:

@@ -27,21 +27,36 @@ class CardState:
     is_active: bool
 
 
+# A sweep that finds the cache as it was writes nothing (issue 17 point 4): an unchanged card is
+# only written again once its check is an hour old, so `card_checked_at` is true to the hour.
+# (An INSERT ... ON CONFLICT DO UPDATE WHERE would still lock, and so log, every row: a plain
+# UPDATE with the condition, then an INSERT for a new line, write nothing when nothing changed.)
+CHECKED_WITHIN = "interval '1 hour'"
+STALE_CHECK = "({t}card_checked_at IS NULL OR {t}card_checked_at < now() - " + CHECKED_WITHIN + ")"
+
+UPDATE_CARD_SQL = text(
+    f"""
+                UPDATE lines SET first_name = :first, last_name = :last, image_url = :image,
+                    card_active = :active, card_checked_at = now(), updated_at = now()
+                WHERE phone_number = :p
+                  AND ((first_name, last_name, image_url, card_active)
+                       IS DISTINCT FROM (CAST(:first AS text), CAST(:last AS text), CAST(:image AS text),
+                                         CAST(:active AS boolean))
+                       OR {STALE_CHECK.format(t="")})
+                """
+)
 STORE_CARD_SQL = text(
     """
                 INSERT INTO lines (phone_number, first_name, last_name, image_url, card_active,
                                    card_checked_at)
                 VALUES (:p, :first, :last, :image, :active, now())
-                ON CONFLICT (phone_number) DO UPDATE SET
-                    first_name = EXCLUDED.first_name, last_name = EXCLUDED.last_name,
-                    image_url = EXCLUDED.image_url, card_active = EXCLUDED.card_active,
-                    card_checked_at = now(), updated_at = now()
+                ON CONFLICT (phone_number) DO NOTHING
                 """
 )
 UNLISTED_CARDS_INACTIVE_SQL = text(
-    """
+    f"""
                 UPDATE lines SET card_active = false, card_checked_at = now(), updated_at = now()
-                WHERE NOT (phone_number = ANY(:listed))
+                WHERE NOT (phone_number = ANY(:listed)) AND (card_active OR {STALE_CHECK.format(t="")})
                 """
 )
 
@@ -49,16 +64,15 @@ UNLISTED_CARDS_INACTIVE_SQL = text(
 def store_cards(session: Session, cards: Sequence[CardState], *, complete: bool) -> int:
     """Cache Linq's card list. With `complete`, lines missing from it have no active card."""
     for card in cards:
-        session.execute(
-            STORE_CARD_SQL,
-            {
-                "p": card.phone_number,
-                "first": card.first_name,
-                "last": card.last_name,
-                "image": card.image_url,
-                "active": card.is_active,
-            },
-        )
+        values = {
+            "p": card.phone_number,
+            "first": card.first_name,
+            "last": card.last_name,
+            "image": card.image_url,
+            "active": card.is_active,
+        }
+        session.execute(STORE_CARD_SQL, values)
+        session.execute(UPDATE_CARD_SQL, values)
     if complete:
         session.execute(UNLISTED_CARDS_INACTIVE_SQL, {"listed": [c.phone_number for c in cards]})
     return sum(1 for c in cards if c.is_active)
@@ -105,6 +119,7 @@ def cached_lines(session: Session, phones: Sequence[str] | None = None) -> dict[
 DUE_TODAY_BY_LINE_SQL = text(
     f"""
             SELECT c.line_phone, count(*) FROM chats c
+            JOIN lines l ON l.phone_number = c.line_phone
             JOIN {LINE_DAYS} ON ld.line_phone = c.line_phone
             LEFT JOIN share_days d ON d.chat_id = c.id AND d.day = ld.day
             WHERE {CHAT_IS_DUE}

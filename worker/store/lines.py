@@ -111,10 +111,22 @@ RECORD_REPUTATION_SQL = text(
     """
             INSERT INTO lines AS l (phone_number, reputation, reputation_at, line_type)
             VALUES (:p, :reputation, :at, :line_type)
-            ON CONFLICT (phone_number) DO UPDATE SET
-                reputation = EXCLUDED.reputation, reputation_at = EXCLUDED.reputation_at,
-                line_type = coalesce(EXCLUDED.line_type, l.line_type), updated_at = now()
-            WHERE l.reputation_at IS NULL OR l.reputation_at <= EXCLUDED.reputation_at
+            ON CONFLICT (phone_number) DO NOTHING
+            """
+)
+# The same reading again (every sweep) is written only once the last is an hour old: a sweep
+# that finds nothing new writes nothing (issue 17 point 4). A plain UPDATE, not ON CONFLICT DO
+# UPDATE WHERE, which would lock (and log) the row even when nothing changes.
+UPDATE_REPUTATION_SQL = text(
+    """
+            UPDATE lines l SET reputation = :reputation, reputation_at = :at,
+                line_type = coalesce(CAST(:line_type AS text), l.line_type), updated_at = now()
+            WHERE l.phone_number = :p
+              AND (l.reputation_at IS NULL OR l.reputation_at <= :at)
+              AND (l.reputation IS DISTINCT FROM CAST(:reputation AS text)
+                   OR l.line_type IS DISTINCT FROM coalesce(CAST(:line_type AS text), l.line_type)
+                   OR l.reputation_at IS NULL
+                   OR l.reputation_at < CAST(:at AS timestamptz) - interval '1 hour')
             """
 )
 RECORD_STATUS_SQL = text(
@@ -133,10 +145,10 @@ def record_reputation(
     session: Session, phone: str, reputation: str, *, at: dt.datetime, line_type: str | None = None
 ) -> bool:
     """Linq rated the line `reputation` as of `at`; an older report changes nothing. True if stored."""
-    result = session.execute(
-        RECORD_REPUTATION_SQL, {"p": phone, "reputation": reputation, "at": at, "line_type": line_type}
-    )
-    return bool(getattr(result, "rowcount", 0))
+    values = {"p": phone, "reputation": reputation, "at": at, "line_type": line_type}
+    inserted = getattr(session.execute(RECORD_REPUTATION_SQL, values), "rowcount", 0)
+    updated = getattr(session.execute(UPDATE_REPUTATION_SQL, values), "rowcount", 0)
+    return bool(inserted or updated)
 
 
 def record_status(session: Session, phone: str, status: str, *, at: dt.datetime) -> bool:

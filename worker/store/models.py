@@ -138,6 +138,8 @@ class Chat(Base):
         Index("ix_chats_line_phone", "line_phone"),
         # The sweep walks each line's chats by key (each line has its own day and pace).
         Index("ix_chats_line_phone_id", "line_phone", "id"),
+        # ... and only those not yet marked for the line's today (docs/decisions.md §17).
+        Index("ix_chats_line_marked", "line_phone", "marked_day", "id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
@@ -153,6 +155,8 @@ class Chat(Base):
     # Linq answered 404/2001 for it: the chat is gone, stop sharing into it.
     not_found_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     health_status: Mapped[str | None] = mapped_column(String(16))
+    # The last day (its line's) a pass marked the chat for: the sweep skips chats marked today.
+    marked_day: Mapped[dt.date] = mapped_column(Date, nullable=False, server_default=text("'1970-01-01'"))
     created_at: Mapped[dt.datetime] = _now()
     updated_at: Mapped[dt.datetime] = _now()
 
@@ -209,6 +213,9 @@ class ShareDay(Base):
         Boolean, nullable=False, server_default=text("false")
     )
     task_id: Mapped[str | None] = mapped_column(Text)
+    # The outbound message that made the chat-day due, as known when it was marked: where the
+    # "first outbound -> share accepted" latency starts (docs/decisions.md §17).
+    outbound_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[dt.datetime] = _now()
     claimed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

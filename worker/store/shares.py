@@ -357,9 +357,20 @@ FINISH_SQL = text(
                 confirmed_by_rate_limit = confirmed_by_rate_limit OR :confirmed,
                 updated_at = now()
             WHERE chat_id = :chat_id AND day = :day AND claim_token = :token AND status IN {LEASED}
-            RETURNING 1
+            RETURNING CASE WHEN status = 'succeeded' AND NOT confirmed_by_rate_limit
+                           THEN EXTRACT(EPOCH FROM finished_at - outbound_at)::float8 END
+                      AS first_outbound_s
             """
 )
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The outcome landed. `first_outbound_s`: for a share Linq accepted with a 2xx, seconds from
+    the outbound message that made the chat-day due to now (docs/decisions.md §17); None when
+    that time is unknown, the day is not a success, or a 429 confirmed it."""
+
+    first_outbound_s: float | None = None
 
 
 def finish(
@@ -372,8 +383,9 @@ def finish(
     reason: str | None = None,
     retry_in_s: float | None = None,
     confirmed_by_rate_limit: bool = False,
-) -> bool:
-    """finish_attempt and finish_day in one statement (the common path of every share)."""
+) -> Finished | None:
+    """finish_attempt and finish_day in one statement (the common path of every share). None:
+    the claim was lost meanwhile."""
     final = status in FINAL_STATUSES
     row = session.execute(
         FINISH_SQL,
@@ -395,7 +407,7 @@ def finish(
             "token": claim_.token,
         },
     ).first()
-    return row is not None
+    return None if row is None else Finished(row.first_outbound_s)
 
 
 CLOSE_UNCLAIMED_SQL = text(

@@ -29,28 +29,42 @@ NIL_UUID = uuid.UUID(int=0)  # keyset start: every chat id sorts after it
 
 @dataclass(frozen=True)
 class Page:
-    """One keyset page of a line's due chats: how many, the last id, and those a pass may mark
-    (no row for the day yet, or an open, not held one whose lease ended)."""
+    """One keyset page of a line's due chats not yet marked for the day: how many, where the next
+    page starts, those a pass may mark (no row for the day yet, or an open, not held one whose
+    lease ended), and their last outbound times."""
 
     scanned: int
-    last_id: uuid.UUID | None
+    last_key: tuple[dt.date, uuid.UUID] | None
     markable: list[uuid.UUID]
+    last_outbound: dict[uuid.UUID, dt.datetime | None]
+
+    @property
+    def last_id(self) -> uuid.UUID | None:
+        return None if self.last_key is None else self.last_key[1]
 
 
+# Only chats whose `marked_day` is before the line's day (docs/decisions.md §17): those the
+# event path or an earlier sweep marked today are not read again. Keyset order (marked_day, id)
+# through `ix_chats_line_marked`; marking moves a visited chat out of the range, never ahead.
 DUE_PAGE_SQL = text(
     f"""
-            SELECT c.id,
+            SELECT c.id, c.marked_day, c.last_outbound_at,
                    (d.chat_id IS NULL
                     OR (d.status IN {REQUEUABLE} AND d.lease_until < now()
                         AND NOT (d.status = 'claimed' AND d.lost_claims + 1 >= :max_lost))) AS markable
             FROM chats c
+            JOIN lines l ON l.phone_number = c.line_phone
             LEFT JOIN share_days d ON d.chat_id = c.id AND d.day = :day
-            WHERE c.line_phone = :line AND c.id > :after
+            WHERE c.line_phone = :line AND c.marked_day < :day
+              AND (c.marked_day, c.id) > (:after_day, :after)
               AND {CHAT_IS_DUE}
-            ORDER BY c.id
+            ORDER BY c.marked_day, c.id
             LIMIT :limit
             """
 )
+
+# Where a line's walk starts: before every (marked_day, id).
+PAGE_START = (dt.date(1, 1, 1), uuid.UUID(int=0))
 
 
 def due_page(
@@ -60,18 +74,20 @@ def due_page(
     day: dt.date,
     now: dt.datetime,
     policy: Policy,
-    after: uuid.UUID | None,
+    after: tuple[dt.date, uuid.UUID] | None,
     limit: int,
     max_lost_claims: int,
 ) -> Page:
-    """One page of `line`'s due chats for `day` (the line's card is the caller's check), by key
-    through `ix_chats_line_phone_id`. Reads only: `mark` writes what the plan decided."""
+    """One page of `line`'s due chats for `day` not marked for it yet (the line's card is the
+    caller's check). Reads only: `mark` writes what the plan decided."""
+    start = after or PAGE_START
     rows = session.execute(
         DUE_PAGE_SQL,
         {
             "line": line,
             "day": day,
-            "after": after or NIL_UUID,
+            "after_day": start[0],
+            "after": start[1],
             "limit": limit,
             "max_lost": max_lost_claims,
             **binds(now, policy),
@@ -79,8 +95,9 @@ def due_page(
     ).all()
     return Page(
         scanned=len(rows),
-        last_id=rows[-1].id if rows else None,
+        last_key=(rows[-1].marked_day, rows[-1].id) if rows else None,
         markable=[r.id for r in rows if r.markable],
+        last_outbound={r.id: r.last_outbound_at for r in rows if r.markable},
     )
 
 
@@ -96,11 +113,14 @@ class Mark:
 
 MARK_SQL = text(
     f"""
-            INSERT INTO share_days AS d (chat_id, day, status, reason, lease_until, enqueues)
+            WITH marked AS (
+            INSERT INTO share_days AS d (chat_id, day, status, reason, lease_until, enqueues,
+                                         outbound_at)
             SELECT p.chat_id, :day, p.status, p.reason, now() + make_interval(secs => p.delay),
-                   (p.status = 'queued')::int
+                   (p.status = 'queued')::int, p.outbound_at
             FROM unnest(CAST(:ids AS uuid[]), CAST(:statuses AS text[]), CAST(:reasons AS text[]),
-                        CAST(:delays AS float8[])) AS p(chat_id, status, reason, delay)
+                        CAST(:delays AS float8[]), CAST(:outbound AS timestamptz[]))
+                 AS p(chat_id, status, reason, delay, outbound_at)
             ON CONFLICT (chat_id, day) DO UPDATE SET
                 status = EXCLUDED.status,
                 reason = EXCLUDED.reason,
@@ -112,16 +132,45 @@ MARK_SQL = text(
               AND d.lease_until < now()
               AND NOT (d.status = 'claimed' AND d.lost_claims + 1 >= :max_lost)
             RETURNING d.chat_id, d.status
+            )
+            SELECT chat_id, status FROM marked
+            """
+)
+
+# After the marks committed, in a transaction of its own that waits for no one: a chat another
+# transaction holds (a webhook recording its activity) is skipped and simply read again by the
+# next sweep. Waiting here, while holding the page's new rows, could deadlock with that webhook.
+NOTE_MARKED_SQL = text(
+    """
+            UPDATE chats c SET marked_day = :day
+            FROM (SELECT id FROM chats WHERE id = ANY(:ids) AND marked_day < :day
+                  FOR NO KEY UPDATE SKIP LOCKED) AS t
+            WHERE c.id = t.id
             """
 )
 
 
+def note_marked(session: Session, *, day: dt.date, chat_ids: Sequence[uuid.UUID]) -> int:
+    """The chats' `marked_day` moves to `day`: the sweep does not read them again that day
+    (docs/decisions.md §17). Call it after the marks committed."""
+    if not chat_ids:
+        return 0
+    result = session.execute(NOTE_MARKED_SQL, {"day": day, "ids": sorted(set(chat_ids))})
+    return int(getattr(result, "rowcount", 0))
+
+
 def mark(
-    session: Session, *, day: dt.date, marks: Sequence[Mark], max_lost_claims: int
+    session: Session,
+    *,
+    day: dt.date,
+    marks: Sequence[Mark],
+    max_lost_claims: int,
+    outbound: Mapping[uuid.UUID, dt.datetime | None] | None = None,
 ) -> list[tuple[uuid.UUID, str]]:
     """Write the plan for `day`'s chat-days; (chat, status) of those it took. A chat-day another
     pass or a worker took meanwhile is left alone (row locks on the conflict), so overlapping
-    sweeps enqueue each chat-day once."""
+    sweeps enqueue each chat-day once. `outbound`: the time each chat-day's latency starts from
+    (docs/decisions.md §17), for rows inserted."""
     if not marks:
         return []
     rows = session.execute(
@@ -132,6 +181,7 @@ def mark(
             "statuses": [m.status.value for m in marks],
             "reasons": [m.reason for m in marks],
             "delays": [float(m.delay_s) for m in marks],
+            "outbound": [(outbound or {}).get(m.chat_id) for m in marks],
             "max_lost": max_lost_claims,
         },
     ).all()

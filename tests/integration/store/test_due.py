@@ -16,7 +16,15 @@ from tests.support.sweeps import Collector, sweep
 from tests.support.world import World
 from worker.deps import Deps
 from worker.ops.check import run_check
-from worker.rules.cadence import NotDue, Policy, share_day
+from worker.rules.cadence import (
+    ACTIVE_WINDOW,
+    OUTBOUND_TODAY,
+    NotDue,
+    Policy,
+    active_since,
+    day_bounds,
+    share_day,
+)
 from worker.rules.gate import HoldReason, Hours, Verdict, decide, hold_kind
 from worker.store.cards import due_today_by_line
 from worker.store.chats import mark_not_found, mark_opted_out
@@ -26,6 +34,10 @@ from worker.store.session import transaction
 from worker.store.shares import load_chat
 
 NOW = dt.datetime.now(dt.UTC)
+# The start of NOW's day (the lines here keep the default zone, UTC), and an outbound time that is
+# within the active window and on NOW's day whatever the time of day.
+DAY_START = dt.datetime.combine(NOW.date(), dt.time(0), tzinfo=dt.UTC)
+RECENT = max(NOW - dt.timedelta(hours=1), DAY_START + (NOW - DAY_START) / 2)
 
 
 def closed_hours() -> str:
@@ -50,6 +62,14 @@ CASES: list[tuple[str, dict[str, object], NotDue | None, HoldReason | None]] = [
     ("no_outbound", {"outbound": None}, NotDue.NO_OUTBOUND, None),
     ("outbound_later", {"outbound": NOW + dt.timedelta(hours=1)}, NotDue.OUTBOUND_LATER, None),
     ("stale", {"outbound": NOW - dt.timedelta(days=31)}, NotDue.STALE, None),
+    # Due under active-window; under outbound-today its day has no outbound message yet: STALE.
+    ("outbound_yesterday", {"outbound": DAY_START - dt.timedelta(minutes=1)}, None, None),
+    (
+        "paused_outbound_yesterday",
+        {"outbound": DAY_START - dt.timedelta(minutes=1), "pause": True},
+        None,
+        HoldReason.LINE_PAUSED,
+    ),
     ("card_inactive", {"card": False}, NotDue.CARD_INACTIVE, None),
     ("already_shared", {"row": "succeeded"}, NotDue.ALREADY_SHARED, None),
     ("day_closed", {"row": "skipped"}, NotDue.DAY_CLOSED, None),
@@ -67,6 +87,13 @@ SEPARATE = {HoldReason.ACCOUNT_PAUSED, HoldReason.PACE}
 
 def test_the_table_has_one_chat_per_reason() -> None:
     assert {reason for _, _, reason, _ in CASES if reason is not None} == set(NotDue)
+    # ... and under outbound-today, a due chat and a held one become STALE.
+    stale = {
+        n
+        for n, _, r, _ in CASES
+        if expected_reason(n, r, share_groups=False, due_policy=OUTBOUND_TODAY) is NotDue.STALE and r is None
+    }
+    assert stale == {"outbound_yesterday", "paused_outbound_yesterday"}
     assert {hold for _, _, _, hold in CASES if hold is not None} == set(HoldReason) - SEPARATE
 
 
@@ -85,7 +112,7 @@ def make(world: World, deps: Deps, day: dt.date) -> list[Made]:
     for i, (name, how, reason, hold) in enumerate(CASES):
         rep = how.get("reputation", "HEALTHY")
         line = world.line(f"+1222555{i:04d}", active=bool(how.get("card", True)), reputation=rep)  # type: ignore[arg-type]
-        outbound = how.get("outbound", NOW - dt.timedelta(hours=1))
+        outbound = how.get("outbound", RECENT)
         chat = world.chat(
             line,
             service=str(how.get("service", "iMessage")),
@@ -117,16 +144,42 @@ def make(world: World, deps: Deps, day: dt.date) -> list[Made]:
     return made
 
 
+# Under outbound-today, a chat whose last outbound message is before its line's day fails STALE,
+# which comes before these reasons (and before any hold: not due beats held).
+AFTER_STALE = {None, NotDue.CARD_INACTIVE, NotDue.ALREADY_SHARED, NotDue.DAY_CLOSED}
+
+
+def expected_reason(
+    name: str, reason: NotDue | None, *, share_groups: bool, due_policy: str
+) -> NotDue | None:
+    if reason is NotDue.GROUP_CHAT and share_groups:
+        reason = None
+    how = next(h for n, h, _, _ in CASES if n == name)
+    outbound = how.get("outbound", RECENT)
+    if (
+        due_policy == OUTBOUND_TODAY
+        and reason in AFTER_STALE
+        and isinstance(outbound, dt.datetime)
+        and outbound < DAY_START
+    ):
+        return NotDue.STALE
+    return reason
+
+
+@pytest.mark.parametrize("due_policy", [ACTIVE_WINDOW, OUTBOUND_TODAY])
 @pytest.mark.parametrize("share_groups", [False, True])
 def test_sql_predicate_and_python_rule_select_the_same_chats(
-    world: World, deps: Deps, share_groups: bool
+    world: World, deps: Deps, share_groups: bool, due_policy: str
 ) -> None:
     today = share_day(NOW, deps.settings.zone)
-    policy = dataclasses.replace(deps.policy, share_groups=share_groups)
+    policy = dataclasses.replace(deps.policy, share_groups=share_groups, due_policy=due_policy)
     assert isinstance(policy, Policy)
     made = make(world, deps, today)
-    expected = {m.name: (None if m.reason is NotDue.GROUP_CHAT and share_groups else m.reason) for m in made}
-    holds = {m.name: m.hold for m in made if m.hold is not None}
+    expected = {
+        m.name: expected_reason(m.name, m.reason, share_groups=share_groups, due_policy=due_policy)
+        for m in made
+    }
+    holds = {m.name: m.hold for m in made if m.hold is not None and expected[m.name] is None}
 
     # The Python rule, over the facts (and the line's state) the share path loads.
     with transaction(deps.sessions) as s:
@@ -175,7 +228,9 @@ def test_sql_predicate_and_python_rule_select_the_same_chats(
     publish = Collector()
     sweep(
         dataclasses.replace(
-            deps, clock=lambda: NOW, settings=deps.settings.replace(share_groups=share_groups)
+            deps,
+            clock=lambda: NOW,
+            settings=deps.settings.replace(share_groups=share_groups, due_policy=due_policy),
         ),
         publish,
     )
@@ -191,3 +246,25 @@ def test_sql_predicate_and_python_rule_select_the_same_chats(
     assert held == {name: hold.value for name, hold in holds.items()}
     untouched = {m.name for m in made if m.chat not in marked}
     assert untouched == {m.name for m in made if python[m.name] is not None and not m.has_row}
+
+
+@pytest.mark.parametrize(
+    "zone",
+    ["UTC", "America/New_York", "Asia/Tokyo", "Pacific/Kiritimati", "Pacific/Pago_Pago", "Asia/Kolkata"],
+)
+def test_the_sql_day_start_is_the_python_one_in_every_zone(deps: Deps, zone: str) -> None:
+    """`outbound-today` in SQL starts the line's day where `rules.cadence.active_since` does."""
+    from zoneinfo import ZoneInfo
+
+    from worker.store.due import LINE_DAY_START
+
+    policy = dataclasses.replace(deps.policy, due_policy=OUTBOUND_TODAY)
+    with deps.sessions() as s:
+        for hours in range(0, 48, 5):
+            now = NOW + dt.timedelta(hours=hours)
+            got = s.execute(
+                text(f"SELECT {LINE_DAY_START} FROM (SELECT CAST(:tz AS text) AS timezone) AS l"),
+                {"now": now, "zone": "UTC", "tz": zone},
+            ).scalar_one()
+            z = ZoneInfo(zone)
+            assert got == day_bounds(share_day(now, z), z)[0] == active_since(now, policy, z)

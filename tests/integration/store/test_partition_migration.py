@@ -83,9 +83,19 @@ def seed(conn: psycopg.Connection[Any], chats: int = 300, days: int = 5) -> None
     )
 
 
+# share_days' columns as of 0003: later revisions add columns (0007_first_outbound), which the
+# rows from before them do not have.
+SHARE_DAYS_0003 = (
+    "chat_id, day, status, reason, lease_until, claim_token, attempts, claims, lost_claims, enqueues, "
+    "confirmed_by_rate_limit, task_id, created_at, claimed_at, finished_at, updated_at"
+)
+
+
 def snapshot(conn: psycopg.Connection[Any]) -> dict[str, list[tuple[Any, ...]]]:
     return {
-        "share_days": conn.execute("SELECT * FROM share_days ORDER BY chat_id, day").fetchall(),
+        "share_days": conn.execute(
+            f"SELECT {SHARE_DAYS_0003} FROM share_days ORDER BY chat_id, day"
+        ).fetchall(),
         "attempts": conn.execute(
             "SELECT id, chat_id, day, attempt_no, claim_token, started_at, finished_at, outcome, "
             "http_status, linq_code, error, retry_after_s, trace_id, task_id FROM attempts ORDER BY id"
