@@ -8,6 +8,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -73,7 +74,13 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
         sa_base = pg.start()
         admin_dsn = pg.admin_uri
     if external_redis:
+        # Under pytest-xdist each process flushes its own database number (gw0 -> /0, gw1 -> /1).
         redis_url = external_redis
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+        if worker.startswith("gw"):
+            parts = urlsplit(external_redis)
+            db = int(parts.path.lstrip("/") or 0) + int(worker[2:])
+            redis_url = urlunsplit(parts._replace(path=f"/{db}"))
     else:
         rs = EmbeddedRedis(base / "redis")
         redis_url = rs.start()
