@@ -62,8 +62,11 @@ CARD_IS_ACTIVE = "l.card_active"
 DAY_IS_OPEN = f"(d.status IS NULL OR d.status IN {OPEN})"
 
 # No chat-day row for the line's day at all (`ld`, each line's own day: `store.lines.LINE_DAYS`):
-# neither a sweep nor a manual share has reached the chat.
-DAY_UNMARKED = "NOT EXISTS (SELECT 1 FROM share_days d WHERE d.chat_id = c.id AND d.day = ld.day)"
+# neither a sweep nor a manual share has reached the chat. `ld.day` comes from a join, which the
+# planner cannot prune by, so the same days are named again as a bound array (`:ld_days`): the
+# anti-join then opens those days' partitions only, not every day kept (docs/retention.md §7).
+DAY_UNMARKED = """NOT EXISTS (SELECT 1 FROM share_days d WHERE d.chat_id = c.id AND d.day = ld.day
+                                AND d.day = ANY(CAST(:ld_days AS date[])))"""
 # The same for one day given as `:day` (the event path): PostgreSQL prunes share_days to that
 # day's partition when it plans, instead of planning every day's (1.5 ms a statement here).
 DAY_UNMARKED_ON = "NOT EXISTS (SELECT 1 FROM share_days d WHERE d.chat_id = c.id AND d.day = :day)"

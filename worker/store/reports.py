@@ -22,7 +22,7 @@ from worker.rules.cadence import Policy
 from worker.rules.facts import ChatFacts
 from worker.rules.gate import LineState
 from worker.rules.states import DayStatus
-from worker.store.due import CARD_IS_ACTIVE, CHAT_IS_DUE, binds, sql_list
+from worker.store.due import CARD_IS_ACTIVE, CHAT_IS_DUE, DAY_UNMARKED, binds, sql_list
 from worker.store.lines import ACCOUNT_JOIN, LINE_DAYS, LINE_STATE_COLUMNS, line_days_params, line_state
 
 UTC = ZoneInfo("UTC")
@@ -66,13 +66,6 @@ def day_status_counts(session: Session, line_days: Mapping[str, dt.date]) -> lis
         DayCount(r.line_phone, r.status, r.kind, int(r.n), int(r.confirmed), line_days[r.line_phone])
         for r in rows
     ]
-
-
-# No chat-day row for the line's day (`ld`, `store.lines.LINE_DAYS`). `ld.day` comes from a join,
-# which the planner cannot prune by, so the same days are named again as a bound array: the
-# anti-join then opens those days' partitions only, not every day kept (docs/retention.md §7).
-DAY_UNMARKED = """NOT EXISTS (SELECT 1 FROM share_days d WHERE d.chat_id = c.id AND d.day = ld.day
-                                AND d.day = ANY(CAST(:ld_days AS date[])))"""
 
 
 UNMARKED_DUE_BY_LINE_SQL = text(
