@@ -74,12 +74,14 @@ class Servers:
 
 
 @contextmanager
-def servers(stat_statements: bool = False) -> Iterator[Servers]:
+def servers(stat_statements: bool = False, *, track_planning: bool = False) -> Iterator[Servers]:
     root = Path(tempfile.mkdtemp(prefix="cardshare-bench-"))
     pg = EmbeddedPostgres(root / "pg")
     pg.start()
     if stat_statements:
-        pg.configure(shared_preload_libraries="pg_stat_statements")
+        # Planning time only when asked: its counters add a lock per statement.
+        planning = {"pg_stat_statements.track_planning": "on"} if track_planning else {}
+        pg.configure(shared_preload_libraries="pg_stat_statements", **planning)
         pg.start()  # re-read the socket after the restart
     redis = EmbeddedRedis(root / "redis")
     redis.start()

@@ -134,6 +134,48 @@ def latencies(dsn: str) -> dict[str, float]:
     }
 
 
+TOP_STATEMENTS = """
+    SELECT calls, round(total_exec_time::numeric / greatest(calls, 1), 3) AS exec_ms,
+           round(total_plan_time::numeric / greatest(calls, 1), 3) AS plan_ms,
+           round((total_exec_time + total_plan_time)::numeric, 0) AS total_ms,
+           regexp_replace(left(query, 160), '\\s+', ' ', 'g') AS query
+    FROM pg_stat_statements
+    WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+    ORDER BY total_exec_time + total_plan_time DESC LIMIT 12
+"""
+
+
+def top_statements(dsn: str) -> str:
+    """The statements that cost PostgreSQL most in this run (for --profile)."""
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(TOP_STATEMENTS).fetchall()
+    return table(["calls", "exec ms", "plan ms", "total ms", "query"], [list(map(str, r)) for r in rows])
+
+
+def start_profile(pid: int, out: Path, seconds: float) -> subprocess.Popen[bytes]:
+    """py-spy on one worker, samples holding the GIL, as collapsed stacks (for --profile)."""
+    return subprocess.Popen(
+        [
+            "py-spy",
+            "record",
+            "--gil",
+            "--nonblocking",
+            "-r",
+            "200",
+            "-d",
+            str(int(seconds)),
+            "--format",
+            "raw",
+            "-o",
+            str(out),
+            "-p",
+            str(pid),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def cpu_seconds(groups: dict[str, list[int]]) -> dict[str, float]:
     """User+system CPU so far of each group's process trees, with their reaped children (a
     PostgreSQL backend that exits is added to the postmaster's). "self" is this process alone:
@@ -214,16 +256,24 @@ def run_cardshare(
                 start = time.monotonic()
                 report = sweep()
                 samples = []
+                profiler = None
                 while (n := succeeded(probe)) < args.chats:
                     samples.append((time.monotonic() - start, n))
                     assert time.monotonic() - start < 1800, f"only {n} shared"
+                    if args.profile and profiler is None and n >= args.chats * 0.2:
+                        out = Path(args.profile) / f"worker-{window}-{os.getpid()}-{len(run.figures)}.txt"
+                        profiler = start_profile(workers[0].pid, out, args.profile_seconds)
                     time.sleep(0.25)
+                if profiler is not None:
+                    profiler.wait(60)
                 samples.append((time.monotonic() - start, n))
                 elapsed = time.monotonic() - start
                 cpu_after = cpu_seconds(groups)
         # A pool that churns connections shows here (each one is a backend fork).
         opened = sessions_opened(srv.dsn) - opened_before
         calls, ms = db_stats(srv.dsn)
+        if args.profile:
+            (Path(args.profile) / f"pg-{window}.txt").write_text(top_statements(srv.dsn))
     finally:
         stop(workers)
     return {
@@ -325,10 +375,17 @@ def main() -> None:
     parser.add_argument(
         "--events", choices=["off", "on", "both"], default="off", help="Celery task events (both: compare)"
     )
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="py-spy one worker (GIL samples, collapsed stacks) from 20%% of the shares on, and the "
+        "top statements of pg_stat_statements, into DIR (a profiled run's figures are not for publishing)",
+    )
+    parser.add_argument("--profile-seconds", type=float, default=20)
     repeat.add_arguments(parser, quick={"chats": 1500, "baseline_seconds": 10})
     args = repeat.parse(parser)
     bench = repeat.Bench("e2e", args)
-    with servers(stat_statements=True) as srv, simulator() as sim:
+    with servers(stat_statements=True, track_planning=bool(args.profile)) as srv, simulator() as sim:
         bench.track(srv.pids)
         settings = bench_settings(
             database_url=srv.database_url,
