@@ -2,7 +2,7 @@
 
 python -m bench.e2e [--chats 20000] [--latency-ms 200] [--workers 2] [--concurrency 100]
                     [--baseline-seconds 60] [--runs 3] [--quick] [--noisy-above 20]
-                    [--events off|on|both]
+                    [--events off|on|both] [--against CHECKOUT] [--profile DIR]
 
 Each run starts from fresh state (tables emptied, chats re-seeded, Redis flushed, the simulator
 reset) and measures both, so the ratio is per run:
@@ -17,6 +17,12 @@ trees. A run whose other load on the box passed --noisy-above % is flagged NOISY
 (CARDSHARE_TASK_EVENTS: what Flower and celery-exporter read), each from fresh state, and
 reports the ratio of the two in the same run (no consumer of the events is attached: their
 cost to the workers, Redis and the sweep is what is measured).
+
+--against CHECKOUT measures, in each run, workers importing CHECKOUT's `worker` package (e.g. a
+`git worktree` of main) and then this checkout's, each from fresh state: a change's effect as a
+ratio per run, which holds while the box's speed drifts between runs (a shared 2-core box
+drifts by more than most single changes). --profile DIR records one worker with py-spy (GIL
+samples, collapsed stacks) and PostgreSQL's costliest statements with their planning time.
 """
 
 from __future__ import annotations
@@ -233,8 +239,12 @@ def run_cardshare(
     args: argparse.Namespace,
     run: repeat.Run,
     window: str = "cardshare",
+    code: str | None = None,
 ) -> dict[str, Any]:
+    """`code`: a checkout whose `worker` package the workers import instead of this one's."""
     env = {**os.environ, **settings.to_env(), "CARDSHARE_LOG_FORMAT": "json"}
+    if code is not None:
+        env["PYTHONPATH"] = os.pathsep.join([code, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     cmd = worker_command(pool=args.pool, concurrency=args.concurrency, loglevel="WARNING")
     workers = start_workers(cmd, args.workers, env)
     try:
@@ -382,6 +392,12 @@ def main() -> None:
         "top statements of pg_stat_statements, into DIR (a profiled run's figures are not for publishing)",
     )
     parser.add_argument("--profile-seconds", type=float, default=20)
+    parser.add_argument(
+        "--against",
+        metavar="CHECKOUT",
+        help="in each run, first measure workers running CHECKOUT's code (e.g. a `git worktree` of main), "
+        "then this one's, and report the ratios per run",
+    )
     repeat.add_arguments(parser, quick={"chats": 1500, "baseline_seconds": 10})
     args = repeat.parse(parser)
     bench = repeat.Bench("e2e", args)
@@ -400,9 +416,31 @@ def main() -> None:
         app = configure_celery(settings)
         for run in bench.runs():
             ids = fresh_run(srv, sim, args)
+            if args.against:
+                # The other code first, then this one, each from fresh state: a pair per run, so
+                # the ratio holds even while the box's speed drifts between runs.
+                theirs = run_cardshare(srv, sim, settings, app, args, run, "against", code=args.against)
+                run.figures["against"] = theirs
+                cpu = theirs["cpu_ms_per_share"]["workers"]
+                print(f"against: {theirs['per_s']}/s, workers {cpu} ms CPU/share")
+                ids = fresh_run(srv, sim, args)
             ours = run_cardshare(srv, sim, settings, app, args, run)
             run.figures["cardshare"] = ours
             print(f"cardshare: {ours['per_s']}/s, workers {ours['cpu_ms_per_share']['workers']} ms CPU/share")
+            if args.against:
+                run.figures["vs_against"] = {
+                    "per_s": round(ours["per_s"] / max(theirs["per_s"], 1e-9), 3),
+                    "workers_cpu": round(
+                        ours["cpu_ms_per_share"]["workers"]
+                        / max(theirs["cpu_ms_per_share"]["workers"], 1e-9),
+                        3,
+                    ),
+                    "postgres_cpu": round(
+                        ours["cpu_ms_per_share"]["postgres"]
+                        / max(theirs["cpu_ms_per_share"]["postgres"], 1e-9),
+                        3,
+                    ),
+                }
             if args.events == "both":
                 fresh_run(srv, sim, args)
                 with_events = settings.replace(task_events=True)
@@ -485,6 +523,34 @@ def main() -> None:
             ],
         )
     )
+    if args.against:
+        a, r = "against.", "vs_against."
+        print(f"\nthis code against {args.against}, paired in each run")
+        print(
+            table(
+                ["code", "shares/s (sustained)", "workers CPU ms/share", "PostgreSQL CPU ms/share"],
+                [
+                    [
+                        "against",
+                        bench.cell(a + "per_s"),
+                        bench.cell(a + "cpu_ms_per_share.workers", 2),
+                        bench.cell(a + "cpu_ms_per_share.postgres", 2),
+                    ],
+                    [
+                        "this",
+                        bench.cell(c + "per_s"),
+                        bench.cell(c + "cpu_ms_per_share.workers", 2),
+                        bench.cell(c + "cpu_ms_per_share.postgres", 2),
+                    ],
+                    [
+                        "ratio (per run)",
+                        bench.cell(r + "per_s", 3),
+                        bench.cell(r + "workers_cpu", 3),
+                        bench.cell(r + "postgres_cpu", 3),
+                    ],
+                ],
+            )
+        )
     if args.events == "both":
         e, v = "cardshare_events.", "events_vs_off."
         print("\nCelery task events (CARDSHARE_TASK_EVENTS) on against off, same runs")
