@@ -147,16 +147,6 @@ def _due_policy(raw: str) -> str:
     return value
 
 
-PLAN_CACHE_MODES = ("force_generic_plan", "auto", "force_custom_plan")
-
-
-def _plan_cache_mode(raw: str) -> str:
-    value = raw.strip().lower()
-    if value not in PLAN_CACHE_MODES:
-        raise ValueError("must be force_generic_plan, auto or force_custom_plan")
-    return value
-
-
 def _log_level(raw: str) -> str:
     level = raw.upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
@@ -432,16 +422,6 @@ class Settings:
         "SQLAlchemy pool size per process (plus 10 overflow); connections open lazily",
         default=None,
         shown="worker concurrency",
-    )
-    # Every statement cardshare runs finds its rows by key, and the tables it reads are
-    # partitioned by day: PostgreSQL's default ("auto") re-plans each prepared statement with its
-    # values, which cost the share path's statements 2-3x their execution (docs/retention.md §8).
-    db_plan_cache_mode: str = setting(
-        "CARDSHARE_DB_PLAN_CACHE_MODE",
-        _plan_cache_mode,
-        "PostgreSQL `plan_cache_mode` of cardshare's connections: `force_generic_plan` plans each "
-        "prepared statement once per connection; `auto` is PostgreSQL's default",
-        default="force_generic_plan",
     )
     data_dir: Path = setting(
         "CARDSHARE_DATA_DIR",

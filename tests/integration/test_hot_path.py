@@ -3,7 +3,6 @@ per kombu pool, no cookie jar in the Linq client."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import uuid
 from collections.abc import Iterator
@@ -25,9 +24,8 @@ from worker.errors import StoreUnavailable
 from worker.linq import http_client
 from worker.queue.redis_transport import Channel
 from worker.store import hot
-from worker.store.engine import engine_for, make_engine, session_factory
+from worker.store.engine import make_engine, session_factory
 from worker.store.session import autocommit
-from worker.store.shares import LOAD_CHAT_SQL
 
 
 @pytest.fixture
@@ -246,34 +244,3 @@ def test_the_linq_client_neither_keeps_nor_replays_cookies(settings: Settings) -
         client.get("https://linq.test/x")
         assert len(client.cookies) == 0
     assert [call.request.headers.get("cookie") for call in route.calls] == [None, None, None]
-
-
-@pytest.mark.parametrize("mode", ["force_generic_plan", "auto"])
-def test_connections_plan_as_the_setting_says(database_url: str, mode: str) -> None:
-    """docs/retention.md §8: value-blind plans by default; `auto` keeps PostgreSQL's own choice,
-    which on the day-partitioned tables is to plan every run again."""
-    settings = Settings(database_url=database_url, db_plan_cache_mode=mode)
-    eng = engine_for(settings)
-    try:
-        with hot.connect(eng) as conn:
-            assert conn.execute(text("SHOW plan_cache_mode")).scalar_one_or_none() == mode
-            params = {"chat_id": uuid.uuid4(), "day": dt.date(2026, 12, 2), "window": 300.0}
-            # psycopg prepares a statement after its fifth run; PostgreSQL's auto mode then
-            # plans with the values five more times before it would consider a generic plan.
-            for _ in range(12):
-                conn.execute(LOAD_CHAT_SQL, params).first()
-            plans = conn.execute(
-                text(
-                    "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
-                    "WHERE statement LIKE '%unconfirmed_age_s%'"
-                )
-            ).one_or_none()
-    finally:
-        eng.dispose()
-    assert plans is not None, "the share path's load was not prepared"
-    generic, custom = plans
-    if mode == "force_generic_plan":
-        assert custom == 0
-        assert generic >= 1
-    else:
-        assert custom >= 5

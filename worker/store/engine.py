@@ -16,15 +16,7 @@ from worker.config import Settings
 STATEMENT_TIMEOUT_MS = 15_000
 
 
-def make_engine(
-    url: str,
-    *,
-    pool_size: int = 10,
-    max_overflow: int = 10,
-    plan_cache_mode: str = "force_generic_plan",
-    **kw: Any,
-) -> Engine:
-    """cardshare's engine. `plan_cache_mode`: see Settings.db_plan_cache_mode."""
+def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10, **kw: Any) -> Engine:
     engine = create_engine(
         url,
         pool_size=pool_size,
@@ -35,10 +27,7 @@ def make_engine(
         pool_timeout=10,
         connect_args={
             "connect_timeout": 5,
-            "options": (
-                f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c lock_timeout=5000"
-                f" -c plan_cache_mode={plan_cache_mode}"
-            ),
+            "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c lock_timeout=5000",
             "application_name": "cardshare",
         },
         **kw,
@@ -49,9 +38,7 @@ def make_engine(
 def engine_for(settings: Settings, **kw: Any) -> Engine:
     if settings.database_url is None:
         raise RuntimeError("database_url is not resolved; start the embedded services first")
-    return make_engine(
-        settings.database_url, pool_size=settings.db_pool, plan_cache_mode=settings.db_plan_cache_mode, **kw
-    )
+    return make_engine(settings.database_url, pool_size=settings.db_pool, **kw)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
