@@ -40,6 +40,9 @@ import psycopg
 from bench import repeat
 from bench.common import Servers, servers, table
 
+# The history is built as bench.scale builds it: the same rows, so the two read the same days.
+from bench.scale import fill_day
+
 ROOT = Path(__file__).resolve().parents[1]
 CARDSHARE = str(Path(sys.executable).parent / "cardshare")
 LINES = [f"+1212555{n:04d}" for n in range(100, 110)]
@@ -80,73 +83,6 @@ def seed_chats(conn: psycopg.Connection[Any], chats: int) -> None:
         """,
         (LINES, len(LINES), chats),
     )
-
-
-# A finished chat-day per chat: its status from a byte of the chat id (salted by the day).
-FILL_SHARE_DAYS = """
-    INSERT INTO {sd} (chat_id, day, status, reason, lease_until, claim_token, attempts, claims,
-                      enqueues, task_id, created_at, claimed_at, finished_at, updated_at)
-    SELECT id, %(day)s, status,
-           CASE status WHEN 'skipped' THEN 'card_inactive (HTTP 404/2012)'
-                       WHEN 'failed' THEN 'permanent (HTTP 400/1002): bad request'
-                       WHEN 'unknown' THEN 'unknown after 4 attempt(s)' END,
-           t + interval '3 seconds', gen_random_uuid(), 1, 1, 1, 'bench', t, t + interval '1 second',
-           CASE WHEN status <> 'unknown' THEN t + interval '2 seconds' END, t + interval '2 seconds'
-    FROM (
-        SELECT id,
-               %(start)s::timestamptz
-                 + ((get_byte(uuid_send(id), 2) * 256 + get_byte(uuid_send(id), 3)) %% %(span)s)
-                   * interval '1 second' AS t,
-               CASE WHEN k < 90 THEN 'succeeded' WHEN k < 95 THEN 'skipped'
-                    WHEN k < %(failed_below)s THEN 'failed' ELSE 'unknown' END AS status
-        FROM (SELECT id, (get_byte(uuid_send(id), 0) + %(salt)s) %% 100 AS k FROM chats) c
-    ) x
-"""
-FILL_ATTEMPTS = """
-    INSERT INTO {at} (chat_id, day, attempt_no, claim_token, started_at, finished_at, outcome,
-                      http_status, linq_code, trace_id, task_id)
-    SELECT chat_id, day, 1, claim_token, claimed_at, claimed_at + interval '200 milliseconds',
-           CASE status WHEN 'succeeded' THEN 'ok' WHEN 'unknown' THEN 'unknown' ELSE 'fatal' END,
-           CASE status WHEN 'succeeded' THEN 204 WHEN 'skipped' THEN 404 WHEN 'failed' THEN 400 END,
-           CASE status WHEN 'skipped' THEN 2012 WHEN 'failed' THEN 1002 END,
-           md5(chat_id::text || day::text), 'bench'
-    FROM {sd}
-"""
-
-
-def fill_day(conn: psycopg.Connection[Any], day: dt.date, today: dt.date) -> None:
-    """Replace `day`'s partitions with one finished chat-day (and its attempt) per chat: new
-    tables filled first and attached after (the attach builds the indexes in bulk)."""
-    from worker.store.partitions import partition_name
-
-    sd, at = partition_name("share_days", day), partition_name("attempts", day)
-    lo, hi = day.isoformat(), (day + DAY).isoformat()
-    like = "INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE"
-    with conn.transaction():
-        conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
-        for parent, name in (("attempts", at), ("share_days", sd)):
-            exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()
-            if exists and exists[0]:
-                conn.execute(f"ALTER TABLE {parent} DETACH PARTITION {name}")
-                conn.execute(f"DROP TABLE {name}")
-        if day == today:
-            start = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
-            params = {"day": day, "start": start, "span": 3000, "failed_below": 100, "salt": day.toordinal()}
-        else:
-            start = dt.datetime.combine(day, dt.time(0), tzinfo=dt.UTC)
-            params = {"day": day, "start": start, "span": 65536, "failed_below": 98, "salt": day.toordinal()}
-        conn.execute(f"CREATE TABLE {sd} (LIKE share_days {like})")
-        conn.execute(FILL_SHARE_DAYS.format(sd=sd), params)  # type: ignore[arg-type]
-        conn.execute(f"ALTER TABLE share_days ATTACH PARTITION {sd} FOR VALUES FROM ('{lo}') TO ('{hi}')")
-        conn.execute(f"CREATE TABLE {at} (LIKE attempts {like})")
-        conn.execute(FILL_ATTEMPTS.format(at=at, sd=sd))  # type: ignore[arg-type]
-        conn.execute(
-            f"ALTER TABLE {at} ADD CONSTRAINT fk_{at}_share_days FOREIGN KEY (chat_id, day) "
-            f"REFERENCES {sd} (chat_id, day) ON DELETE CASCADE"
-        )
-        conn.execute(f"ALTER TABLE attempts ATTACH PARTITION {at} FOR VALUES FROM ('{lo}') TO ('{hi}')")
-    conn.execute(f"VACUUM (ANALYZE) {sd}")
-    conn.execute(f"VACUUM (ANALYZE) {at}")
 
 
 def build(srv: Servers, name: str, chats: int, days: int, today: dt.date) -> str:

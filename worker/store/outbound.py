@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from worker.rules.cadence import Policy
 from worker.store.due import CARD_IS_ACTIVE, CHAT_IS_DUE, DAY_UNMARKED_ON, binds
-from worker.store.sweeps import Mark
+from worker.store.sweeps import Mark, mark_params
 
 DUE_UNMARKED_SQL = text(
     f"""
@@ -96,15 +96,5 @@ def insert_marks(
     status) of those inserted. The chats' `marked_day` moves to `day` in the same statement."""
     if not marks:
         return []
-    rows = session.execute(
-        INSERT_MARKS_SQL,
-        {
-            "day": day,
-            "ids": [m.chat_id for m in marks],
-            "statuses": [m.status.value for m in marks],
-            "reasons": [m.reason for m in marks],
-            "delays": [float(m.delay_s) for m in marks],
-            "outbound": [outbound.get(m.chat_id) for m in marks],
-        },
-    ).all()
+    rows = session.execute(INSERT_MARKS_SQL, mark_params(day, marks, outbound)).all()
     return [(r.chat_id, str(r.status)) for r in rows]

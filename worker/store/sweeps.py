@@ -111,6 +111,22 @@ class Mark:
     delay_s: float
 
 
+def mark_params(
+    day: dt.date, marks: Sequence[Mark], outbound: Mapping[uuid.UUID, dt.datetime | None] | None
+) -> dict[str, object]:
+    """The binds of a statement that writes `marks` as `day`'s chat-days (MARK_SQL here,
+    INSERT_MARKS_SQL in store.outbound): one array per column, in the marks' order."""
+    outbound = outbound or {}
+    return {
+        "day": day,
+        "ids": [m.chat_id for m in marks],
+        "statuses": [m.status.value for m in marks],
+        "reasons": [m.reason for m in marks],
+        "delays": [float(m.delay_s) for m in marks],
+        "outbound": [outbound.get(m.chat_id) for m in marks],
+    }
+
+
 MARK_SQL = text(
     f"""
             WITH marked AS (
@@ -173,18 +189,7 @@ def mark(
     (docs/decisions.md §17), for rows inserted."""
     if not marks:
         return []
-    rows = session.execute(
-        MARK_SQL,
-        {
-            "day": day,
-            "ids": [m.chat_id for m in marks],
-            "statuses": [m.status.value for m in marks],
-            "reasons": [m.reason for m in marks],
-            "delays": [float(m.delay_s) for m in marks],
-            "outbound": [(outbound or {}).get(m.chat_id) for m in marks],
-            "max_lost": max_lost_claims,
-        },
-    ).all()
+    rows = session.execute(MARK_SQL, {**mark_params(day, marks, outbound), "max_lost": max_lost_claims}).all()
     return [(r.chat_id, str(r.status)) for r in rows]
 
 
