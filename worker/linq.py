@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -140,17 +139,13 @@ def error_from_sdk(exc: linq.APIError, now: dt.datetime | None = None) -> LinqCa
             retry_after_s=retry_after,
         )
     if isinstance(exc, linq.APIConnectionError):
-        return error_from_transport(exc.__cause__, exc)
+        cause = exc.__cause__
+        transport = Transport.NOT_SENT if isinstance(cause, NOT_SENT) else Transport.MAYBE_SENT
+        detail = type(cause).__name__ if cause is not None else type(exc).__name__
+        return LinqCallError(status=None, code=None, message=detail, transport=transport)
     # APIResponseValidationError and other SDK errors: a 2xx we could not read.
     status = getattr(exc, "status_code", None)
     return LinqCallError(status=status, code=None, message=str(exc))
-
-
-def error_from_transport(cause: BaseException | None, wrapper: BaseException | None = None) -> LinqCallError:
-    """A call that got no HTTP answer: never sent (connect, pool) or maybe sent (anything after)."""
-    transport = Transport.NOT_SENT if isinstance(cause, NOT_SENT) else Transport.MAYBE_SENT
-    detail = type(cause if cause is not None else wrapper).__name__
-    return LinqCallError(status=None, code=None, message=detail, transport=transport)
 
 
 def _body_message(body: object) -> str | None:
@@ -208,82 +203,12 @@ def http_client(settings: Settings, *, max_connections: int = 4) -> httpx.Client
     )
 
 
-@dataclass(frozen=True)
-class ShareRequest:
-    """The share POST exactly as the SDK builds it, minus the chat id (see `share_request`)."""
-
-    url_prefix: str
-    url_suffix: str
-    headers: tuple[tuple[bytes, bytes], ...]
-    extensions: dict[str, Any]
-
-    def build(self, chat_id: str) -> httpx.Request:
-        return httpx.Request(
-            "POST",
-            self.url_prefix + chat_id + self.url_suffix,
-            headers=list(self.headers),
-            extensions=self.extensions,
-        )
-
-
-# Only a canonical UUID goes through the template: the SDK would percent-encode anything else.
-_PROBE_ID = "00000000-0000-4000-8000-000000000000"
-_share_requests: dict[tuple[str, str, str], ShareRequest] = {}
-_share_requests_lock = threading.Lock()
-
-
-def share_request(sdk: LinqAPIV3, http: httpx.Client) -> ShareRequest:
-    """What the SDK sends for `chats.with_raw_response.share_contact_card`, learnt by letting the
-    SDK build it once against a transport that only records it (no network).
-
-    The share POST is the one call made per chat-day; the SDK's request building (options models
-    copied per call, header validation, an idempotency key it builds and never sends) was a
-    quarter of a worker's CPU. The request itself stays the SDK's: its headers, URL and timeouts
-    are whatever this SDK version builds (tests/unit/test_linq_share.py compares both on the wire).
-    One per process per (key, base URL, timeouts)."""
-    key = (sdk.api_key, str(sdk.base_url), repr(http.timeout))
-    cached = _share_requests.get(key)
-    if cached is not None:
-        return cached
-    seen: list[httpx.Request] = []
-
-    def record(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(204)
-
-    with httpx.Client(
-        transport=httpx.MockTransport(record), timeout=http.timeout, headers=http.headers
-    ) as probe:
-        sdk.with_options(http_client=probe).chats.with_raw_response.share_contact_card(_PROBE_ID)
-    (request,) = seen
-    prefix, _, suffix = str(request.url).partition(_PROBE_ID)
-    # httpx adds Host and Content-Length itself when the request is built.
-    drop = {b"host", b"content-length"}
-    built = ShareRequest(
-        url_prefix=prefix,
-        url_suffix=suffix,
-        headers=tuple((k, v) for k, v in request.headers.raw if k.lower() not in drop),
-        extensions=dict(request.extensions),
-    )
-    with _share_requests_lock:
-        _share_requests[key] = built
-    return built
-
-
-def _is_uuid(text: str) -> bool:
-    try:
-        return str(uuid.UUID(text)) == text
-    except ValueError:
-        return False
-
-
 @dataclass
 class LinqGateway:
     """The Linq calls cardshare makes, each raising LinqCallError on failure."""
 
     sdk: LinqAPIV3
     http: httpx.Client
-    _share: ShareRequest | None = None
 
     @classmethod
     def create(cls, settings: Settings, *, strict: bool = False) -> LinqGateway:
@@ -302,28 +227,11 @@ class LinqGateway:
         self.http.close()
 
     def share_contact_card(self, chat_id: str) -> LinqResponse:
-        """POST /v3/chats/{id}/share_contact_card: the SDK's request, sent on our client, and its
-        answer judged as the SDK would (any non-2xx becomes the SDK's own status error)."""
-        if not _is_uuid(chat_id):
-            return self._share_via_sdk(chat_id)
-        template = self._share
-        if template is None:
-            template = self._share = share_request(self.sdk, self.http)
-        request = template.build(chat_id)
-        try:
-            response = self.http.send(request)
-        except Exception as exc:  # the SDK wraps every send failure the same way
-            raise error_from_transport(exc) from exc
-        if not response.is_success:
-            raise error_from_sdk(self.sdk._make_status_error_from_response(response))
-        # Any 2xx is success; the body is not read (docs/linq-contract.md §5).
-        return LinqResponse(status=response.status_code, trace_id=response.headers.get("x-trace-id"))
-
-    def _share_via_sdk(self, chat_id: str) -> LinqResponse:
         try:
             raw = self.sdk.chats.with_raw_response.share_contact_card(chat_id)
         except linq.APIError as exc:
             raise error_from_sdk(exc) from exc
+        # Any 2xx is success; the body is not read (docs/linq-contract.md §5).
         return LinqResponse(status=raw.status_code, trace_id=raw.headers.get("x-trace-id"))
 
     def list_cards(self, phone_number: str | None = None) -> list[Card]:

@@ -11,14 +11,12 @@ after a few runs.
 from __future__ import annotations
 
 import threading
-from collections import namedtuple
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, cast
+from typing import Any
 
 import psycopg
-from psycopg.pq import ExecStatus
-from psycopg.rows import RowFactory
+from psycopg.rows import namedtuple_row
 from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import psycopg as pg_psycopg
@@ -26,7 +24,6 @@ from sqlalchemy.sql.elements import TextClause
 
 from worker.errors import StoreUnavailable
 
-TUPLES_OK = ExecStatus.TUPLES_OK
 _DIALECT = pg_psycopg.dialect()  # type: ignore[no-untyped-call]
 _compiled: dict[str, str] = {}
 _compiled_lock = threading.Lock()
@@ -55,9 +52,7 @@ class HotResult:
         return self._cursor.rowcount
 
     def _rows(self) -> list[Any]:
-        # The result's status, not `description`: that builds a Column per field on every call.
-        result = self._cursor.pgresult
-        return self._cursor.fetchall() if result is not None and result.status == TUPLES_OK else []
+        return self._cursor.fetchall() if self._cursor.description is not None else []
 
     def one_or_none(self) -> Any:
         rows = self._rows()
@@ -81,34 +76,9 @@ class HotConnection:
         self._conn = conn
 
     def execute(self, statement: TextClause, params: Mapping[str, Any] | None = None) -> HotResult:
-        sql = to_driver_sql(statement)
-        cursor = self._conn.cursor(row_factory=_rows_for(sql))
-        cursor.execute(sql, params)
+        cursor = self._conn.cursor(row_factory=namedtuple_row)
+        cursor.execute(to_driver_sql(statement), params)
         return HotResult(cursor)
-
-
-_row_makers: dict[str, RowFactory[Any]] = {}
-
-
-def _rows_for(sql: str) -> RowFactory[Any]:
-    """Rows readable by column name, as SQLAlchemy's are. psycopg's namedtuple_row reads the
-    result's column names again for every execution; a statement's columns never change, so
-    its row class is made once, from its first result."""
-    factory = _row_makers.get(sql)
-    if factory is None:
-        made: list[Callable[[Sequence[Any]], Any]] = []
-
-        def factory(cursor: psycopg.Cursor[Any]) -> Callable[[Sequence[Any]], Any]:
-            if not made:
-                result = cursor.pgresult
-                count = result.nfields if result is not None else 0
-                names = [(result.fname(i) or b"").decode() for i in range(count)] if result else []
-                row_class = cast(Any, namedtuple)("Row", names, rename=True)
-                made.append(row_class._make)
-            return made[0]
-
-        _row_makers[sql] = factory
-    return factory
 
 
 @contextmanager
