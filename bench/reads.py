@@ -26,8 +26,6 @@ import contextlib
 import datetime as dt
 import os
 import re
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -41,7 +39,7 @@ from bench import repeat
 from bench.common import Servers, servers, table
 
 # The history is built as bench.scale builds it: the same rows, so the two read the same days.
-from bench.scale import fill_day
+from bench.scale import cli, fill_day, status_page
 
 ROOT = Path(__file__).resolve().parents[1]
 CARDSHARE = str(Path(sys.executable).parent / "cardshare")
@@ -132,40 +130,6 @@ def cli_env(srv: Servers, url: str) -> dict[str, str]:
         CARDSHARE_DATA_DIR=str(srv.root / "data"),
     )
     return env
-
-
-def cli(env: dict[str, str], *args: str, ok: tuple[int, ...] = (0,)) -> str:
-    done = subprocess.run(
-        [CARDSHARE, *args], env=env, capture_output=True, text=True, timeout=3600, check=False
-    )
-    if done.returncode not in ok:
-        raise RuntimeError(f"cardshare {' '.join(args)}: exit {done.returncode}\n{done.stderr[-2000:]}")
-    return done.stdout
-
-
-@contextlib.contextmanager
-def status_page(env: dict[str, str]) -> Iterator[str]:
-    proc = subprocess.Popen(
-        [CARDSHARE, "web", "--port", "0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        m = re.search(r"(http://\S+?)/?\s*$", line.strip()) or re.search(r"(http://\S+)", line)
-        if m is None:
-            raise RuntimeError(f"cardshare web said {line!r}: {proc.stderr.read() if proc.stderr else ''}")
-        base = m.group(1).rstrip("/")
-        deadline = time.monotonic() + 60
-        while httpx.get(f"{base}/healthz", timeout=5).status_code != 200:
-            assert time.monotonic() < deadline, "status page did not come up"
-            time.sleep(0.1)
-        yield base
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def measure(

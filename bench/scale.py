@@ -308,10 +308,10 @@ def status_page(env: dict[str, str]) -> Iterator[str]:
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
-        m = re.search(r"(http://\S+)/", line)
+        m = re.search(r"(http://\S+?)/?\s*$", line.strip()) or re.search(r"(http://\S+)", line)
         if m is None:
             raise RuntimeError(f"cardshare web said {line!r}: {proc.stderr.read() if proc.stderr else ''}")
-        base = m.group(1)
+        base = m.group(1).rstrip("/")
         deadline = time.monotonic() + 60
         while httpx.get(f"{base}/healthz", timeout=5).status_code != 200:
             assert time.monotonic() < deadline, "status page did not come up"
