@@ -39,17 +39,12 @@ from bench import repeat
 from bench.common import Servers, servers, table
 
 # The history is built as bench.scale builds it: the same rows, so the two read the same days.
-from bench.scale import cli, fill_day, status_page
+from bench.scale import LINES, cli, dsn_of, fill_day, seed_chats, status_page
 
 ROOT = Path(__file__).resolve().parents[1]
 CARDSHARE = str(Path(sys.executable).parent / "cardshare")
-LINES = [f"+1212555{n:04d}" for n in range(100, 110)]
 DAY = dt.timedelta(days=1)
 COMMANDS = ("status", "page_first", "page", "status_json", "check")
-
-
-def dsn_of(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://")
 
 
 # --------------------------------------------------------------------------- building
@@ -64,23 +59,6 @@ def create_database(srv: Servers, name: str) -> str:
     url = srv.postgres.url(name)
     migrate.upgrade(url)
     return url
-
-
-def seed_chats(conn: psycopg.Connection[Any], chats: int) -> None:
-    conn.execute(
-        "INSERT INTO lines (phone_number, first_name, card_active, card_checked_at) "
-        "SELECT unnest(%s::text[]), 'Bench', true, now()",
-        (LINES,),
-    )
-    conn.execute(
-        """
-        INSERT INTO chats (id, line_phone, service, is_group, first_outbound_at, last_outbound_at)
-        SELECT gen_random_uuid(), (%s::text[])[1 + i %% %s], 'iMessage', false,
-               now() - interval '60 days', now() - interval '1 hour'
-        FROM generate_series(1, %s) i
-        """,
-        (LINES, len(LINES), chats),
-    )
 
 
 def build(srv: Servers, name: str, chats: int, days: int, today: dt.date) -> str:
