@@ -10,10 +10,11 @@ inside PostgreSQL, each day into a new table attached as its partition (the data
 bench/scale.py's builders); every table is vacuumed and analyzed before measuring.
 
 Each run measures, on both databases, through the real `cardshare` against the running servers:
-`status --json`, the status page (one `cardshare web` per database: its first load of `/`,
-which counts the day, then `/` and `/status.json` again, which reuse those counts and read the
-rest), and `check --day TODAY`; each with its wall time and the PostgreSQL CPU (postmaster and
-backends). The baseline is `one` in the same run: the
+`count` (beat's count pass, by hand), `status --json` (which reads what the pass saved), the
+status page (one `cardshare web` per database: its first load of `/`, then `/` and
+`/status.json` again; each reads the saved count and the rest), `status --json --live` (which
+counts the day itself) and `check --day TODAY`; each with its wall time and the PostgreSQL CPU
+(postmaster and backends). The baseline is `one` in the same run: the
 ratio history/one is what the history costs a read (1.0 when reads follow today's work).
 With --explain, the plan of each read statement on `history` (which partitions it opens, its
 time) is printed once before the runs.
@@ -44,7 +45,7 @@ from bench.scale import LINES, cli, dsn_of, fill_day, seed_chats, status_page
 ROOT = Path(__file__).resolve().parents[1]
 CARDSHARE = str(Path(sys.executable).parent / "cardshare")
 DAY = dt.timedelta(days=1)
-COMMANDS = ("status", "page_first", "page", "status_json", "check")
+COMMANDS = ("count", "status", "page_first", "page", "status_json", "status_live", "check")
 
 
 # --------------------------------------------------------------------------- building
@@ -115,15 +116,22 @@ def measure(
 ) -> dict[str, Any]:
     env = cli_env(srv, url)
     fig: dict[str, Any] = {}
+    # Beat's count pass (what it costs every CARDSHARE_STATUS_COUNTS_INTERVAL), then the readers
+    # of what it saved, within the three intervals they use it for (worker/ops/day_counts.py).
+    with measured(run, f"{tag}.count", probe) as fig["count"]:
+        cli(env, "count")
     with measured(run, f"{tag}.status", probe) as fig["status"]:
-        cli(env, "status", "--json")
+        out = cli(env, "status", "--json")
+    assert '"counted_at"' in out, "status did not read the saved count"
     with status_page(env) as base:
-        # The first load counts the day (and opens the pool's connections); the next ones within
-        # 15 s reuse those counts (worker/ops/counts_cache.py) and read everything else again.
+        # Each load reads the saved count and everything else (lines, holds, failures) again.
         for path, name in (("/", "page_first"), ("/", "page"), ("/status.json", "status_json")):
             with measured(run, f"{tag}.{name}", probe) as fig[name]:
                 answer = httpx.get(base + path, timeout=600)
             assert answer.status_code == 200, answer.text[:300]
+    with measured(run, f"{tag}.status_live", probe) as fig["status_live"]:
+        out = cli(env, "status", "--json", "--live")
+    assert '"counted_at"' not in out, "status --live read the saved count"
     with measured(run, f"{tag}.check", probe) as fig["check"]:
         out = cli(env, "check", "--day", today.isoformat(), ok=(0, 1))
     fig["check"]["due"] = int(m.group(1)) if (m := re.search(r"due (\d+)", out)) else -1

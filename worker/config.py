@@ -467,6 +467,14 @@ class Settings:
         "seconds between release passes, which publish held chat-days whose slot came or whose hold lifted",
         default=5.0,
     )
+    status_counts_interval_s: float = setting(
+        "CARDSHARE_STATUS_COUNTS_INTERVAL",
+        _non_negative_float,
+        "seconds between beat's count passes, which save today's chat-day counts for `status` and the "
+        "status page (each pass reads the whole day once); readers use them while younger than 3 "
+        "intervals. `0`: off, every `status` counts the day itself",
+        default=30.0,
+    )
     # --- ingestion (webhooks, sync, import)
     webhook_secrets: tuple[Secret, ...] = setting(
         "CARDSHARE_WEBHOOK_SECRETS",

@@ -29,6 +29,7 @@ COMMANDS = {
     "sync": "worker.cli.ingest",
     "import": "worker.cli.ingest",
     "status": "worker.cli.ops",
+    "count": "worker.cli.ops",
     "history": "worker.cli.ops",
     "check": "worker.cli.ops",
     "web": "worker.cli.ops",

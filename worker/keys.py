@@ -21,6 +21,8 @@ SYNC_TASK = "cardshare.sync"
 MAINTAIN_TASK = "cardshare.maintain"
 RELEASE_TASK = "cardshare.release"
 REFRESH_CARD_TASK = "cardshare.refresh_card"
+# Today's chat-day counts saved for `status` and the page (docs/retention.md §7).
+COUNT_TASK = "cardshare.count"
 
 # kombu's Redis transport keeps delivered-but-unacknowledged messages in this hash (its default).
 UNACKED_KEY = "unacked"

@@ -21,8 +21,8 @@ from worker.cli.common import ago, boot, parse_chat_id, parse_day, render_table,
 from worker.config import Settings
 from worker.errors import CardshareError, InputError, UnknownChat
 from worker.http_server import address, bind, serve
+from worker.ops import day_counts, status_page
 from worker.ops import status as status_mod
-from worker.ops import status_page
 from worker.ops.check import run_check
 from worker.ops.counts_cache import CountsCache
 from worker.ops.healthcheck import health
@@ -36,6 +36,7 @@ from worker.simulator.client import SimulatorAdminError
 def register(cli: click.Group) -> None:
     """Add the operations commands to the `cardshare` group."""
     cli.add_command(status)
+    cli.add_command(count)
     cli.add_command(history)
     cli.add_command(check)
     cli.add_command(health)
@@ -48,16 +49,30 @@ def register(cli: click.Group) -> None:
 @click.command()
 @click.option("--day", "day_text", default=None, help="YYYY-MM-DD in CARDSHARE_TIMEZONE (default today).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status(day_text: str | None, as_json: bool) -> None:
+@click.option(
+    "--live",
+    is_flag=True,
+    help="Count today's chat-days now instead of reading beat's last count (seconds at a million).",
+)
+def status(day_text: str | None, as_json: bool, live: bool) -> None:
     """How the day is going: per line and in total, last sweep, queue, workers, beat."""
     day = parse_day(day_text)
     with boot() as b:
         refuse_past_retention(b.settings, day)
-        st = status_mod.collect_for(runtime.get().deps, b.settings, day)
+        st = status_mod.collect_for(runtime.get().deps, b.settings, day, live=live)
     if as_json:
         click.echo(json.dumps(st.as_dict(), indent=2))
         return
     _print_status(st)
+
+
+@click.command()
+def count() -> None:
+    """Count today's chat-days now and save them for `status` and the page (beat's count pass,
+    every CARDSHARE_STATUS_COUNTS_INTERVAL seconds)."""
+    with boot(broker=False):  # PostgreSQL only
+        report = day_counts.count_today(runtime.get().deps)
+    click.echo(report.one_line())
 
 
 def retention_note(settings: Settings, day: dt.date | None) -> str | None:
@@ -150,6 +165,13 @@ def _print_status(st: Status) -> None:
         add(ln.line, {True: "active", False: "inactive", None: "-"}[ln.card_active], ln.counts)
     add("total", "", st.total, style="bold")
     console.print(table)
+    if st.counted_at is not None:
+        console.print(
+            f"chat-day counts as of {st.counted_at.isoformat(timespec='seconds')} "
+            f"({ago((st.at - st.counted_at).total_seconds())}, beat's count pass); "
+            "`cardshare status --live` counts now",
+            highlight=False,
+        )
     t = st.total
     if t.confirmed_by_rate_limit:
         console.print(

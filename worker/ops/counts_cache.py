@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker.ops.status import DayCounts, read_day_counts
+from worker.ops.day_counts import DayCounts, read_day_counts
 from worker.rules.cadence import Policy
 from worker.store.session import read_only
 

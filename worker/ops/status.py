@@ -10,7 +10,6 @@ import dataclasses
 import datetime as dt
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -21,6 +20,7 @@ from worker.config import Settings
 from worker.deps import Deps
 from worker.keys import SHARE_QUEUE, UNACKED_KEY
 from worker.ops import health
+from worker.ops.day_counts import CountsReader, max_age_s, read_day_counts, saved_today
 from worker.ops.lines import LinePace, LineView
 from worker.ops.lines import view as line_view
 from worker.rules import retention as retention_rules
@@ -42,10 +42,8 @@ from worker.store.reports import (
     chat_audit,
     chat_days,
     chat_info,
-    day_status_counts,
     last_runs,
     recent_failures,
-    unmarked_due_by_line,
 )
 from worker.store.session import read_only
 from worker.store.warnings import WarningRow, warnings
@@ -272,27 +270,6 @@ def _run(row: RunRow | None) -> Run | None:
     return Run(row.kind, row.started_at, row.finished_at, seconds, row.scanned, row.enqueued, row.error)
 
 
-# The chat-days counted per line, status and reason, and per line the due chats no sweep reached.
-DayCounts = tuple[list[DayCount], dict[str, int]]
-# (session, {line: day} counted, {line: day} of the lines whose day is today, now, policy) ->
-# (the counts, when they were read).
-CountsReader = Callable[
-    [Session, Mapping[str, dt.date], Mapping[str, dt.date], dt.datetime, Policy],
-    tuple[DayCounts, dt.datetime],
-]
-
-
-def read_day_counts(
-    s: Session,
-    wanted: Mapping[str, dt.date],
-    current: Mapping[str, dt.date],
-    now: dt.datetime,
-    policy: Policy,
-) -> DayCounts:
-    """The two statements of `collect` that read the whole day (docs/retention.md §7)."""
-    return day_status_counts(s, wanted), unmarked_due_by_line(s, line_days=current, now=now, policy=policy)
-
-
 def collect(
     sessions: sessionmaker[Session],
     *,
@@ -303,18 +280,26 @@ def collect(
     stall_s: float,
     pace: PacePolicy | None = None,
     counts_reader: CountsReader | None = None,
+    summary_max_age_s: float = 0.0,
 ) -> Status:
     """Today's numbers per line (each in its own day) and in total, or `day`'s for every line;
     each line's state and pace; the last passes, queue, workers, beat and the open warnings.
-    `counts_reader` gives the chat-day counts instead of reading them now (the status page's cache)."""
+
+    Today's chat-day counts come from beat's count pass when it counted these lines' days less
+    than `summary_max_age_s` ago (`ops.day_counts`; 0: never); else from `counts_reader` (the
+    status page's cache), else they are read now."""
     pace = pace or PacePolicy()
     today = share_day(now, policy.zone)
+    latency: list[DayLatency] | None = None
     with read_only(sessions) as s:
         line_rows = lines(s, policy.zone)
         todays = {r.state.phone: r.state.today(now) for r in line_rows}
         wanted = todays if day is None else {p: day for p in todays}
         current = {p: d for p, d in wanted.items() if d == todays[p]}
-        if counts_reader is None:
+        saved = saved_today(s, current, now, summary_max_age_s) if wanted == current else None
+        if saved is not None:
+            (rows, pending), counted_at, latency = saved.counts, saved.counted_at, saved.latency
+        elif counts_reader is None:
             (rows, pending), counted_at = read_day_counts(s, wanted, current, now, policy), now
         else:
             (rows, pending), counted_at = counts_reader(s, wanted, current, now, policy)
@@ -353,8 +338,10 @@ def collect(
         warnings=open_warnings,
         counted_at=counted_at if counted_at < now else None,
     )
-    with read_only(sessions) as s:
-        status.first_outbound = first_outbound_latency(s, wanted.values())
+    if latency is None:
+        with read_only(sessions) as s:
+            latency = first_outbound_latency(s, wanted.values())
+    status.first_outbound = latency
     if redis_url is None:
         status.broker_error = "no Redis URL"
         return status
@@ -539,9 +526,15 @@ def explain_not_due(why: NotDue, today_row: DayRow | None) -> str:
 
 
 def collect_for(
-    deps: Deps, settings: Settings, day: dt.date | None, *, counts_reader: CountsReader | None = None
+    deps: Deps,
+    settings: Settings,
+    day: dt.date | None,
+    *,
+    counts_reader: CountsReader | None = None,
+    live: bool = False,
 ) -> Status:
-    """`status`, `line list` and the status page read the same numbers, from the same settings."""
+    """`status`, `line list` and the status page read the same numbers, from the same settings;
+    `live`: count the day now even when beat's count pass saved it."""
     return collect(
         deps.sessions,
         day=day,
@@ -551,4 +544,5 @@ def collect_for(
         stall_s=settings.health_stall_minutes * 60,
         pace=deps.pace,
         counts_reader=counts_reader,
+        summary_max_age_s=0.0 if live else max_age_s(settings.status_counts_interval_s),
     )

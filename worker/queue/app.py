@@ -19,6 +19,7 @@ from kombu.entity import Queue
 from worker.config import Settings
 from worker.keys import (
     CONTROL_QUEUE,
+    COUNT_TASK,
     MAINTAIN_TASK,
     RECOVER_TASK,
     REFRESH_CARD_TASK,
@@ -99,6 +100,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             MAINTAIN_TASK: {"queue": CONTROL_QUEUE},
             RELEASE_TASK: {"queue": CONTROL_QUEUE},
             REFRESH_CARD_TASK: {"queue": CONTROL_QUEUE},
+            COUNT_TASK: {"queue": CONTROL_QUEUE},
         },
         # A sync pages through every chat of every line: the share task's limits do not fit it.
         # A run cut short resumes from its saved cursor, so the limit only has to end it before
@@ -147,6 +149,18 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                 "schedule": dt.timedelta(seconds=MAINTAIN_INTERVAL_S),
                 "options": {"queue": CONTROL_QUEUE, "expires": MAINTAIN_INTERVAL_S},
             },
+            # Today's counts for `status` and the page (docs/retention.md §7); off at 0.
+            **(
+                {
+                    "count": {
+                        "task": COUNT_TASK,
+                        "schedule": dt.timedelta(seconds=settings.status_counts_interval_s),
+                        "options": {"queue": CONTROL_QUEUE, "expires": settings.status_counts_interval_s},
+                    }
+                }
+                if settings.status_counts_interval_s > 0
+                else {}
+            ),
         },
     }
 

@@ -13,6 +13,7 @@ from worker.cards import refresh as cards_refresh
 from worker.errors import StoreUnavailable
 from worker.ingest import pending, sync
 from worker.keys import (
+    COUNT_TASK,
     MAINTAIN_TASK,
     RECOVER_TASK,
     REFRESH_CARD_TASK,
@@ -22,7 +23,7 @@ from worker.keys import (
     SYNC_TASK,
 )
 from worker.logs import bound, event
-from worker.ops import retention
+from worker.ops import day_counts, retention
 from worker.queue.app import app
 from worker.queue.publish import Publisher, event_path, queue_depth, queue_lease_s
 from worker.sharing import release, share, sweep
@@ -101,6 +102,12 @@ def refresh_card_task(line: str) -> str:
     is_active). The sweep refreshes every card anyway, so a lost one costs one sweep interval."""
     rt = runtime.get()
     return cards_refresh.refresh_card(rt.deps, line).one_line()
+
+
+@app.task(name=COUNT_TASK, ignore_result=True, acks_late=False)
+def count_task() -> str:
+    """Today's chat-day counts saved for `status` and the page (beat; docs/retention.md §7)."""
+    return day_counts.count_today(runtime.get().deps).one_line()
 
 
 @app.task(name=SYNC_TASK, ignore_result=True, acks_late=False)

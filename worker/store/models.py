@@ -272,6 +272,26 @@ class SweepRun(Base):
     error: Mapped[str | None] = mapped_column(Text)
 
 
+class StatusSummary(Base):
+    """`cardshare status`'s numbers for today, counted by beat's count pass every
+    `CARDSHARE_STATUS_COUNTS_INTERVAL` (docs/retention.md §7): one row per scope ("today").
+
+    `line_days` is the {line: day} the counts are for; a reader whose lines or days differ (a
+    line added, a day rolled over) counts for itself. `counts`, `unmarked_due` and `latency`
+    are what `ops.status.read_day_counts` and `store.latency` return, as JSON.
+    """
+
+    __tablename__ = "status_summaries"
+
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)
+    line_days: Mapped[dict[str, object]] = mapped_column(JSONB, nullable=False)
+    counts: Mapped[list[object]] = mapped_column(JSONB, nullable=False)
+    unmarked_due: Mapped[dict[str, object]] = mapped_column(JSONB, nullable=False)
+    latency: Mapped[list[object]] = mapped_column(JSONB, nullable=False)
+    counted_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    seconds: Mapped[float] = mapped_column(Float, nullable=False)
+
+
 class AuditEvent(Base):
     """Operator and ingestion actions that are not HTTP attempts (e.g. a refused manual share).
 
