@@ -14,15 +14,19 @@ import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.config import Settings
-from worker.linq import LinqGateway, LinqResponse
 from worker.rules.cadence import Policy
 from worker.rules.gate import PacePolicy
 from worker.rules.retrying import RetryPolicy
+
+if TYPE_CHECKING:
+    # Annotations only: worker.linq brings httpx (~0.1 s to import), which commands that never
+    # call Linq (`status`, `history`, `check`) do not need.
+    from worker.linq import LinqGateway, LinqResponse
 
 
 def utcnow() -> dt.datetime:

@@ -10,18 +10,53 @@ from __future__ import annotations
 
 import os
 import threading
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.config import Settings
 from worker.deps import Deps
-from worker.linq import ClientPool
 from worker.logs import register_secret
 from worker.sharing.pace import RedisPacer
-from worker.sharing.sandbox import Sandbox
 from worker.store.engine import dispose_after_fork, engine_for, session_factory
+
+if TYPE_CHECKING:
+    from worker.linq import ClientPool, LinqGateway
+
+
+class LazyClients:
+    """The Linq clients, made on first use: worker.linq brings httpx (~0.1 s to import on the
+    2-core box), which a command that never calls Linq (`status`, `check`) skips."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._pool: ClientPool | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def pool(self) -> ClientPool:
+        pool = self._pool
+        if pool is None:
+            with self._lock:
+                if self._pool is None:
+                    from worker.linq import ClientPool
+
+                    self._pool = ClientPool(self._settings)
+                pool = self._pool
+        return pool
+
+    def get(self) -> LinqGateway:
+        return self.pool.get()
+
+    def lease(self) -> AbstractContextManager[LinqGateway]:
+        return self.pool.lease()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
 
 
 @dataclass
@@ -29,9 +64,13 @@ class Runtime:
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
-    clients: ClientPool
+    lazy_clients: LazyClients
     deps: Deps
     pid: int
+
+    @property
+    def clients(self) -> ClientPool:
+        return self.lazy_clients.pool
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -39,20 +78,20 @@ class Runtime:
         engine = engine_for(settings)
         dispose_after_fork(engine)
         sessions = session_factory(engine)
-        clients = ClientPool(settings)
         # Threads and greenlets share one process: isolate chat-days that already lost a worker.
         # The sandbox is a child process: it gets these settings through its environment.
-        sandbox = (
-            Sandbox({**os.environ, **settings.to_env()})
-            if settings.worker_pool in ("threads", "gevent")
-            else None
-        )
+        sandbox = None
+        if settings.worker_pool in ("threads", "gevent"):
+            from worker.sharing.sandbox import Sandbox
+
+            sandbox = Sandbox({**os.environ, **settings.to_env()})
         # One pace state for every worker and host: Redis (docs/decisions.md §11).
         pacer = (
             RedisPacer.from_url(settings.redis_url, max_connections=settings.worker_concurrency + 10)
             if settings.redis_url
             else None
         )
+        clients = LazyClients(settings)
         deps = Deps(
             settings=settings,
             sessions=sessions,
@@ -68,7 +107,7 @@ class Runtime:
             self.deps.sandbox.close()
         if isinstance(self.deps.pacer, RedisPacer):
             self.deps.pacer.close()
-        self.clients.close()
+        self.lazy_clients.close()
         self.engine.dispose()
 
 

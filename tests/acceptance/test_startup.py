@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 
 import pytest
 
@@ -20,22 +21,36 @@ from worker.config import Settings
 pytestmark = pytest.mark.acceptance
 
 HEAVY = ("linq", "pydantic", "alembic", "uvicorn", "starlette")
+# What the read-only commands (`status`, `history`) skip as well: Celery (they queue nothing),
+# httpx (they call no one) and the embedded servers' module (the servers are running).
+READ_ONLY_SKIPS = ("celery", "kombu", "httpx", "worker.embedded", "worker.queue.app", "worker.linq")
 
 # Runs one command through the console script's entry point and prints, after it, the heavy
 # top-level packages that ended up in sys.modules (at exit, so the command's own work counts).
 PROBE = """
-import atexit, json, sys
+import atexit, gc, json, sys
 def _report():
     heavy = sorted({m.split('.')[0] for m in sys.modules} & set(HEAVY))
+    skipped = sorted(m for m in SKIPS if m in sys.modules)
     sys.stderr.write('\\nLOADED ' + json.dumps(heavy) + '\\n')
+    sys.stderr.write('ALSO ' + json.dumps(skipped) + '\\n')
+    sys.stderr.write('FROZEN ' + str(gc.get_freeze_count()) + '\\n')
 atexit.register(_report)
 sys.argv = ['cardshare', *sys.argv[1:]]
 from worker.entry import main
 main()
-""".replace("HEAVY", repr(HEAVY))
+""".replace("HEAVY", repr(HEAVY)).replace("SKIPS", repr(READ_ONLY_SKIPS))
 
 
-def loaded(settings: Settings, *args: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+@dataclass
+class Probe:
+    done: subprocess.CompletedProcess[str]
+    heavy: list[str]  # of HEAVY, what the command loaded
+    also: list[str]  # of READ_ONLY_SKIPS, what it loaded
+    frozen: int  # objects gc.freeze() moved out of the collector's way before teardown
+
+
+def loaded(settings: Settings, *args: str) -> Probe:
     done = subprocess.run(
         [sys.executable, "-c", PROBE, *args],
         env=env_for(settings),
@@ -44,9 +59,13 @@ def loaded(settings: Settings, *args: str) -> tuple[subprocess.CompletedProcess[
         timeout=120,
         check=False,
     )
-    marker = [line for line in done.stderr.splitlines() if line.startswith("LOADED ")]
-    assert marker, done.stderr
-    return done, json.loads(marker[-1].removeprefix("LOADED "))
+
+    def marked(prefix: str) -> str:
+        lines = [line for line in done.stderr.splitlines() if line.startswith(prefix)]
+        assert lines, done.stderr
+        return lines[-1].removeprefix(prefix)
+
+    return Probe(done, json.loads(marked("LOADED ")), json.loads(marked("ALSO ")), int(marked("FROZEN ")))
 
 
 def test_status_history_share_and_recover_load_no_sdk_server_or_alembic(
@@ -60,11 +79,18 @@ def test_status_history_share_and_recover_load_no_sdk_server_or_alembic(
         ("share", chat),
         ("recover",),
     ):
-        done, heavy = loaded(settings, *args)
-        assert done.returncode == 0, (args, done.stderr)
-        assert heavy == [], f"cardshare {' '.join(args)} imported {heavy}"
+        probe = loaded(settings, *args)
+        assert probe.done.returncode == 0, (args, probe.done.stderr)
+        assert probe.heavy == [], f"cardshare {' '.join(args)} imported {probe.heavy}"
+        if args[0] in ("status", "history"):
+            assert probe.also == [], f"cardshare {' '.join(args)} imported {probe.also}"
+        # The interpreter's teardown skips what the command loaded (worker.entry: ~0.45 s).
+        assert probe.frozen > 10_000, (args, probe.frozen)
     # The probe does see them when they are loaded: bare `cardshare --help` loads the whole group,
-    # the status page's Starlette with it.
-    done, heavy = loaded(settings, "--help")
-    assert done.returncode == 0, done.stderr
-    assert "starlette" in heavy
+    # the status page's Starlette with it, and `share` queues through Celery.
+    probe = loaded(settings, "--help")
+    assert probe.done.returncode == 0, probe.done.stderr
+    assert "starlette" in probe.heavy
+    assert probe.frozen > 10_000
+    probe = loaded(settings, "share", chat)
+    assert "celery" in probe.also

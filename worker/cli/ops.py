@@ -12,7 +12,6 @@ import sys
 from collections.abc import Sequence
 
 import click
-import httpx
 from rich.console import Console
 from rich.table import Table
 
@@ -29,8 +28,6 @@ from worker.ops.healthcheck import health
 from worker.ops.status import Counts, History, Status, first_outbound_line
 from worker.rules.cadence import share_day
 from worker.rules.retention import past_retention, past_retention_message
-from worker.simulator import SimulatorAdmin
-from worker.simulator.client import SimulatorAdminError
 
 
 def register(cli: click.Group) -> None:
@@ -420,6 +417,13 @@ def _simulator_events(url: str) -> list[dict[str, object]]:
     """The simulator's share log, or one line saying why it cannot be had."""
     if not url.startswith(("http://", "https://")):
         raise InputError(f"--simulator {safe(url[:80])!r} is not an http(s) URL")
+    # Here, not at the top: httpx costs `status` and `history` ~0.1 s to import, and only
+    # `check --simulator` uses it.
+    import httpx
+
+    from worker.simulator import SimulatorAdmin
+    from worker.simulator.client import SimulatorAdminError
+
     try:
         with SimulatorAdmin(url) as admin:
             return admin.share_events()

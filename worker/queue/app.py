@@ -1,9 +1,9 @@
 """The Celery app and its configuration: Redis broker, no result backend, late acks, the beat
 schedule. Nothing else: the signal handlers are in `signals`, the tasks in `tasks`.
 
-Importing this module reads no environment: the app starts on default settings, and whoever
-runs it configures it with the process's settings (`bootstrap.resolve` for the CLI, the
-`worker.celery_app` entry module for `celery -A worker.celery_app`).
+Importing this module reads no environment: the app starts on the settings the process installed
+in `runtime` (`bootstrap.resolve` for the CLI), else on defaults until whoever runs it configures
+it (the `worker.celery_app` entry module for `celery -A worker.celery_app`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 from celery import Celery
 from kombu.entity import Queue
 
+from worker import runtime
 from worker.config import Settings
 from worker.keys import (
     CONTROL_QUEUE,
@@ -178,4 +179,6 @@ def configure(settings: Settings) -> Celery:
     return app
 
 
-configure(Settings())
+# The process's settings if its entry point installed them already (`bootstrap.resolve` leaves
+# Celery unimported for commands that never queue), else the defaults until someone configures it.
+configure(runtime.installed_settings() or Settings())

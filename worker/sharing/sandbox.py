@@ -22,13 +22,15 @@ import subprocess
 import sys
 import threading
 import uuid
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from worker.config import Settings
-from worker.linq import LinqCallError, LinqGateway, LinqResponse
 from worker.logs import register_secret
 from worker.rules.classify import Transport
 from worker.sharing import drill_hooks
+
+if TYPE_CHECKING:
+    from worker.linq import LinqResponse
 
 
 class SandboxCrashed(Exception):
@@ -75,6 +77,10 @@ class Sandbox:
         return self._proc
 
     def share(self, chat_id: uuid.UUID) -> LinqResponse:
+        # Here, not at the top: every command builds a Sandbox (threads are the default pool),
+        # few share through it, and worker.linq brings httpx (~0.1 s to import).
+        from worker.linq import LinqCallError, LinqResponse
+
         with self._lock:
             proc = self._ensure()
             assert proc.stdin is not None
@@ -138,6 +144,8 @@ def _readline(stream: IO[str], timeout: float) -> str:
 def main() -> None:
     """Child side: answer share requests until stdin closes. Its settings come from the
     environment the parent handed it (`Settings.to_env()`)."""
+    from worker.linq import LinqCallError, LinqGateway
+
     settings = Settings.from_env()
     register_secret(settings.linq_api_key.get())
     gateway = LinqGateway.create(settings)
