@@ -16,7 +16,7 @@ import respx
 from kombu.connection import Connection
 from kombu.entity import Queue
 from kombu.messaging import Consumer, Producer
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from tests.support.servers import Servers
 from worker.config import Settings
@@ -26,6 +26,7 @@ from worker.queue.redis_transport import Channel
 from worker.store import hot
 from worker.store.engine import make_engine, session_factory
 from worker.store.session import autocommit
+from worker.store.sql import Sql
 
 
 @pytest.fixture
@@ -38,46 +39,39 @@ def engine(database_url: str) -> Iterator[Engine]:
 
 def _backend_pid(engine: Engine) -> int:
     with hot.connect(engine) as conn:
-        pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one_or_none()
+        pid = conn.execute(Sql("SELECT pg_backend_pid()")).scalar_one_or_none()
     assert isinstance(pid, int)
     return pid
 
 
-def test_binds_compile_to_psycopg_format_once() -> None:
-    stmt = text("SELECT CAST(:a AS int) + 1 AS x, '100%' AS pct, 1::int AS y WHERE :b IS NULL")
-    sql = hot.to_driver_sql(stmt)
-    assert sql == "SELECT CAST(%(a)s AS int) + 1 AS x, '100%%' AS pct, 1::int AS y WHERE %(b)s IS NULL"
-    assert hot.to_driver_sql(text(stmt.text)) is sql
-
-
 def test_rows_read_by_name_like_sqlalchemy_rows(engine: Engine) -> None:
     with hot.connect(engine) as conn:
-        stmt = text("SELECT CAST(:a AS int) AS a, CAST(:b AS text) AS b")
+        stmt = Sql("SELECT CAST(:a AS int) AS a, CAST(:b AS text) AS b")
         row = conn.execute(stmt, {"a": 7, "b": "x"}).one_or_none()
         assert (row.a, row.b) == (7, "x")
-        assert conn.execute(text("SELECT 1 WHERE false")).first() is None
-        assert conn.execute(text("CREATE TEMP TABLE t (x int)")).first() is None
-        assert conn.execute(text("INSERT INTO t VALUES (1), (2)")).rowcount == 2
+        assert conn.execute(Sql("SELECT 1 WHERE false")).first() is None
+        assert conn.execute(Sql("CREATE TEMP TABLE t (x int)")).first() is None
+        assert conn.execute(Sql("INSERT INTO t VALUES (1), (2)")).rowcount == 2
         with pytest.raises(Exception, match="at most one row"):
-            conn.execute(text("SELECT x FROM t")).one_or_none()
+            conn.execute(Sql("SELECT x FROM t")).one_or_none()
 
 
 def test_statements_commit_alone_and_the_connection_returns_transactional(engine: Engine) -> None:
     chat = uuid.uuid4()
     with hot.connect(engine) as conn:
-        conn.execute(text("INSERT INTO lines (phone_number) VALUES ('+12025550100') ON CONFLICT DO NOTHING"))
+        conn.execute(Sql("INSERT INTO lines (phone_number) VALUES ('+12025550100') ON CONFLICT DO NOTHING"))
     sessions = session_factory(engine)
     # The same pooled connection now runs a Session transaction: a rollback must undo it.
     session = sessions()
     session.execute(
-        text("INSERT INTO chats (id, line_phone) VALUES (:id, '+12025550100')"),
+        Sql("INSERT INTO chats (id, line_phone) VALUES (:id, '+12025550100')"),
         {"id": chat},
     )
     session.rollback()
     session.close()
     with hot.connect(engine) as conn:
-        assert conn.execute(text("SELECT count(*) FROM lines")).scalar_one_or_none() == 1
-        gone = conn.execute(text("SELECT 1 FROM chats WHERE id = :id"), {"id": chat}).first()
+        assert conn.execute(Sql("SELECT count(*) FROM lines")).scalar_one_or_none() == 1
+        gone = conn.execute(Sql("SELECT 1 FROM chats WHERE id = :id"), {"id": chat}).first()
     assert gone is None
 
 
@@ -88,18 +82,18 @@ def test_a_killed_connection_is_store_unavailable_and_the_next_call_reconnects(
     with psycopg.connect(servers.admin_dsn, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
     with pytest.raises(StoreUnavailable, match="connection lost"), hot.connect(engine) as conn:
-        conn.execute(text("SELECT 1"))
+        conn.execute(Sql("SELECT 1"))
     assert _backend_pid(engine) != pid
 
 
 def test_a_statement_timeout_keeps_the_healthy_connection(engine: Engine) -> None:
     pid = _backend_pid(engine)
     with hot.connect(engine) as conn:
-        conn.execute(text("SET statement_timeout = 50"))
+        conn.execute(Sql("SET statement_timeout = 50"))
     with pytest.raises(StoreUnavailable, match="QueryCanceled"), hot.connect(engine) as conn:
-        conn.execute(text("SELECT pg_sleep(2)"))
+        conn.execute(Sql("SELECT pg_sleep(2)"))
     with hot.connect(engine) as conn:
-        conn.execute(text("SET statement_timeout = 15000"))
+        conn.execute(Sql("SET statement_timeout = 15000"))
     assert _backend_pid(engine) == pid
 
 

@@ -3,10 +3,11 @@ share, an import). Read back by `cardshare history` (`reports.chat_audit`)."""
 
 from __future__ import annotations
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-AUDIT_SQL = text(
+from worker.store.sql import Sql
+
+AUDIT_SQL = Sql(
     "INSERT INTO audit_events (actor, action, chat_ref, outcome, detail) "
     "VALUES (:actor, :action, :chat, :outcome, :detail)"
 )

@@ -7,13 +7,13 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from worker.rules import bounds
 from worker.rules.cadence import Policy
 from worker.store.due import CHAT_IS_DUE, DAY_IS_OPEN, binds
 from worker.store.lines import LINE_DAYS, line_days_params
+from worker.store.sql import Sql
 
 # --------------------------------------------------------------------------- the card cache
 
@@ -34,7 +34,7 @@ class CardState:
 CHECKED_WITHIN = "interval '1 hour'"
 STALE_CHECK = "({t}card_checked_at IS NULL OR {t}card_checked_at < now() - " + CHECKED_WITHIN + ")"
 
-UPDATE_CARD_SQL = text(
+UPDATE_CARD_SQL = Sql(
     f"""
                 UPDATE lines SET first_name = :first, last_name = :last, image_url = :image,
                     card_active = :active, card_checked_at = now(), updated_at = now()
@@ -45,7 +45,7 @@ UPDATE_CARD_SQL = text(
                        OR {STALE_CHECK.format(t="")})
                 """
 )
-STORE_CARD_SQL = text(
+STORE_CARD_SQL = Sql(
     """
                 INSERT INTO lines (phone_number, first_name, last_name, image_url, card_active,
                                    card_checked_at)
@@ -53,7 +53,7 @@ STORE_CARD_SQL = text(
                 ON CONFLICT (phone_number) DO NOTHING
                 """
 )
-UNLISTED_CARDS_INACTIVE_SQL = text(
+UNLISTED_CARDS_INACTIVE_SQL = Sql(
     f"""
                 UPDATE lines SET card_active = false, card_checked_at = now(), updated_at = now()
                 WHERE NOT (phone_number = ANY(:listed)) AND (card_active OR {STALE_CHECK.format(t="")})
@@ -78,7 +78,7 @@ def store_cards(session: Session, cards: Sequence[CardState], *, complete: bool)
     return sum(1 for c in cards if c.is_active)
 
 
-MARK_CARD_INACTIVE_SQL = text(
+MARK_CARD_INACTIVE_SQL = Sql(
     "UPDATE lines SET card_active = false, card_checked_at = now(), updated_at = now() "
     "WHERE phone_number = :p"
 )
@@ -101,7 +101,7 @@ class CachedLine:
     card_checked_at: dt.datetime | None
 
 
-CACHED_LINES_SQL = text(
+CACHED_LINES_SQL = Sql(
     """
             SELECT phone_number, first_name, last_name, image_url, card_active, card_checked_at
             FROM lines WHERE :all OR phone_number = ANY(:phones)
@@ -116,7 +116,7 @@ def cached_lines(session: Session, phones: Sequence[str] | None = None) -> dict[
     return {r.phone_number: CachedLine(*r) for r in rows}
 
 
-DUE_TODAY_BY_LINE_SQL = text(
+DUE_TODAY_BY_LINE_SQL = Sql(
     f"""
             SELECT c.line_phone, count(*) FROM chats c
             JOIN lines l ON l.phone_number = c.line_phone
@@ -152,8 +152,8 @@ class WriteSlot:
     wait_s: float
 
 
-CARD_WRITE_LOCK_SQL = text("SELECT pg_advisory_xact_lock(hashtext('cardshare-card-writes'), hashtext(:p))")
-WRITES_IN_WINDOW_SQL = text(
+CARD_WRITE_LOCK_SQL = Sql("SELECT pg_advisory_xact_lock(hashtext('cardshare-card-writes'), hashtext(:p))")
+WRITES_IN_WINDOW_SQL = Sql(
     """
                 SELECT extract(epoch FROM at + make_interval(secs => :window) - now())
                 FROM card_writes
@@ -161,7 +161,7 @@ WRITES_IN_WINDOW_SQL = text(
                 ORDER BY at DESC
                 """
 )
-INSERT_CARD_WRITE_SQL = text("INSERT INTO card_writes (phone_number, method) VALUES (:p, :m) RETURNING id")
+INSERT_CARD_WRITE_SQL = Sql("INSERT INTO card_writes (phone_number, method) VALUES (:p, :m) RETURNING id")
 
 
 def reserve_card_write(
@@ -179,7 +179,7 @@ def reserve_card_write(
     return WriteSlot(int(write_id), len(left) + 1, 0.0)
 
 
-FINISH_CARD_WRITE_SQL = text(
+FINISH_CARD_WRITE_SQL = Sql(
     "UPDATE card_writes SET http_status = :status, linq_code = :code, trace_id = :trace, "
     "counted = :counted WHERE id = :id"
 )
@@ -208,7 +208,7 @@ def finish_card_write(
     )
 
 
-CARD_WRITES_USED_SQL = text(
+CARD_WRITES_USED_SQL = Sql(
     "SELECT count(*) FROM card_writes WHERE phone_number = :p AND counted "
     "AND at > now() - make_interval(secs => :window)"
 )

@@ -9,12 +9,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from worker.rules.facts import ChatActivity
+from worker.store.sql import Sql
 
-ENSURE_LINE_SQL = text("INSERT INTO lines (phone_number) VALUES (:p) ON CONFLICT DO NOTHING")
+ENSURE_LINE_SQL = Sql("INSERT INTO lines (phone_number) VALUES (:p) ON CONFLICT DO NOTHING")
 
 
 def ensure_lines(session: Session, phones: Sequence[str]) -> None:
@@ -22,7 +22,7 @@ def ensure_lines(session: Session, phones: Sequence[str]) -> None:
         session.execute(ENSURE_LINE_SQL, [{"p": p} for p in sorted(set(phones))])
 
 
-RECORD_ACTIVITY_SQL = text(
+RECORD_ACTIVITY_SQL = Sql(
     """
             INSERT INTO chats AS c (id, line_phone, service, is_group, first_outbound_at,
                                     last_outbound_at, opted_out, opted_out_at, health_status)
@@ -82,7 +82,7 @@ def record_activity(session: Session, facts: Sequence[ChatActivity]) -> None:
     )
 
 
-MARK_OPTED_OUT_SQL = text(
+MARK_OPTED_OUT_SQL = Sql(
     "UPDATE chats SET opted_out = true, opted_out_at = now(), updated_at = now() WHERE id = :c"
 )
 
@@ -92,7 +92,7 @@ def mark_opted_out(session: Session, chat_id: uuid.UUID) -> None:
     session.execute(MARK_OPTED_OUT_SQL, {"c": chat_id})
 
 
-MARK_NOT_FOUND_SQL = text("UPDATE chats SET not_found_at = now(), updated_at = now() WHERE id = :c")
+MARK_NOT_FOUND_SQL = Sql("UPDATE chats SET not_found_at = now(), updated_at = now() WHERE id = :c")
 
 
 def mark_not_found(session: Session, chat_id: uuid.UUID) -> None:
@@ -100,7 +100,7 @@ def mark_not_found(session: Session, chat_id: uuid.UUID) -> None:
     session.execute(MARK_NOT_FOUND_SQL, {"c": chat_id})
 
 
-KNOWN_LINES_SQL = text("SELECT phone_number FROM lines ORDER BY 1")
+KNOWN_LINES_SQL = Sql("SELECT phone_number FROM lines ORDER BY 1")
 
 
 def known_lines(session: Session) -> list[str]:

@@ -5,15 +5,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.config import Settings
-
-# A statement that runs longer than this is a bug or a lock pile-up; fail it rather than hold a
-# worker thread (and its lease) hostage.
-STATEMENT_TIMEOUT_MS = 15_000
+from worker.store import schema
+from worker.store.plain import CONNECT_ARGS
 
 
 def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10, **kw: Any) -> Engine:
@@ -25,11 +23,7 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10, **kw: 
         # restarted) fails its first statement, SQLAlchemy invalidates the pool, and the store
         # reports StoreUnavailable, which the task retries.
         pool_timeout=10,
-        connect_args={
-            "connect_timeout": 5,
-            "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c lock_timeout=5000",
-            "application_name": "cardshare",
-        },
+        connect_args=dict(CONNECT_ARGS),  # the same as the read-only commands' (store.plain)
         **kw,
     )
     return engine
@@ -59,14 +53,7 @@ def dispose_after_fork(engine: Engine) -> None:
             raise sa_exc.DisconnectionError("connection belongs to another process")
 
 
-SCHEMA_REVISION_SQL = text("SELECT version_num FROM alembic_version")
-HAS_VERSION_TABLE_SQL = text("SELECT to_regclass('alembic_version') IS NOT NULL")
-
-
 def schema_revision(engine: Engine) -> str | None:
     """The revision the database is at (None: never migrated): one query, no Alembic."""
     with engine.connect() as conn:
-        if not conn.execute(HAS_VERSION_TABLE_SQL).scalar():
-            return None
-        rows = conn.execute(SCHEMA_REVISION_SQL).scalars().all()
-    return ",".join(sorted(str(r) for r in rows)) or None
+        return schema.revision(conn)

@@ -2,15 +2,14 @@
 
 Every share runs three single-statement writes. Through a SQLAlchemy Connection each spent more
 CPU setting up execution contexts, processing parameters and wrapping results than psycopg
-spent running it (py-spy: ~12 % of a worker's CPU). Here a statement's `text()` is compiled
-once to psycopg's parameter format and run on the pooled driver connection. Pooling, connect
+spent running it (py-spy: ~12 % of a worker's CPU). Here a statement (`store.sql.Sql`) runs
+in psycopg's parameter format on the pooled driver connection. Pooling, connect
 arguments and the after-fork check stay SQLAlchemy's; psycopg prepares the statements itself
 after a few runs.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -19,26 +18,9 @@ import psycopg
 from psycopg.rows import namedtuple_row
 from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects.postgresql import psycopg as pg_psycopg
-from sqlalchemy.sql.elements import TextClause
 
 from worker.errors import StoreUnavailable
-
-_DIALECT = pg_psycopg.dialect()  # type: ignore[no-untyped-call]
-_compiled: dict[str, str] = {}
-_compiled_lock = threading.Lock()
-
-
-def to_driver_sql(statement: TextClause) -> str:
-    """`:name` binds become `%(name)s` (and literal `%` doubles), exactly as SQLAlchemy would send
-    them; cached by text, so a `text()` built per call costs one compile per process."""
-    key = statement.text
-    sql = _compiled.get(key)
-    if sql is None:
-        sql = str(statement.compile(dialect=_DIALECT))
-        with _compiled_lock:
-            _compiled[key] = sql
-    return sql
+from worker.store.sql import Sql
 
 
 class HotResult:
@@ -75,9 +57,9 @@ class HotConnection:
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self._conn = conn
 
-    def execute(self, statement: TextClause, params: Mapping[str, Any] | None = None) -> HotResult:
+    def execute(self, statement: Sql, params: Mapping[str, Any] | None = None) -> HotResult:
         cursor = self._conn.cursor(row_factory=namedtuple_row)
-        cursor.execute(to_driver_sql(statement), params)
+        cursor.execute(statement.driver, params)
         return HotResult(cursor)
 
 

@@ -8,10 +8,10 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from worker.store.chats import ensure_lines
+from worker.store.sql import Sql
 
 # --------------------------------------------------------------------------- webhook events
 
@@ -22,7 +22,7 @@ class Delivery(enum.StrEnum):
     REPLAYED = "replayed"  # the very same signed request again: refuse it
 
 
-INSERT_EVENT_SQL = text(
+INSERT_EVENT_SQL = Sql(
     """
             INSERT INTO webhook_events (event_id, webhook_id, event_type, chat_id, deliveries)
             VALUES (:event_id, :webhook_id, :event_type, :chat_id, ARRAY[CAST(:delivery AS text)])
@@ -30,7 +30,7 @@ INSERT_EVENT_SQL = text(
             RETURNING event_id
             """
 )
-ADD_DELIVERY_SQL = text(
+ADD_DELIVERY_SQL = Sql(
     """
             UPDATE webhook_events
             SET deliveries = array_append(deliveries, CAST(:delivery AS text)), last_delivery_at = now()
@@ -74,7 +74,7 @@ def record_webhook_event(
 # is far beyond it.
 WEBHOOK_EVENT_RETENTION_S = 7 * 86400.0
 
-PRUNE_EVENTS_SQL = text(
+PRUNE_EVENTS_SQL = Sql(
     """
             DELETE FROM webhook_events WHERE event_id IN (
                 SELECT event_id FROM webhook_events
@@ -98,7 +98,7 @@ def prune_webhook_events(
 # An event whose line is unknown waits for its chat this long (a week: sync runs daily).
 WEBHOOK_PENDING_RETENTION_S = 7 * 86400.0
 
-LINE_OF_CHAT_SQL = text("SELECT line_phone FROM chats WHERE id = :c")
+LINE_OF_CHAT_SQL = Sql("SELECT line_phone FROM chats WHERE id = :c")
 
 
 def line_of_chat(session: Session, chat_id: uuid.UUID) -> str | None:
@@ -106,7 +106,7 @@ def line_of_chat(session: Session, chat_id: uuid.UUID) -> str | None:
     return None if value is None else str(value)
 
 
-ADD_PENDING_SQL = text(
+ADD_PENDING_SQL = Sql(
     """
             INSERT INTO webhook_pending (event_id, event_type, chat_id, activity)
             VALUES (:event_id, :event_type, :chat_id, CAST(:activity AS jsonb))
@@ -132,7 +132,7 @@ class PendingEvent:
     line_phone: str
 
 
-TAKE_RESOLVABLE_SQL = text(
+TAKE_RESOLVABLE_SQL = Sql(
     """
             DELETE FROM webhook_pending p USING chats c
             WHERE p.chat_id = c.id AND p.event_id IN (
@@ -151,7 +151,7 @@ def take_resolvable(session: Session, *, limit: int = 1000) -> list[PendingEvent
     return [PendingEvent(r.event_id, r.event_type, dict(r.activity), r.line_phone) for r in rows]
 
 
-PRUNE_PENDING_SQL = text(
+PRUNE_PENDING_SQL = Sql(
     "DELETE FROM webhook_pending WHERE received_at < now() - make_interval(secs => :age) RETURNING event_id"
 )
 
@@ -161,7 +161,7 @@ def prune_pending(session: Session, *, older_than_s: float = WEBHOOK_PENDING_RET
     return [r.event_id for r in session.execute(PRUNE_PENDING_SQL, {"age": older_than_s})]
 
 
-PENDING_COUNT_SQL = text("SELECT count(*) FROM webhook_pending")
+PENDING_COUNT_SQL = Sql("SELECT count(*) FROM webhook_pending")
 
 
 def pending_count(session: Session) -> int:
@@ -170,7 +170,7 @@ def pending_count(session: Session) -> int:
 
 # --------------------------------------------------------------------------- sync cursors
 
-SYNC_CURSOR_SQL = text("SELECT cursor FROM sync_cursors WHERE line_phone = :p")
+SYNC_CURSOR_SQL = Sql("SELECT cursor FROM sync_cursors WHERE line_phone = :p")
 
 
 def sync_cursor(session: Session, line_phone: str) -> str | None:
@@ -179,7 +179,7 @@ def sync_cursor(session: Session, line_phone: str) -> str | None:
     return None if value is None else str(value)
 
 
-SAVE_SYNC_PAGE_SQL = text(
+SAVE_SYNC_PAGE_SQL = Sql(
     """
             INSERT INTO sync_cursors AS s (line_phone, cursor, pages, chats, started_at, finished_at)
             VALUES (:p, CAST(:cursor AS text), 1, :chats, now(),
@@ -215,7 +215,7 @@ class LookupCandidate:
     cursor: str | None
 
 
-LOOKUP_CANDIDATES_SQL = text(
+LOOKUP_CANDIDATES_SQL = Sql(
     """
             SELECT c.id, c.line_phone, m.cursor FROM chats c
             LEFT JOIN message_lookups m ON m.chat_id = c.id
@@ -241,7 +241,7 @@ def lookup_candidates(
     return [LookupCandidate(r.id, r.line_phone, r.cursor) for r in rows]
 
 
-SAVE_LOOKUP_SQL = text(
+SAVE_LOOKUP_SQL = Sql(
     """
             INSERT INTO message_lookups AS m (chat_id, cursor, pages, found_outbound, checked_at)
             VALUES (:c, :cursor, :pages, :found, now())

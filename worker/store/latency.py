@@ -13,10 +13,9 @@ import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import text
-from sqlalchemy.orm import Session
+from worker.store.sql import Reader, Sql
 
-FIRST_OUTBOUND_SQL = text(
+FIRST_OUTBOUND_SQL = Sql(
     """
             SELECT day, count(*) AS n,
                    percentile_cont(0.5) WITHIN GROUP (ORDER BY s) AS p50,
@@ -41,7 +40,7 @@ class DayLatency:
     p99_s: float
 
 
-def first_outbound_latency(session: Session, days: Iterable[dt.date]) -> list[DayLatency]:
+def first_outbound_latency(session: Reader, days: Iterable[dt.date]) -> list[DayLatency]:
     wanted = sorted(set(days))
     if not wanted:
         return []

@@ -12,12 +12,13 @@ import datetime as dt
 import zoneinfo
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-from sqlalchemy import text
-from sqlalchemy.orm import Session
+from typing import TYPE_CHECKING, Any
 
 from worker.rules.gate import Hours, LineState, Pause
+from worker.store.sql import Reader, Sql
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 # Aliases: `l` a `lines` row, `a` the account_controls row (LEFT JOINed: no row, no pause).
 LINE_STATE_COLUMNS = """l.phone_number AS l_phone, l.card_active AS l_card_active,
@@ -77,7 +78,7 @@ class LineRow:
     line_type: str | None
 
 
-LINES_SQL = text(
+LINES_SQL = Sql(
     f"""
             SELECT {LINE_STATE_COLUMNS}, l.reputation_at, l.linq_status_at, l.line_type
             FROM lines l {ACCOUNT_JOIN}
@@ -88,7 +89,7 @@ LINES_SQL = text(
 
 
 def lines(
-    session: Session, default_zone: zoneinfo.ZoneInfo, phones: Sequence[str] | None = None
+    session: Reader, default_zone: zoneinfo.ZoneInfo, phones: Sequence[str] | None = None
 ) -> list[LineRow]:
     """Every line (or the given ones) with its state."""
     rows = session.execute(LINES_SQL, {"all": phones is None, "phones": list(phones or [])}).all()
@@ -107,7 +108,7 @@ def lines(
 
 # --------------------------------------------------------------------------- Linq's view of a line
 
-RECORD_REPUTATION_SQL = text(
+RECORD_REPUTATION_SQL = Sql(
     """
             INSERT INTO lines AS l (phone_number, reputation, reputation_at, line_type)
             VALUES (:p, :reputation, :at, :line_type)
@@ -117,7 +118,7 @@ RECORD_REPUTATION_SQL = text(
 # The same reading again (every sweep) is written only once the last is an hour old: a sweep
 # that finds nothing new writes nothing (issue 17 point 4). A plain UPDATE, not ON CONFLICT DO
 # UPDATE WHERE, which would lock (and log) the row even when nothing changes.
-UPDATE_REPUTATION_SQL = text(
+UPDATE_REPUTATION_SQL = Sql(
     """
             UPDATE lines l SET reputation = :reputation, reputation_at = :at,
                 line_type = coalesce(CAST(:line_type AS text), l.line_type), updated_at = now()
@@ -129,7 +130,7 @@ UPDATE_REPUTATION_SQL = text(
                    OR l.reputation_at < CAST(:at AS timestamptz) - interval '1 hour')
             """
 )
-RECORD_STATUS_SQL = text(
+RECORD_STATUS_SQL = Sql(
     """
             INSERT INTO lines AS l (phone_number, linq_status, linq_status_at)
             VALUES (:p, :status, :at)
@@ -159,21 +160,21 @@ def record_status(session: Session, phone: str, status: str, *, at: dt.datetime)
 
 # --------------------------------------------------------------------------- operator controls
 
-PAUSE_LINE_SQL = text(
+PAUSE_LINE_SQL = Sql(
     """
             UPDATE lines SET paused_at = now(), paused_until = :until, paused_reason = :reason,
                 paused_by = :by, updated_at = now()
             WHERE phone_number = :p
             """
 )
-RESUME_LINE_SQL = text(
+RESUME_LINE_SQL = Sql(
     """
             UPDATE lines SET paused_at = NULL, paused_until = NULL, paused_reason = NULL,
                 paused_by = NULL, updated_at = now()
             WHERE phone_number = :p AND paused_at IS NOT NULL
             """
 )
-PAUSE_ACCOUNT_SQL = text(
+PAUSE_ACCOUNT_SQL = Sql(
     """
             INSERT INTO account_controls AS a (id, paused_at, paused_until, paused_reason, paused_by)
             VALUES (1, now(), :until, :reason, :by)
@@ -182,7 +183,7 @@ PAUSE_ACCOUNT_SQL = text(
                 updated_at = now()
             """
 )
-RESUME_ACCOUNT_SQL = text(
+RESUME_ACCOUNT_SQL = Sql(
     """
             UPDATE account_controls SET paused_at = NULL, paused_until = NULL, paused_reason = NULL,
                 paused_by = NULL, updated_at = now()
@@ -212,7 +213,7 @@ def resume_account(session: Session) -> bool:
     return bool(getattr(session.execute(RESUME_ACCOUNT_SQL), "rowcount", 0))
 
 
-SET_LINE_SQL = text(
+SET_LINE_SQL = Sql(
     """
             UPDATE lines SET
                 timezone = CASE WHEN :set_zone THEN CAST(:zone AS text) ELSE timezone END,
@@ -253,17 +254,17 @@ def set_line(
     return bool(getattr(result, "rowcount", 0))
 
 
-ZONE_KNOWN_SQL = text("SELECT count(*) FROM pg_timezone_names WHERE name = :z")
+ZONE_KNOWN_SQL = Sql("SELECT count(*) FROM pg_timezone_names WHERE name = :z")
 
 
-def database_knows_zone(session: Session, zone: str) -> bool:
+def database_knows_zone(session: Reader, zone: str) -> bool:
     """PostgreSQL's zone names too: a zone only Python knows would still be a surprise later."""
     return bool(session.execute(ZONE_KNOWN_SQL, {"z": zone}).scalar_one())
 
 
 # --------------------------------------------------------------------------- waking held chat-days
 
-REARM_SQL = text(
+REARM_SQL = Sql(
     """
             UPDATE share_days d SET lease_until = now(), updated_at = now()
             FROM chats c
@@ -284,7 +285,7 @@ def rearm_held(session: Session, *, days: Iterable[dt.date], lines: Sequence[str
     return int(getattr(result, "rowcount", 0))
 
 
-RESPREAD_SQL = text(
+RESPREAD_SQL = Sql(
     """
             UPDATE share_days d SET lease_until = now(), reason = 'rescheduled: the line''s pace changed',
                 updated_at = now()

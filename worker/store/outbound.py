@@ -13,14 +13,14 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from worker.rules.cadence import Policy
 from worker.store.due import CARD_IS_ACTIVE, CHAT_IS_DUE, DAY_UNMARKED_ON, binds
+from worker.store.sql import Sql
 from worker.store.sweeps import Mark, mark_params
 
-DUE_UNMARKED_SQL = text(
+DUE_UNMARKED_SQL = Sql(
     f"""
             SELECT c.id, c.line_phone FROM chats c
             JOIN lines l ON l.phone_number = c.line_phone
@@ -64,7 +64,7 @@ def due_unmarked(
     return out
 
 
-INSERT_MARKS_SQL = text(
+INSERT_MARKS_SQL = Sql(
     """
             WITH ins AS (
                 INSERT INTO share_days AS d (chat_id, day, status, reason, lease_until, enqueues,

@@ -21,10 +21,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session
 
 from worker.rules.retention import Bounds
+from worker.store.sql import Sql
 
 SHARE_DAYS = "share_days"
 ATTEMPTS = "attempts"
@@ -70,7 +71,7 @@ class Partition:
     detach_pending: bool = False
 
 
-LIST_SQL = text(
+LIST_SQL = Sql(
     """
             SELECT c.relname AS name, pg_get_expr(c.relpartbound, c.oid) AS bound,
                    i.inhdetachpending AS pending
@@ -87,7 +88,7 @@ def partitions(db: Session | Connection, table: str) -> list[Partition]:
     return [Partition(table, r.name, parse_bounds(r.bound), bool(r.pending)) for r in rows]
 
 
-LEFTOVERS_SQL = text(
+LEFTOVERS_SQL = Sql(
     """
             SELECT relname FROM pg_class
             WHERE relkind = 'r' AND NOT relispartition AND relnamespace = 'public'::regnamespace
@@ -120,7 +121,7 @@ def create_day_sql(day: dt.date) -> list[str]:
     ]
 
 
-XACT_LOCK_SQL = text("SELECT pg_advisory_xact_lock(:k)")
+XACT_LOCK_SQL = Sql("SELECT pg_advisory_xact_lock(:k)")
 
 
 def create_day(session: Session, day: dt.date, *, lock_key: int) -> bool:
@@ -130,14 +131,14 @@ def create_day(session: Session, day: dt.date, *, lock_key: int) -> bool:
     if partition_of(session, SHARE_DAYS, day) is not None:
         return False
     for statement in create_day_sql(day):
-        session.execute(text(statement))
+        session.execute(Sql(statement))
     return True
 
 
 # DETACH ... CONCURRENTLY waits for every transaction that might still read the partition (a long
 # `cardshare check`, say): longer than the 15 s a share-path statement may take.
-MAINTENANCE_TIMEOUT_SQL = text("SET statement_timeout = '10min'")
-RESET_TIMEOUT_SQL = text("RESET statement_timeout")
+MAINTENANCE_TIMEOUT_SQL = Sql("SET statement_timeout = '10min'")
+RESET_TIMEOUT_SQL = Sql("RESET statement_timeout")
 
 
 @contextmanager
@@ -152,7 +153,7 @@ def maintenance_connection(engine: Engine) -> Iterator[Connection]:
             conn.execute(RESET_TIMEOUT_SQL)
 
 
-SERVER_VERSION_SQL = text("SELECT current_setting('server_version_num')::int")
+SERVER_VERSION_SQL = Sql("SELECT current_setting('server_version_num')::int")
 
 
 def detach_sql(partition: Partition, server_version: int) -> str:
@@ -168,17 +169,17 @@ def drop(conn: Connection, partition: Partition) -> None:
     """Detach and drop one partition, on a connection in autocommit (CONCURRENTLY cannot run in a
     transaction block). Costs catalog work and unlinking the files, whatever the other days hold."""
     version = int(conn.execute(SERVER_VERSION_SQL).scalar_one())
-    conn.execute(text(detach_sql(partition, version)))
-    conn.execute(text(f"DROP TABLE {partition.name}"))
+    conn.execute(Sql(detach_sql(partition, version)))
+    conn.execute(Sql(f"DROP TABLE {partition.name}"))
 
 
 def drop_leftover(conn: Connection, name: str) -> None:
     if not is_partition_name(name):
         raise ValueError(f"{name} is not a partition of ours")
-    conn.execute(text(f"DROP TABLE IF EXISTS {name}"))
+    conn.execute(Sql(f"DROP TABLE IF EXISTS {name}"))
 
 
-ROWS_ESTIMATE_SQL = text(
+ROWS_ESTIMATE_SQL = Sql(
     "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = CAST(:t AS regclass)"
 )
 
@@ -198,12 +199,12 @@ def analyze(session: Session, name: str) -> None:
     so it costs about the same for a day of 100k rows as for the legacy table of 100M."""
     if not is_partition_name(name):
         raise ValueError(f"{name} is not a partition of ours")
-    session.execute(text(f"ANALYZE {name}"))
+    session.execute(Sql(f"ANALYZE {name}"))
 
 
 # --------------------------------------------------------------------------- the other tables
 
-DELETE_AUDIT_SQL = text(
+DELETE_AUDIT_SQL = Sql(
     """
             DELETE FROM audit_events WHERE id IN (
                 SELECT id FROM audit_events WHERE at < :before ORDER BY at LIMIT :limit
@@ -218,7 +219,7 @@ def delete_audit_before(session: Session, before: dt.datetime, *, limit: int) ->
     return int(getattr(result, "rowcount", 0))
 
 
-DELETE_RUNS_SQL = text("DELETE FROM sweep_runs WHERE day < :before")
+DELETE_RUNS_SQL = Sql("DELETE FROM sweep_runs WHERE day < :before")
 
 
 def delete_runs_before(session: Session, before: dt.date) -> int:

@@ -15,15 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import text
-from sqlalchemy.orm import Session
-
 from worker.rules.cadence import Policy
 from worker.rules.facts import ChatFacts
 from worker.rules.gate import LineState
 from worker.rules.states import DayStatus
 from worker.store.due import CARD_IS_ACTIVE, CHAT_IS_DUE, DAY_UNMARKED, binds, sql_list
 from worker.store.lines import ACCOUNT_JOIN, LINE_DAYS, LINE_STATE_COLUMNS, line_days_params, line_state
+from worker.store.sql import Reader, Sql
 
 UTC = ZoneInfo("UTC")
 
@@ -42,7 +40,7 @@ class DayCount:
     day: dt.date | None = None
 
 
-DAY_STATUS_COUNTS_SQL = text(
+DAY_STATUS_COUNTS_SQL = Sql(
     f"""
             SELECT c.line_phone, d.status, substring(d.reason FROM '^[a-z_]+') AS kind,
                    count(*) AS n, count(*) FILTER (WHERE d.confirmed_by_rate_limit) AS confirmed
@@ -54,7 +52,7 @@ DAY_STATUS_COUNTS_SQL = text(
 )
 
 
-def day_status_counts(session: Session, line_days: Mapping[str, dt.date]) -> list[DayCount]:
+def day_status_counts(session: Reader, line_days: Mapping[str, dt.date]) -> list[DayCount]:
     """Every chat-day of each line's day (`{line: day}`), counted per line, status and reason
     kind ("card_inactive", "line_paused", ...)."""
     if not line_days:
@@ -68,7 +66,7 @@ def day_status_counts(session: Session, line_days: Mapping[str, dt.date]) -> lis
     ]
 
 
-UNMARKED_DUE_BY_LINE_SQL = text(
+UNMARKED_DUE_BY_LINE_SQL = Sql(
     f"""
             SELECT c.line_phone, count(*) FROM chats c
             JOIN lines l ON l.phone_number = c.line_phone
@@ -82,7 +80,7 @@ UNMARKED_DUE_BY_LINE_SQL = text(
 
 
 def unmarked_due_by_line(
-    session: Session, *, line_days: Mapping[str, dt.date], now: dt.datetime, policy: Policy
+    session: Reader, *, line_days: Mapping[str, dt.date], now: dt.datetime, policy: Policy
 ) -> dict[str, int]:
     """Per line: chats due now that no sweep has marked for the line's day yet (the sweep's own
     rules; a held line's chats count: they are due, and wait)."""
@@ -94,10 +92,10 @@ def unmarked_due_by_line(
     return {str(p): int(n) for p, n in rows}
 
 
-DAY_COUNTS_SQL = text("SELECT status, count(*) AS n FROM share_days WHERE day = :day GROUP BY status")
+DAY_COUNTS_SQL = Sql("SELECT status, count(*) AS n FROM share_days WHERE day = :day GROUP BY status")
 
 
-def day_counts(session: Session, day: dt.date) -> dict[str, int]:
+def day_counts(session: Reader, day: dt.date) -> dict[str, int]:
     """Chat-days of `day` per status."""
     rows = session.execute(DAY_COUNTS_SQL, {"day": day}).all()
     return {str(r.status): int(r.n) for r in rows}
@@ -114,7 +112,7 @@ class RunRow:
     error: str | None
 
 
-LAST_RUNS_SQL = text(
+LAST_RUNS_SQL = Sql(
     """
             SELECT DISTINCT ON (kind) kind, day, started_at, finished_at, scanned, enqueued, error
             FROM sweep_runs ORDER BY kind, started_at DESC
@@ -122,7 +120,7 @@ LAST_RUNS_SQL = text(
 )
 
 
-def last_runs(session: Session) -> dict[str, RunRow]:
+def last_runs(session: Reader) -> dict[str, RunRow]:
     """The newest run of each kind that records runs (by start time)."""
     rows = session.execute(LAST_RUNS_SQL).all()
     return {r.kind: RunRow(*r) for r in rows}
@@ -143,7 +141,7 @@ class FailureRow:
 
 # `day >= :since` in the lateral too: `day = d.day` alone is pruned per row at run time, and the
 # plan would list every day's attempts partition (docs/retention.md §7).
-RECENT_FAILURES_SQL = text(
+RECENT_FAILURES_SQL = Sql(
     f"""
             SELECT d.chat_id, d.day, c.line_phone, d.status, d.reason,
                    coalesce(d.finished_at, d.updated_at) AS at, a.http_status, a.linq_code, a.trace_id
@@ -161,7 +159,7 @@ RECENT_FAILURES_SQL = text(
 )
 
 
-def recent_failures(session: Session, *, since: dt.date, limit: int) -> list[FailureRow]:
+def recent_failures(session: Reader, *, since: dt.date, limit: int) -> list[FailureRow]:
     """Failed and unknown-outcome chat-days since `since`, newest first, with their last attempt."""
     rows = session.execute(RECENT_FAILURES_SQL, {"since": since, "limit": limit}).all()
     return [FailureRow(*r) for r in rows]
@@ -199,7 +197,7 @@ class ChatInfo:
         )
 
 
-CHAT_INFO_SQL = text(
+CHAT_INFO_SQL = Sql(
     f"""
             SELECT c.id, c.line_phone, c.service, c.is_group, c.first_outbound_at, c.last_outbound_at,
                    c.opted_out, c.opted_out_at, c.not_found_at, l.card_active, c.created_at,
@@ -211,7 +209,7 @@ CHAT_INFO_SQL = text(
 
 
 def chat_info(
-    session: Session, chat_id: uuid.UUID, *, default_zone: ZoneInfo = UTC
+    session: Reader, chat_id: uuid.UUID, *, default_zone: ZoneInfo = UTC
 ) -> tuple[ChatInfo, LineState] | None:
     """The chat, and its line's state (for the gate)."""
     row = session.execute(CHAT_INFO_SQL, {"c": chat_id}).one_or_none()
@@ -234,7 +232,7 @@ class DayRow:
     finished_at: dt.datetime | None
 
 
-CHAT_DAYS_SQL = text(
+CHAT_DAYS_SQL = Sql(
     """
             SELECT day, status, reason, attempts, claims, lost_claims, enqueues,
                    confirmed_by_rate_limit, created_at, finished_at
@@ -244,7 +242,7 @@ CHAT_DAYS_SQL = text(
 )
 
 
-def chat_days(session: Session, chat_id: uuid.UUID, *, since: dt.date | None) -> list[DayRow]:
+def chat_days(session: Reader, chat_id: uuid.UUID, *, since: dt.date | None) -> list[DayRow]:
     rows = session.execute(CHAT_DAYS_SQL, {"c": chat_id, "since": since}).all()
     return [DayRow(*r) for r in rows]
 
@@ -264,7 +262,7 @@ class AttemptRow:
     task_id: str | None
 
 
-CHAT_ATTEMPTS_SQL = text(
+CHAT_ATTEMPTS_SQL = Sql(
     """
             SELECT day, attempt_no, started_at, finished_at, outcome, http_status, linq_code, trace_id,
                    error, retry_after_s, task_id
@@ -274,7 +272,7 @@ CHAT_ATTEMPTS_SQL = text(
 )
 
 
-def chat_attempts(session: Session, chat_id: uuid.UUID, *, since: dt.date | None) -> list[AttemptRow]:
+def chat_attempts(session: Reader, chat_id: uuid.UUID, *, since: dt.date | None) -> list[AttemptRow]:
     rows = session.execute(CHAT_ATTEMPTS_SQL, {"c": chat_id, "since": since}).all()
     return [AttemptRow(*r) for r in rows]
 
@@ -288,13 +286,13 @@ class AuditRow:
     detail: str | None
 
 
-CHAT_AUDIT_SQL = text(
+CHAT_AUDIT_SQL = Sql(
     "SELECT at, actor, action, outcome, detail FROM audit_events WHERE chat_ref = :c "
     "ORDER BY at DESC, id DESC LIMIT :limit"
 )
 
 
-def chat_audit(session: Session, chat_ref: str, *, limit: int = 50) -> list[AuditRow]:
+def chat_audit(session: Reader, chat_ref: str, *, limit: int = 50) -> list[AuditRow]:
     rows = session.execute(CHAT_AUDIT_SQL, {"c": chat_ref, "limit": limit}).all()
     return [AuditRow(*r) for r in rows]
 
@@ -334,7 +332,7 @@ class DayEntries:
 # day's partitions only. The chats are named for every group but the two the checker only
 # counts, whatever their number: succeeded without a 429 confirmation, and skipped (`ops.check`:
 # neither can be missed). No ORDER BY in the aggregates: it would sort the whole day.
-DAY_ENTRY_GROUPS_SQL = text(
+DAY_ENTRY_GROUPS_SQL = Sql(
     f"""
             SELECT status, reason, confirmed_by_rate_limit, reached_linq, confirmation_in_window,
                    count(*) AS n,
@@ -369,7 +367,7 @@ DAY_ENTRY_GROUPS_SQL = text(
 )
 
 
-def day_entry_groups(session: Session, day: dt.date, *, window_s: float = 300.0) -> list[DayEntries]:
+def day_entry_groups(session: Reader, day: dt.date, *, window_s: float = 300.0) -> list[DayEntries]:
     rows = session.execute(DAY_ENTRY_GROUPS_SQL, {"d": day, "window": window_s}).all()
     return [
         DayEntries(
@@ -388,7 +386,7 @@ def day_entry_groups(session: Session, day: dt.date, *, window_s: float = 300.0)
 
 CHAT_FACTS_COLUMNS = """c.id, c.service, c.is_group, c.first_outbound_at, c.last_outbound_at,
                    c.opted_out, c.not_found_at IS NOT NULL AS not_found, l.card_active, c.health_status"""
-CHAT_FACTS_PAGE_SQL = text(
+CHAT_FACTS_PAGE_SQL = Sql(
     f"""
             SELECT {CHAT_FACTS_COLUMNS}
             FROM chats c JOIN lines l ON l.phone_number = c.line_phone
@@ -396,7 +394,7 @@ CHAT_FACTS_PAGE_SQL = text(
             ORDER BY c.id LIMIT :limit
             """
 )
-UNMARKED_DUE_FACTS_SQL = text(
+UNMARKED_DUE_FACTS_SQL = Sql(
     f"""
             SELECT {CHAT_FACTS_COLUMNS}
             FROM chats c JOIN lines l ON l.phone_number = c.line_phone
@@ -422,7 +420,7 @@ def _facts(r: Any) -> ChatFacts:
     )
 
 
-def chat_facts(session: Session, *, page_size: int = 1000) -> Iterator[tuple[uuid.UUID, ChatFacts]]:
+def chat_facts(session: Reader, *, page_size: int = 1000) -> Iterator[tuple[uuid.UUID, ChatFacts]]:
     """Every chat's facts, by id in pages, for a judge that applies the Python rule to them."""
     after = uuid.UUID(int=0)
     while True:
@@ -435,7 +433,7 @@ def chat_facts(session: Session, *, page_size: int = 1000) -> Iterator[tuple[uui
 
 
 def unmarked_due_facts(
-    session: Session, *, line_days: Mapping[str, dt.date], now: dt.datetime, policy: Policy
+    session: Reader, *, line_days: Mapping[str, dt.date], now: dt.datetime, policy: Policy
 ) -> list[tuple[uuid.UUID, ChatFacts]]:
     """The facts of the chats of the given lines (`{line: day}`) that the SQL due rule calls due
     now and that have no chat-day row for the line's day: what `check` judges again with the
@@ -448,18 +446,18 @@ def unmarked_due_facts(
     return [(r.id, _facts(r)) for r in rows]
 
 
-DAY_ATTEMPTS_SQL = text(
+DAY_ATTEMPTS_SQL = Sql(
     "SELECT attempt_no, started_at, finished_at, outcome, http_status, linq_code, trace_id, "
     "task_id FROM attempts WHERE chat_id = :c AND day = :d ORDER BY attempt_no"
 )
 
 
-def day_attempts(session: Session, chat_id: uuid.UUID, day: dt.date) -> list[dict[str, Any]]:
+def day_attempts(session: Reader, chat_id: uuid.UUID, day: dt.date) -> list[dict[str, Any]]:
     """One chat-day's attempts, as plain mappings (the checker shows them as they are)."""
     return [dict(r._mapping) for r in session.execute(DAY_ATTEMPTS_SQL, {"c": chat_id, "d": day})]
 
 
-REPEATED_WITH_SUCCESS_SQL = text(
+REPEATED_WITH_SUCCESS_SQL = Sql(
     """
             SELECT chat_id FROM attempts WHERE day = :d GROUP BY chat_id
             HAVING count(*) > 1 AND count(*) FILTER (WHERE http_status BETWEEN 200 AND 299) >= 1
@@ -467,12 +465,12 @@ REPEATED_WITH_SUCCESS_SQL = text(
 )
 
 
-def repeated_with_success(session: Session, day: dt.date) -> list[uuid.UUID]:
+def repeated_with_success(session: Reader, day: dt.date) -> list[uuid.UUID]:
     """Chats of `day` with more than one attempt, at least one of them answered 2xx."""
     return list(session.execute(REPEATED_WITH_SUCCESS_SQL, {"d": day}).scalars())
 
 
-ATTEMPT_STATS_SQL = text(
+ATTEMPT_STATS_SQL = Sql(
     """
                 SELECT count(*) FILTER (WHERE outcome = 'retryable') AS retries,
                        count(DISTINCT chat_id) FILTER (WHERE attempt_no > 1) AS retried_chats,
@@ -482,7 +480,7 @@ ATTEMPT_STATS_SQL = text(
 )
 
 
-def attempt_stats(session: Session, day: dt.date) -> dict[str, int]:
+def attempt_stats(session: Reader, day: dt.date) -> dict[str, int]:
     """Retryable attempts, chats tried more than once, unknown outcomes (the demo's summary)."""
     row = session.execute(ATTEMPT_STATS_SQL, {"d": day}).one()
     return {"retries": int(row.retries), "retried_chats": int(row.retried_chats), "unknown": int(row.unknown)}

@@ -8,20 +8,21 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.errors import StoreUnavailable
 from worker.store import hot
 from worker.store.hot import HotConnection
+from worker.store.sql import Sql
 
 # The share path's functions run one statement each, atomic on its own, so they accept a
 # connection in autocommit mode as well as a Session (saves BEGIN/COMMIT round trips).
 Db = Session | Connection | HotConnection
 
-SET_READ_ONLY_SQL = text("SET TRANSACTION READ ONLY")
-PING_SQL = text("SELECT 1")
+SET_READ_ONLY_SQL = Sql("SET TRANSACTION READ ONLY")
+PING_SQL = Sql("SELECT 1")
 
 
 @contextmanager

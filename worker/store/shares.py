@@ -13,7 +13,6 @@ import uuid
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from worker.rules import bounds
@@ -23,13 +22,14 @@ from worker.rules.states import CLOSED_STATUSES, FINAL_STATUSES, AttemptOutcome,
 from worker.store.due import FINAL, LEASED
 from worker.store.lines import ACCOUNT_JOIN, LINE_STATE_COLUMNS, line_state
 from worker.store.session import Db
+from worker.store.sql import Sql
 
 UTC_ZONE = ZoneInfo("UTC")
 
 # --------------------------------------------------------------------------- load
 
-# Built once: text() re-parses its bind parameters on every call.
-LOAD_CHAT_SQL = text(
+# Built once: Sql() re-parses its bind parameters on every call.
+LOAD_CHAT_SQL = Sql(
     f"""
             SELECT c.id, c.line_phone, c.service, c.is_group, c.first_outbound_at,
                    c.last_outbound_at, c.opted_out, c.not_found_at IS NOT NULL AS not_found,
@@ -123,7 +123,7 @@ def load_chat(
 
 # --------------------------------------------------------------------------- claim
 
-CLAIM_SQL = text(
+CLAIM_SQL = Sql(
     f"""
             WITH c AS (
             INSERT INTO share_days AS d (chat_id, day, status, lease_until, claim_token, claims,
@@ -213,7 +213,7 @@ def claim(
 
 # --------------------------------------------------------------------------- attempts
 
-BEGIN_ATTEMPT_SQL = text(
+BEGIN_ATTEMPT_SQL = Sql(
     """
             WITH d AS (
                 UPDATE share_days SET attempts = attempts + 1, updated_at = now()
@@ -247,7 +247,7 @@ class AttemptResult:
     trace_id: str | None = None
 
 
-ADD_LOST_CLAIM_SQL = text(
+ADD_LOST_CLAIM_SQL = Sql(
     "UPDATE share_days SET lost_claims = lost_claims + 1, updated_at = now() "
     "WHERE chat_id = :c AND day = :d AND claim_token = :t AND status = 'claimed' "
     "RETURNING lost_claims"
@@ -262,7 +262,7 @@ def add_lost_claim(session: Db, claim_: Claim) -> int | None:
     ).scalar_one_or_none()
 
 
-FINISH_ATTEMPT_SQL = text(
+FINISH_ATTEMPT_SQL = Sql(
     """
             UPDATE attempts SET finished_at = clock_timestamp(), outcome = :outcome,
                 http_status = :status, linq_code = :code, error = :error,
@@ -292,7 +292,7 @@ def finish_attempt(session: Db, attempt_id: int, result: AttemptResult, *, day: 
 
 # --------------------------------------------------------------------------- finish
 
-FINISH_DAY_SQL = text(
+FINISH_DAY_SQL = Sql(
     """
             UPDATE share_days SET status = :status, reason = :reason,
                 lease_until = now() + make_interval(secs => :delay),
@@ -343,7 +343,7 @@ def _delay(retry_in_s: float | None) -> float:
 # `retry`/`unknown` with the same token is a claim handed back at shutdown (`hand_back`) that
 # nobody has taken since: the run's late answer is still the truth (a 204 must land, or the next
 # run would share again), so it may land; any newer claim changed the token.
-FINISH_SQL = text(
+FINISH_SQL = Sql(
     f"""
             WITH a AS (
                 UPDATE attempts SET finished_at = clock_timestamp(), outcome = :outcome,
@@ -410,7 +410,7 @@ def finish(
     return None if row is None else Finished(row.first_outbound_s)
 
 
-CLOSE_UNCLAIMED_SQL = text(
+CLOSE_UNCLAIMED_SQL = Sql(
     f"""
             UPDATE share_days SET status = :status, reason = :reason, lease_until = now(),
                 finished_at = now(), updated_at = now()
@@ -420,7 +420,7 @@ CLOSE_UNCLAIMED_SQL = text(
 )
 
 
-HOLD_UNCLAIMED_SQL = text(
+HOLD_UNCLAIMED_SQL = Sql(
     f"""
             INSERT INTO share_days AS d (chat_id, day, status, reason, lease_until)
             VALUES (:chat_id, :day, 'held', :reason, now() + make_interval(secs => :delay))
@@ -457,7 +457,7 @@ def close_unclaimed(session: Db, chat_id: uuid.UUID, day: dt.date, status: DaySt
 
 # --------------------------------------------------------------------------- shutdown
 
-HAND_BACK_SQL = text(
+HAND_BACK_SQL = Sql(
     """
             WITH d AS (
                 SELECT d.chat_id, d.day, d.claim_token, EXISTS (

@@ -8,9 +8,9 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, text
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import Session
+from psycopg.types.json import Jsonb
+
+from worker.store.sql import Reader, Sql
 
 TODAY = "today"
 
@@ -25,7 +25,7 @@ class SummaryRow:
     seconds: float
 
 
-SAVE_SUMMARY_SQL = text(
+SAVE_SUMMARY_SQL = Sql(
     """
             INSERT INTO status_summaries AS s
                 (scope, line_days, counts, unmarked_due, latency, counted_at, seconds)
@@ -37,30 +37,26 @@ SAVE_SUMMARY_SQL = text(
             -- Two passes racing: the later count wins, whichever commits last.
             WHERE s.counted_at <= EXCLUDED.counted_at
             """
-).bindparams(
-    bindparam("line_days", type_=JSONB),
-    bindparam("counts", type_=JSONB),
-    bindparam("unmarked_due", type_=JSONB),
-    bindparam("latency", type_=JSONB),
 )
 
 
-def save_summary(session: Session, row: SummaryRow, scope: str = TODAY) -> None:
+def save_summary(session: Reader, row: SummaryRow, scope: str = TODAY) -> None:
     session.execute(
         SAVE_SUMMARY_SQL,
         {
             "scope": scope,
-            "line_days": row.line_days,
-            "counts": row.counts,
-            "unmarked_due": row.unmarked_due,
-            "latency": row.latency,
+            # Jsonb: psycopg sends these as jsonb, whoever runs the statement.
+            "line_days": Jsonb(row.line_days),
+            "counts": Jsonb(row.counts),
+            "unmarked_due": Jsonb(row.unmarked_due),
+            "latency": Jsonb(row.latency),
             "counted_at": row.counted_at,
             "seconds": row.seconds,
         },
     )
 
 
-LOAD_SUMMARY_SQL = text(
+LOAD_SUMMARY_SQL = Sql(
     """
             SELECT line_days, counts, unmarked_due, latency, counted_at, seconds
             FROM status_summaries WHERE scope = :scope
@@ -68,7 +64,7 @@ LOAD_SUMMARY_SQL = text(
 )
 
 
-def load_summary(session: Session, scope: str = TODAY) -> SummaryRow | None:
+def load_summary(session: Reader, scope: str = TODAY) -> SummaryRow | None:
     r = session.execute(LOAD_SUMMARY_SQL, {"scope": scope}).one_or_none()
     if r is None:
         return None

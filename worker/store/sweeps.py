@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from worker.errors import StoreUnavailable
@@ -19,6 +19,7 @@ from worker.rules.cadence import Policy
 from worker.rules.states import MISSABLE_STATUSES, DayStatus
 from worker.store.due import CHAT_IS_DUE, REQUEUABLE, binds, sql_list
 from worker.store.lines import LINE_DAYS, line_days_params
+from worker.store.sql import Sql
 
 MISSABLE_OR_HELD = sql_list((*MISSABLE_STATUSES, DayStatus.HELD))
 
@@ -46,7 +47,7 @@ class Page:
 # Only chats whose `marked_day` is before the line's day (docs/decisions.md §17): those the
 # event path or an earlier sweep marked today are not read again. Keyset order (marked_day, id)
 # through `ix_chats_line_marked`; marking moves a visited chat out of the range, never ahead.
-DUE_PAGE_SQL = text(
+DUE_PAGE_SQL = Sql(
     f"""
             SELECT c.id, c.marked_day, c.last_outbound_at,
                    (d.chat_id IS NULL
@@ -127,7 +128,7 @@ def mark_params(
     }
 
 
-MARK_SQL = text(
+MARK_SQL = Sql(
     f"""
             WITH marked AS (
             INSERT INTO share_days AS d (chat_id, day, status, reason, lease_until, enqueues,
@@ -156,7 +157,7 @@ MARK_SQL = text(
 # After the marks committed, in a transaction of its own that waits for no one: a chat another
 # transaction holds (a webhook recording its activity) is skipped and simply read again by the
 # next sweep. Waiting here, while holding the page's new rows, could deadlock with that webhook.
-NOTE_MARKED_SQL = text(
+NOTE_MARKED_SQL = Sql(
     """
             UPDATE chats c SET marked_day = :day
             FROM (SELECT id FROM chats WHERE id = ANY(:ids) AND marked_day < :day
@@ -195,7 +196,7 @@ def mark(
 
 # --------------------------------------------------------------------------- the release pass
 
-RELEASE_SQL = text(
+RELEASE_SQL = Sql(
     f"""
             SELECT d.chat_id, d.day, c.line_phone, d.reason
             FROM share_days d
@@ -231,7 +232,7 @@ def waking(session: Session, *, line_days: Mapping[str, dt.date], limit: int) ->
     return [Waking(r.chat_id, r.day, r.line_phone, r.reason) for r in rows]
 
 
-RELEASE_APPLY_SQL = text(
+RELEASE_APPLY_SQL = Sql(
     """
             UPDATE share_days d SET status = p.status, reason = p.reason,
                 lease_until = now() + make_interval(secs => p.delay),
@@ -269,7 +270,7 @@ def apply_release(
 # Keyset pages over the day's open rows in (lease_until, chat_id) order (ix_share_days_open, which
 # holds only open rows): each page starts where the last one stopped, so a pass reads each row
 # once however many are stale. (Ordering every stale row again for each page was quadratic.)
-REQUEUE_EXPIRED_SQL = text(
+REQUEUE_EXPIRED_SQL = Sql(
     f"""
             WITH expired AS (
                 SELECT chat_id, day, lease_until FROM share_days
@@ -344,7 +345,7 @@ def requeue_expired(
     return Requeued([r.chat_id for r in rows], last)
 
 
-FAIL_POISONED_SQL = text(
+FAIL_POISONED_SQL = Sql(
     """
             UPDATE share_days SET status = 'failed', finished_at = now(), updated_at = now(),
                 lost_claims = lost_claims + 1,
@@ -368,13 +369,13 @@ _CLOSE_SET = """status = CASE WHEN {d}status = 'held' THEN 'skipped' ELSE 'faile
                               THEN left(coalesce({d}reason, 'held') || ' (its day ended while held)', 500)
                               ELSE 'day_over: the day ended before the share succeeded' END,
                 finished_at = now(), updated_at = now()"""
-CLOSE_PAST_DAYS_SQL = text(
+CLOSE_PAST_DAYS_SQL = Sql(
     f"""
             UPDATE share_days SET {_CLOSE_SET.format(d="")}
             WHERE day < :before AND status IN {MISSABLE_OR_HELD}
             """
 )
-CLOSE_LINE_PAST_DAYS_SQL = text(
+CLOSE_LINE_PAST_DAYS_SQL = Sql(
     f"""
             UPDATE share_days d SET {_CLOSE_SET.format(d="d.")}
             FROM chats c, {LINE_DAYS}
@@ -402,7 +403,7 @@ def close_past_days(session: Session, *, line_days: Mapping[str, dt.date]) -> in
 
 # --------------------------------------------------------------------------- runs and locks
 
-START_RUN_SQL = text(
+START_RUN_SQL = Sql(
     "INSERT INTO sweep_runs (kind, day, started_at) VALUES (:k, :d, clock_timestamp()) RETURNING id"
 )
 
@@ -411,7 +412,7 @@ def start_run(session: Session, kind: str, day: dt.date) -> int:
     return int(session.execute(START_RUN_SQL, {"k": kind, "d": day}).scalar_one())
 
 
-FINISH_RUN_SQL = text(
+FINISH_RUN_SQL = Sql(
     "UPDATE sweep_runs SET finished_at = clock_timestamp(), scanned = :s, enqueued = :e, "
     "error = :err WHERE id = :id"
 )
@@ -421,8 +422,8 @@ def finish_run(session: Session, run_id: int, *, scanned: int, enqueued: int, er
     session.execute(FINISH_RUN_SQL, {"id": run_id, "s": scanned, "e": enqueued, "err": error})
 
 
-TRY_LOCK_SQL = text("SELECT pg_try_advisory_lock(:k)")
-UNLOCK_SQL = text("SELECT pg_advisory_unlock(:k)")
+TRY_LOCK_SQL = Sql("SELECT pg_try_advisory_lock(:k)")
+UNLOCK_SQL = Sql("SELECT pg_advisory_unlock(:k)")
 
 
 @contextmanager

@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from sqlalchemy import text
-from sqlalchemy.orm import Session
+from worker.store.sql import Reader, Sql
 
-SUPERSEDE_SQL = text(
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+SUPERSEDE_SQL = Sql(
     """
             UPDATE account_warnings SET resolved_at = now(), resolution = :resolution
             WHERE subject = :subject AND resolved_at IS NULL
             """
 )
-RAISE_SQL = text(
+RAISE_SQL = Sql(
     """
             INSERT INTO account_warnings (kind, subject, summary, occurred_at, event_id)
             VALUES (:kind, :subject, :summary, :occurred_at, :event_id)
@@ -55,7 +58,7 @@ def resolve_warnings(session: Session, *, subject: str, resolution: str) -> int:
     return int(getattr(result, "rowcount", 0))
 
 
-ACK_SQL = text(
+ACK_SQL = Sql(
     """
             UPDATE account_warnings SET acknowledged_at = now(), acknowledged_by = :by
             WHERE (:all OR id = :id) AND acknowledged_at IS NULL AND resolved_at IS NULL
@@ -87,7 +90,7 @@ class WarningRow:
         return self.acknowledged_at is None and self.resolved_at is None
 
 
-WARNINGS_SQL = text(
+WARNINGS_SQL = Sql(
     """
             SELECT id, kind, subject, summary, occurred_at, raised_at, acknowledged_at,
                    acknowledged_by, resolved_at, resolution
@@ -99,6 +102,6 @@ WARNINGS_SQL = text(
 )
 
 
-def warnings(session: Session, *, include_closed: bool = False, limit: int = 50) -> list[WarningRow]:
+def warnings(session: Reader, *, include_closed: bool = False, limit: int = 50) -> list[WarningRow]:
     rows = session.execute(WARNINGS_SQL, {"all": include_closed, "limit": limit}).all()
     return [WarningRow(*r) for r in rows]
