@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
 
 from worker import migrate, runtime
 from worker.config import Settings
-from worker.errors import CardshareError, StoreUnavailable
+from worker.errors import CardshareError, SchemaOutOfDate, StoreUnavailable
 from worker.logs import register_secret
 from worker.rules.cadence import share_day
 from worker.rules.retention import wanted_days
@@ -35,22 +36,15 @@ if TYPE_CHECKING:
 QUEUE_APP = "worker.queue.app"
 
 
-class SchemaOutOfDate(CardshareError):
-    """The database schema is not at the code's revision: run `cardshare db upgrade`."""
-
-    exit_code = 2
-
-
-def load_settings() -> Settings:
-    """This process's settings, from its environment: the one place a `cardshare` command reads it."""
-    return Settings.from_env()
-
-
 @dataclass
 class Booted:
     settings: Settings
     services: EmbeddedServices | None
     watchdog: Watchdog | None = None
+
+    def sessions(self) -> sessionmaker[Session]:
+        """The installed runtime's sessions."""
+        return runtime.get().sessions
 
     def close(self) -> None:
         runtime.reset()
@@ -129,13 +123,7 @@ def resolve(
 def ensure_schema(engine: Engine) -> None:
     """One query against the revision the migrations' files name as head (`migrate.head_revision`):
     Alembic's ScriptDirectory would import every migration file to find it."""
-    head = migrate.head_revision()
-    current = schema_revision(engine)
-    if current != head:
-        raise SchemaOutOfDate(
-            f"database schema is at {current or 'nothing'}, this cardshare needs {head}: "
-            "run `cardshare db upgrade`"
-        )
+    migrate.ensure_revision(schema_revision(engine))
 
 
 def wait_for_schema(

@@ -3,7 +3,7 @@
 Each field of `Settings` is declared with `setting(...)`: its environment variable, the parser
 that reads it, and its row in the README's configuration table (a test compares the table with
 `readme_rows()`; `python -m worker.config` prints the rows). `Settings.from_env()` runs at a
-process's entry point (`bootstrap.load_settings`, `worker.celery_app`, the sandbox child, the
+process's entry point (`cli.common.load_settings`, `worker.celery_app`, the sandbox child, the
 healthcheck); children get `Settings.to_env()`; tests build `Settings(...)`. Secrets are masked
 in `repr` so a stray log of the object leaks nothing.
 """

@@ -16,14 +16,14 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from sqlalchemy.orm import Session, sessionmaker
-
 from worker.config import Settings
 from worker.rules.cadence import Policy
 from worker.rules.gate import PacePolicy
 from worker.rules.retrying import RetryPolicy
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
     # Annotations only: worker.linq brings httpx (~0.1 s to import), which commands that never
     # call Linq (`status`, `history`, `check`) do not need.
     from worker.linq import LinqGateway, LinqResponse
@@ -31,6 +31,23 @@ if TYPE_CHECKING:
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def policy_of(s: Settings) -> Policy:
+    """The cadence policy the settings give (what is due, in which zone)."""
+    return Policy(
+        zone=s.zone, active_days=s.active_days, share_groups=s.share_groups, due_policy=s.due_policy
+    )
+
+
+def pace_of(s: Settings) -> PacePolicy:
+    """The pace policy the settings give (per line, at risk, per account)."""
+    return PacePolicy(
+        line_per_minute=s.line_shares_per_minute,
+        at_risk_per_minute=s.at_risk_shares_per_minute,
+        account_per_minute=s.account_shares_per_minute,
+        release_interval_s=s.release_interval_s,
+    )
 
 
 @dataclass(frozen=True)
@@ -87,20 +104,11 @@ class Deps:
 
     @property
     def policy(self) -> Policy:
-        s = self.settings
-        return Policy(
-            zone=s.zone, active_days=s.active_days, share_groups=s.share_groups, due_policy=s.due_policy
-        )
+        return policy_of(self.settings)
 
     @property
     def pace(self) -> PacePolicy:
-        s = self.settings
-        return PacePolicy(
-            line_per_minute=s.line_shares_per_minute,
-            at_risk_per_minute=s.at_risk_shares_per_minute,
-            account_per_minute=s.account_shares_per_minute,
-            release_interval_s=s.release_interval_s,
-        )
+        return pace_of(self.settings)
 
     @property
     def retry_policy(self) -> RetryPolicy:

@@ -42,3 +42,9 @@ class BrokerUnavailable(CardshareError):
 
 class UnknownChat(InputError):
     """No such chat."""
+
+
+class SchemaOutOfDate(CardshareError):
+    """The database schema is not at the code's revision: run `cardshare db upgrade`."""
+
+    exit_code = 2

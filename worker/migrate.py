@@ -14,6 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from worker.errors import SchemaOutOfDate
+
 if TYPE_CHECKING:
     from alembic.config import Config
 
@@ -58,6 +60,16 @@ def head_revision() -> str:
     if len(heads) != 1:
         raise RuntimeError(f"the migrations have {len(heads)} heads ({', '.join(heads)}): merge them")
     return heads[0]
+
+
+def ensure_revision(current: str | None) -> None:
+    """SchemaOutOfDate unless the database's revision (`store.schema.revision`) is the head."""
+    head = head_revision()
+    if current != head:
+        raise SchemaOutOfDate(
+            f"database schema is at {current or 'nothing'}, this cardshare needs {head}: "
+            "run `cardshare db upgrade`"
+        )
 
 
 def alembic_config(url: str) -> Config:

@@ -1,6 +1,6 @@
 """This process's settings and the singletons built from them (engine, sessions, Linq clients, deps).
 
-Settings are built once, at the process's entry point (`bootstrap.load_settings` for the CLI,
+Settings are built once, at the process's entry point (`cli.common.load_settings` for the CLI,
 `worker.celery_app` for `celery -A`), and installed here; nothing below reads the environment.
 The engine and clients are built on first use, once per process: a forked child (prefork pool)
 builds its own instead of sharing its parent's sockets.

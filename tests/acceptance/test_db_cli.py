@@ -59,7 +59,7 @@ def in_process(
         if name.startswith(("CARDSHARE_", "LINQ_", "REDIS_", "DATABASE_")):
             monkeypatch.delenv(name)
     for name, value in env.items():
-        if name.startswith(("CARDSHARE_", "DATABASE_")):
+        if name.startswith(("CARDSHARE_", "DATABASE_", "REDIS_")):
             monkeypatch.setenv(name, value)
     capsys.readouterr()
     with pytest.raises(SystemExit) as exited:
@@ -144,3 +144,33 @@ def test_db_wait_holds_until_the_migration_has_run(
     code, err = in_process(["db", "wait", "--timeout", "1"], dead, monkeypatch, capsys)
     assert code != 0
     assert "cannot reach PostgreSQL" in err
+
+
+def test_status_and_history_refuse_a_database_they_cannot_read_in_one_line(
+    empty_database: str,
+    redis_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The read-only commands' own connection (store.plain) refuses as every command does: the
+    schema not migrated (exit 2), PostgreSQL not there (exit 3), one line naming it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CARDSHARE_", "LINQ_", "REDIS_"))}
+    data = tmp_path / "data"
+    env |= {"DATABASE_URL": empty_database, "REDIS_URL": redis_url, "CARDSHARE_DATA_DIR": str(data)}
+    chat = str(uuid.uuid4())
+    for args in (["status"], ["status", "--json"], ["history", chat]):
+        code, err = in_process(args, env, monkeypatch, capsys)
+        assert code == 2, (args, err)
+        assert err.strip() == (
+            f"cardshare: database schema is at nothing, this cardshare needs {migrate.head_revision()}: "
+            "run `cardshare db upgrade`"
+        ), err
+    dead = env | {"DATABASE_URL": f"postgresql://cardshare@127.0.0.1:{free_port()}/cardshare"}
+    for args in (["status"], ["history", chat]):
+        code, err = in_process(args, dead, monkeypatch, capsys)
+        assert code == 3, (args, err)
+        assert err.startswith("cardshare: cannot reach PostgreSQL: "), err
+        assert len(err.strip().splitlines()) == 1, err
+    assert not (data / "pg").exists()
+    assert not (data / "redis").exists()

@@ -23,13 +23,34 @@ pytestmark = pytest.mark.acceptance
 HEAVY = ("linq", "pydantic", "alembic", "uvicorn", "starlette")
 # What the read-only commands (`status`, `history`) skip as well: Celery (they queue nothing),
 # httpx (they call no one) and the embedded servers' module (the servers are running).
-READ_ONLY_SKIPS = ("celery", "kombu", "httpx", "worker.embedded", "worker.queue.app", "worker.linq")
+# SQLAlchemy too: they read through one psycopg connection (worker/store/sql.py).
+READ_ONLY_SKIPS = (
+    "celery",
+    "kombu",
+    "httpx",
+    "worker.embedded",
+    "worker.queue.app",
+    "worker.linq",
+    "sqlalchemy",
+)
+# Loaded by `status`, but only after its database reads: not there at the first connection.
+AFTER_FIRST_QUERY = ("redis", "rich", "sqlalchemy", "celery")
 
 # Runs one command through the console script's entry point and prints, after it, the heavy
 # top-level packages that ended up in sys.modules (at exit, so the command's own work counts).
 PROBE = """
 import atexit, gc, json, sys
+import psycopg
+_connect = psycopg.Connection.connect.__func__
+_at_first = []
+def _marking(cls, *args, **kwargs):
+    if not _at_first:
+        _at_first.append(sorted({m.split('.')[0] for m in sys.modules} & set(LATER)))
+    return _connect(cls, *args, **kwargs)
+psycopg.Connection.connect = classmethod(_marking)
+psycopg.connect = lambda *a, **k: _marking(psycopg.Connection, *a, **k)
 def _report():
+    sys.stderr.write('FIRST ' + json.dumps(_at_first[0] if _at_first else None) + '\\n')
     heavy = sorted({m.split('.')[0] for m in sys.modules} & set(HEAVY))
     skipped = sorted(m for m in SKIPS if m in sys.modules)
     sys.stderr.write('\\nLOADED ' + json.dumps(heavy) + '\\n')
@@ -39,7 +60,9 @@ atexit.register(_report)
 sys.argv = ['cardshare', *sys.argv[1:]]
 from worker.entry import main
 main()
-""".replace("HEAVY", repr(HEAVY)).replace("SKIPS", repr(READ_ONLY_SKIPS))
+"""
+PROBE = PROBE.replace("HEAVY", repr(HEAVY)).replace("SKIPS", repr(READ_ONLY_SKIPS))
+PROBE = PROBE.replace("LATER", repr(AFTER_FIRST_QUERY))
 
 
 @dataclass
@@ -48,6 +71,7 @@ class Probe:
     heavy: list[str]  # of HEAVY, what the command loaded
     also: list[str]  # of READ_ONLY_SKIPS, what it loaded
     frozen: int  # objects gc.freeze() moved out of the collector's way before teardown
+    first: list[str] | None  # of AFTER_FIRST_QUERY, what was loaded when it first connected
 
 
 def loaded(settings: Settings, *args: str) -> Probe:
@@ -65,7 +89,13 @@ def loaded(settings: Settings, *args: str) -> Probe:
         assert lines, done.stderr
         return lines[-1].removeprefix(prefix)
 
-    return Probe(done, json.loads(marked("LOADED ")), json.loads(marked("ALSO ")), int(marked("FROZEN ")))
+    return Probe(
+        done,
+        json.loads(marked("LOADED ")),
+        json.loads(marked("ALSO ")),
+        int(marked("FROZEN ")),
+        json.loads(marked("FIRST ")),
+    )
 
 
 def test_status_history_share_and_recover_load_no_sdk_server_or_alembic(
@@ -84,6 +114,8 @@ def test_status_history_share_and_recover_load_no_sdk_server_or_alembic(
         assert probe.heavy == [], f"cardshare {' '.join(args)} imported {probe.heavy}"
         if args[0] in ("status", "history"):
             assert probe.also == [], f"cardshare {' '.join(args)} imported {probe.also}"
+            # Its first query waits for nothing but psycopg, click and cardshare's own modules.
+            assert probe.first == [], f"cardshare {' '.join(args)} had loaded {probe.first} by then"
         # The interpreter's teardown skips what the command loaded (worker.entry: ~0.45 s).
         assert probe.frozen > 10_000, (args, probe.frozen)
     # The probe does see them when they are loaded: bare `cardshare --help` loads the whole group,
@@ -94,3 +126,10 @@ def test_status_history_share_and_recover_load_no_sdk_server_or_alembic(
     assert probe.frozen > 10_000
     probe = loaded(settings, "share", chat)
     assert "celery" in probe.also
+    assert probe.first is not None
+    assert "sqlalchemy" in probe.first
+    # The table (rich) and Redis's part come after the database's reads.
+    probe = loaded(settings, "status")
+    assert probe.done.returncode == 0, probe.done.stderr
+    assert probe.first == []
+    assert probe.also == []

@@ -109,6 +109,14 @@ LAZY = {
     ("worker.runtime", "worker.linq"),
     ("worker.runtime", "worker.sharing.sandbox"),
     ("worker.sharing.sandbox", "worker.linq"),
+    # `status` and `history` against running servers read through store.plain and skip
+    # SQLAlchemy (~0.45 s: worker/store/sql.py); every other command boots as before.
+    ("worker.cli.common", "worker.bootstrap"),
+    ("worker.ops.status", "worker.store.session"),
+    # redis-py (0.1-0.25 s, with OpenTelemetry's SDK when installed) after the database's reads.
+    ("worker.ops.status", "worker.ops.broker_view"),
+    # rich (~0.1 s) only for the table; `status --json` skips it.
+    ("worker.cli.reads", "worker.cli.status_table"),
     # Only `check --simulator` reads the simulator's log over httpx.
     ("worker.cli.ops", "worker.simulator"),
     ("worker.cli.ops", "worker.simulator.client"),
@@ -168,7 +176,7 @@ def test_linq_gateway_is_the_only_door_to_linq() -> None:
 
 
 def test_settings_are_read_from_the_environment_only_at_entry_points() -> None:
-    """CLI commands (bootstrap), `celery -A worker.celery_app`, the sandbox child, the healthcheck."""
+    """CLI commands (cli.common), `celery -A worker.celery_app`, the sandbox child, the healthcheck."""
     callers = set()
     for name, path in modules().items():
         for node in ast.walk(parse(path)):
@@ -180,7 +188,7 @@ def test_settings_are_read_from_the_environment_only_at_entry_points() -> None:
             ):
                 callers.add(name)
     assert callers == {
-        "worker.bootstrap",
+        "worker.cli.common",
         "worker.celery_app",
         "worker.sharing.sandbox",
         "worker.ops.healthcheck",

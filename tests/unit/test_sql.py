@@ -15,7 +15,7 @@ from sqlalchemy.sql.elements import TextClause
 import worker.store
 from worker.store.sql import Sql, to_driver
 
-DIALECT = pg_psycopg.dialect()  # type: ignore[no-untyped-call]
+DIALECT = pg_psycopg.dialect()
 
 
 def sqlalchemy_sends(statement: str) -> str:

@@ -13,17 +13,26 @@ import traceback
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from worker import bootstrap
-from worker.bootstrap import Booted
+from worker import migrate
 from worker.config import Settings
+from worker.deps import utcnow
 from worker.errors import BrokerUnavailable, CardshareError, InputError, StoreUnavailable
 from worker.logs import configure as configure_logging
-from worker.logs import redact
+from worker.logs import redact, register_secret
 from worker.rules import bounds
+from worker.rules.cadence import share_day
+from worker.rules.retention import past_retention, past_retention_message
+from worker.store import schema
+from worker.store.plain import PlainDatabase
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from worker.bootstrap import Booted
 
 # Terminal control: C0 controls but tab and newline (ESC starts every escape sequence), DEL, C1
 # controls (CSI, OSC ...), and the invisible format characters that reorder text (bidi).
@@ -95,21 +104,70 @@ def _run(group: click.Group, argv: Sequence[str] | None) -> None:
 def load_settings() -> Settings:
     """This process's settings (read once: pass them on to `boot`); a bad one ends the command."""
     try:
-        return bootstrap.load_settings()
+        return Settings.from_env()  # the one place a `cardshare` command reads its environment
     except CardshareError as exc:
         fail(str(exc), exc.exit_code)
+
+
+def _quiet_logging(settings: Settings) -> None:
+    configure_logging(settings.log_level if settings.log_level != "INFO" else "WARNING", settings.log_format)
 
 
 @contextmanager
 def boot(settings: Settings | None = None, **kw: Any) -> Iterator[Booted]:
     """Resolve the servers (embedded ones started if needed) and install the runtime for the block."""
+    # Here, not at the top: bootstrap brings SQLAlchemy (~0.45 s to import on the 2-core box),
+    # which `status` and `history` against running servers skip (`read_boot`).
+    from worker.bootstrap import resolve
+
     settings = settings or load_settings()
-    configure_logging(settings.log_level if settings.log_level != "INFO" else "WARNING", settings.log_format)
-    b = bootstrap.resolve(settings, **kw)
+    _quiet_logging(settings)
+    b = resolve(settings, **kw)
     try:
         yield b
     finally:
         b.close()
+
+
+@contextmanager
+def read_boot(
+    settings: Settings | None = None,
+) -> Iterator[tuple[Settings, sessionmaker[Session] | PlainDatabase]]:
+    """For a command that only reads the database, then Redis (`status`, `history`): its settings
+    and where to read. With both servers' URLs set, one psycopg connection and no SQLAlchemy,
+    Celery or httpx (the first query comes ~0.5 s sooner on the 2-core box: bench/README.md §6);
+    with an embedded server to start, the full boot (which takes seconds anyway)."""
+    settings = settings or load_settings()
+    if settings.database_url is None or settings.redis_url is None:
+        with boot(settings) as b:
+            yield b.settings, b.sessions()
+        return
+    _quiet_logging(settings)
+    register_secret(settings.linq_api_key.get())
+    db = PlainDatabase(settings.database_url)
+    try:
+        with db.read_only() as conn:
+            migrate.ensure_revision(schema.revision(conn))
+        yield settings, db
+    finally:
+        db.close()
+
+
+def retention_note(settings: Settings, day: dt.date | None, now: dt.datetime | None = None) -> str | None:
+    """What is said of a day older than CARDSHARE_RETENTION_DAYS (None for a kept day)."""
+    if day is None:
+        return None
+    today = share_day(now or utcnow(), settings.zone)
+    if past_retention(day, today, settings.retention_days):
+        return past_retention_message(day, today, settings.retention_days)
+    return None
+
+
+def refuse_past_retention(settings: Settings, day: dt.date | None) -> None:
+    """A day older than CARDSHARE_RETENTION_DAYS has no rows left to report on: say so (exit 2)."""
+    note = retention_note(settings, day)
+    if note is not None:
+        raise InputError(f"--day {note}")
 
 
 @contextmanager

@@ -44,7 +44,8 @@ def _target(phone: str | None, every: bool) -> str | None:
 def line_list(as_json: bool) -> None:
     """Every line: reputation, status, paused, hours, pace, card, due today, can it finish."""
     with boot() as b:
-        st = status_mod.collect_for(runtime.get().deps, b.settings, None)
+        deps = runtime.get().deps
+        st = status_mod.collect_for(deps.sessions, b.settings, None, now=deps.clock())
     shown = [ln for ln in st.lines if ln.view is not None]
     if as_json:
         click.echo(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from worker.cli import cards, db, dev, ingest, lines, ops, run, share
+from worker.cli import cards, db, dev, ingest, lines, ops, reads, run, share
 from worker.cli.common import CONTEXT
 from worker.cli.common import run as run_group
 
@@ -25,7 +25,8 @@ run.register(cli)  # worker, beat
 dev.register(cli)  # simulator, demo
 cards.register(cli)  # card list|create|update, contacts
 ingest.register(cli)  # webhooks, sync, import
-ops.register(cli)  # status, history, check, health, web
+ops.register(cli)  # count, check, health, web
+reads.register(cli)  # status, history
 lines.register(cli)  # line list|pause|resume|set, warnings list|ack
 
 

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from worker.ops.day_counts import DayCounts, read_day_counts
 from worker.rules.cadence import Policy
 from worker.store.session import read_only
+from worker.store.sql import Reader
 
 log = logging.getLogger("cardshare.status_page")
 
@@ -59,7 +60,7 @@ class CountsCache:
 
     def __call__(
         self,
-        s: Session,
+        s: Reader,
         wanted: Mapping[str, dt.date],
         current: Mapping[str, dt.date],
         now: dt.datetime,

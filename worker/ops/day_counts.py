@@ -1,8 +1,8 @@
 """A day's chat-day counts: read live, or saved by beat's count pass (docs/retention.md §7).
 
 Counting a day reads every chat-day of it: at a million a day that is seconds of PostgreSQL.
-Beat's count pass (`count_today`, every CARDSHARE_STATUS_COUNTS_INTERVAL seconds) counts today
-for every line once and saves it in `status_summaries`; `cardshare status` and the status page
+Beat's count pass (`ops.count_pass`, every CARDSHARE_STATUS_COUNTS_INTERVAL seconds) counts
+today for every line once and saves it in `status_summaries`; `cardshare status` and the status page
 read that row (`saved_today`) while it is younger than three intervals and was counted for the
 same lines and days, and count for themselves otherwise (beat down, a line added, a day rolled
 over, `status --live`).
@@ -11,27 +11,22 @@ over, `status --live`).
 from __future__ import annotations
 
 import datetime as dt
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.orm import Session
-
-from worker.deps import Deps
 from worker.rules.cadence import Policy
-from worker.store.latency import DayLatency, first_outbound_latency
-from worker.store.lines import lines
+from worker.store.latency import DayLatency
 from worker.store.reports import DayCount, day_status_counts, unmarked_due_by_line
-from worker.store.session import read_only, transaction
-from worker.store.summaries import SummaryRow, load_summary, save_summary
+from worker.store.sql import Reader
+from worker.store.summaries import SummaryRow, load_summary
 
 # The chat-days counted per line, status and reason, and per line the due chats no sweep reached.
 DayCounts = tuple[list[DayCount], dict[str, int]]
 # (session, {line: day} counted, {line: day} of the lines whose day is today, now, policy) ->
 # (the counts, when they were read).
 CountsReader = Callable[
-    [Session, Mapping[str, dt.date], Mapping[str, dt.date], dt.datetime, Policy],
+    [Reader, Mapping[str, dt.date], Mapping[str, dt.date], dt.datetime, Policy],
     tuple[DayCounts, dt.datetime],
 ]
 
@@ -40,7 +35,7 @@ MAX_AGE_INTERVALS = 3
 
 
 def read_day_counts(
-    s: Session,
+    s: Reader,
     wanted: Mapping[str, dt.date],
     current: Mapping[str, dt.date],
     now: dt.datetime,
@@ -107,7 +102,7 @@ def decode(row: SummaryRow) -> Saved:
     return Saved((rows, pending), latency, row.counted_at, row.seconds)
 
 
-def saved_today(s: Session, current: Mapping[str, dt.date], now: dt.datetime, max_age: float) -> Saved | None:
+def saved_today(s: Reader, current: Mapping[str, dt.date], now: dt.datetime, max_age: float) -> Saved | None:
     """The saved counts of today, if counted for exactly these lines' days within `max_age`
     seconds of `now`; else None (the caller counts)."""
     if max_age <= 0 or not current:
@@ -119,29 +114,3 @@ def saved_today(s: Session, current: Mapping[str, dt.date], now: dt.datetime, ma
     if not 0 <= age <= max_age:
         return None
     return decode(row)
-
-
-@dataclass(frozen=True)
-class CountReport:
-    lines: int
-    chat_days: int
-    seconds: float
-
-    def one_line(self) -> str:
-        return f"counted {self.chat_days} chat-days of {self.lines} lines in {self.seconds:.2f}s"
-
-
-def count_today(deps: Deps) -> CountReport:
-    """Beat's count pass: today's counts and first-outbound latency for every line, saved.
-
-    The counting is read only; the save is one upsert in its own short transaction."""
-    now = deps.clock()
-    started = time.monotonic()
-    with read_only(deps.sessions) as s:
-        current = {r.state.phone: r.state.today(now) for r in lines(s, deps.policy.zone)}
-        counts = read_day_counts(s, current, current, now, deps.policy)
-        latency = first_outbound_latency(s, current.values())
-    seconds = time.monotonic() - started
-    with transaction(deps.sessions) as s:
-        save_summary(s, encode(current, counts, latency, now, seconds))
-    return CountReport(len(current), sum(r.count for r in counts[0]), seconds)

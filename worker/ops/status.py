@@ -10,26 +10,22 @@ import dataclasses
 import datetime as dt
 import uuid
 from collections import Counter
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
-from typing import Any
-
-import redis
-from sqlalchemy.orm import Session, sessionmaker
+from typing import TYPE_CHECKING, Any
 
 from worker.config import Settings
-from worker.deps import Deps
-from worker.keys import SHARE_QUEUE, UNACKED_KEY
-from worker.ops import health
+from worker.deps import pace_of, policy_of, utcnow
 from worker.ops.day_counts import CountsReader, max_age_s, read_day_counts, saved_today
-from worker.ops.lines import LinePace, LineView
+from worker.ops.lines import LineView
 from worker.ops.lines import view as line_view
 from worker.rules import retention as retention_rules
 from worker.rules.cadence import EXPLANATIONS, NotDue, Policy, share_day
 from worker.rules.gate import Decision, PacePolicy, Verdict, decide
 from worker.rules.states import CLOSED_STATUSES, DayStatus
-from worker.sharing.pace import RedisPacer
 from worker.store.latency import DayLatency, first_outbound_latency
 from worker.store.lines import LineRow, lines
+from worker.store.plain import PlainDatabase
 from worker.store.reports import (
     AttemptRow,
     AuditRow,
@@ -45,8 +41,14 @@ from worker.store.reports import (
     last_runs,
     recent_failures,
 )
-from worker.store.session import read_only
+from worker.store.sql import Reader
 from worker.store.warnings import WarningRow, warnings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from worker.ops.broker_view import BeatSeen, WorkerSeen
+
 
 FAILURES_SHOWN = 20
 FAILURE_DAYS = 7  # how far back "last failures" looks
@@ -164,30 +166,6 @@ class Run:
     error: str | None
 
 
-@dataclass(frozen=True)
-class WorkerSeen:
-    node: str
-    host: str
-    pid: int
-    pool: str
-    concurrency: int
-    live: bool
-    stalled: bool  # what `cardshare health` would say: work waits and it finished nothing for too long
-    heartbeat_age_s: float
-    last_task_age_s: float | None
-    completed: int
-    held: int
-
-
-@dataclass(frozen=True)
-class BeatSeen:
-    host: str
-    pid: int
-    live: bool
-    heartbeat_age_s: float
-    sent_age_s: dict[str, float]
-
-
 @dataclass
 class Status:
     day: dt.date
@@ -270,8 +248,18 @@ def _run(row: RunRow | None) -> Run | None:
     return Run(row.kind, row.started_at, row.finished_at, seconds, row.scanned, row.enqueued, row.error)
 
 
+def reading(sessions: sessionmaker[Session] | PlainDatabase) -> AbstractContextManager[Reader]:
+    """A read-only transaction: on the process's sessions, or on the plain connection of
+    `cardshare status` and `history` (which skip SQLAlchemy: store/sql.py says why)."""
+    if isinstance(sessions, PlainDatabase):
+        return sessions.read_only()
+    from worker.store.session import read_only  # SQLAlchemy's: loaded already by whoever made `sessions`
+
+    return read_only(sessions)
+
+
 def collect(
-    sessions: sessionmaker[Session],
+    sessions: sessionmaker[Session] | PlainDatabase,
     *,
     day: dt.date | None,
     now: dt.datetime,
@@ -291,7 +279,7 @@ def collect(
     pace = pace or PacePolicy()
     today = share_day(now, policy.zone)
     latency: list[DayLatency] | None = None
-    with read_only(sessions) as s:
+    with reading(sessions) as s:
         line_rows = lines(s, policy.zone)
         todays = {r.state.phone: r.state.today(now) for r in line_rows}
         wanted = todays if day is None else {p: day for p in todays}
@@ -339,18 +327,25 @@ def collect(
         counted_at=counted_at if counted_at < now else None,
     )
     if latency is None:
-        with read_only(sessions) as s:
+        with reading(sessions) as s:
             latency = first_outbound_latency(s, wanted.values())
     status.first_outbound = latency
     if redis_url is None:
         status.broker_error = "no Redis URL"
         return status
-    try:
-        with health.connected(redis_url) as client:
-            _broker_side(status, client, stall_s)
-            _pace_side(status, client, pace, now)
-    except (redis.RedisError, OSError) as exc:
-        status.broker_error = f"Redis unavailable: {exc}"
+    # Only now, once the database has been read: redis-py costs 0.1-0.25 s to import on the 2-core
+    # box (it brings OpenTelemetry's SDK when that is installed), which `status` would otherwise
+    # spend before its first query (bench/README.md §6).
+    from worker.ops.broker_view import read_broker
+
+    seen = read_broker(
+        redis_url, stall_s=stall_s, lines=[ln.line for ln in status.lines if ln.view is not None]
+    )
+    status.queue_ready, status.queue_unacked = seen.queue_ready, seen.queue_unacked
+    status.workers, status.beat, status.broker_error = seen.workers, seen.beat, seen.error
+    for ln in status.lines:
+        if ln.view is not None and ln.line in seen.windows:
+            ln.view = dataclasses.replace(ln.view, pace=seen.windows[ln.line])
     return status
 
 
@@ -362,54 +357,6 @@ def _shown(row: LineRow, now: dt.datetime) -> bool:
         or st.reputation in ("AT_RISK", "CRITICAL")
         or st.linq_status == "FLAGGED"
     )
-
-
-def _pace_side(status: Status, client: redis.Redis, pace: PacePolicy, now: dt.datetime) -> None:
-    viewed = [ln for ln in status.lines if ln.view is not None]
-    if not viewed:
-        return
-    windows = RedisPacer(client).windows([ln.line for ln in viewed])
-    for ln in viewed:
-        w = windows.get(ln.line)
-        assert ln.view is not None
-        if w is not None:
-            ln.view = dataclasses.replace(ln.view, pace=LinePace(w.granted, w.scheduled_s))
-
-
-def _broker_side(status: Status, client: redis.Redis, stall_s: float) -> None:
-    redis_now = health.redis_now(client)
-    status.queue_ready = int(client.llen(SHARE_QUEUE))
-    status.queue_unacked = int(client.hlen(UNACKED_KEY))
-    for r in health.read_workers(client):
-        age = redis_now - r.heartbeat_at
-        status.workers.append(
-            WorkerSeen(
-                node=r.node,
-                host=r.host,
-                pid=r.pid,
-                pool=r.pool,
-                concurrency=r.concurrency,
-                # Missed three beats: gone, or too stuck to write (its record says when).
-                live=age <= 3 * r.interval_s + 1.0,
-                stalled=not health.assess_worker(
-                    r, ready=status.queue_ready, now=redis_now, stall_s=stall_s
-                ).ok,
-                heartbeat_age_s=round(age, 1),
-                last_task_age_s=None if r.last_task_at is None else round(redis_now - r.last_task_at, 1),
-                completed=r.completed,
-                held=r.reserved,
-            )
-        )
-    beat = health.read_beat(client)
-    if beat is not None:
-        verdict = health.assess_beat(beat, now=redis_now)
-        status.beat = BeatSeen(
-            host=beat.host,
-            pid=beat.pid,
-            live=verdict.ok,
-            heartbeat_age_s=round(redis_now - beat.heartbeat_at, 1),
-            sent_age_s={t: round(redis_now - at, 1) for t, at in sorted(beat.sent.items())},
-        )
 
 
 # --------------------------------------------------------------------------- one chat's history
@@ -459,7 +406,7 @@ class History:
 
 
 def history(
-    sessions: sessionmaker[Session],
+    sessions: sessionmaker[Session] | PlainDatabase,
     chat_id: uuid.UUID,
     *,
     now: dt.datetime,
@@ -470,7 +417,7 @@ def history(
     """Every day and attempt of a chat (or the last `days` days), and why it is not due today
     (today is the chat's line's own day). With `retention_days`, days past retention are left out
     (they are being dropped)."""
-    with read_only(sessions) as s:
+    with reading(sessions) as s:
         found = chat_info(s, chat_id, default_zone=policy.zone)
         if found is None:
             return None
@@ -526,23 +473,24 @@ def explain_not_due(why: NotDue, today_row: DayRow | None) -> str:
 
 
 def collect_for(
-    deps: Deps,
+    sessions: sessionmaker[Session] | PlainDatabase,
     settings: Settings,
     day: dt.date | None,
     *,
+    now: dt.datetime | None = None,
     counts_reader: CountsReader | None = None,
     live: bool = False,
 ) -> Status:
     """`status`, `line list` and the status page read the same numbers, from the same settings;
     `live`: count the day now even when beat's count pass saved it."""
     return collect(
-        deps.sessions,
+        sessions,
         day=day,
-        now=deps.clock(),
-        policy=deps.policy,
+        now=now or utcnow(),
+        policy=policy_of(settings),
         redis_url=settings.redis_url,
         stall_s=settings.health_stall_minutes * 60,
-        pace=deps.pace,
+        pace=pace_of(settings),
         counts_reader=counts_reader,
         summary_max_age_s=0.0 if live else max_age_s(settings.status_counts_interval_s),
     )

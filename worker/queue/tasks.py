@@ -23,7 +23,7 @@ from worker.keys import (
     SYNC_TASK,
 )
 from worker.logs import bound, event
-from worker.ops import day_counts, retention
+from worker.ops import count_pass, retention
 from worker.queue.app import app
 from worker.queue.publish import Publisher, event_path, queue_depth, queue_lease_s
 from worker.sharing import release, share, sweep
@@ -107,7 +107,7 @@ def refresh_card_task(line: str) -> str:
 @app.task(name=COUNT_TASK, ignore_result=True, acks_late=False)
 def count_task() -> str:
     """Today's chat-day counts saved for `status` and the page (beat; docs/retention.md §7)."""
-    return day_counts.count_today(runtime.get().deps).one_line()
+    return count_pass.count_today(runtime.get().deps).one_line()
 
 
 @app.task(name=SYNC_TASK, ignore_result=True, acks_late=False)

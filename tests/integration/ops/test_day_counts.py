@@ -1,6 +1,6 @@
 """Beat's count pass saves today's counts; `status` reads them while they are fresh and were
 counted for the same lines and days, and counts itself otherwise; what it saved equals a
-recount (worker/ops/day_counts.py)."""
+recount (worker/ops/day_counts.py, worker/ops/count_pass.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from tests.support.cli import cardshare
 from tests.support.world import World
 from worker.config import Settings
 from worker.deps import Deps
-from worker.ops import day_counts
+from worker.ops import count_pass
 from worker.ops import status as status_mod
 from worker.ops.status import Status
 from worker.sharing.share import Outcome, share_chat
@@ -90,7 +90,7 @@ def a_varied_day(world: World, deps: Deps, today: dt.date) -> None:
 
 def test_saved_counts_equal_a_recount(world: World, deps: Deps, today: dt.date) -> None:
     a_varied_day(world, deps, today)
-    report = day_counts.count_today(deps)
+    report = count_pass.count_today(deps)
     assert (report.lines, report.chat_days) == (2, 12)
     saved = collect(deps, max_age=90.0)
     live = collect(deps, max_age=0.0)
@@ -111,7 +111,7 @@ def test_status_reads_the_saved_counts_only_while_they_fit(world: World, deps: D
     first, second = world.chat(A), world.chat(A)
     assert share_chat(first, today, deps).outcome is Outcome.SHARED
     assert collect(deps, max_age=90.0).counted_at is None  # nothing saved yet: counted now
-    day_counts.count_today(deps)
+    count_pass.count_today(deps)
     assert share_chat(second, today, deps).outcome is Outcome.SHARED
     # Fresh: the saved numbers, said to be as of the pass, even though a share happened since.
     st = collect(deps, max_age=90.0)
@@ -130,7 +130,7 @@ def test_status_reads_the_saved_counts_only_while_they_fit(world: World, deps: D
     st = collect(deps, max_age=90.0)
     assert (st.total.shared, st.total.not_enqueued, st.counted_at) == (2, 1, None)
     # The next pass covers it.
-    day_counts.count_today(deps)
+    count_pass.count_today(deps)
     st = collect(deps, max_age=90.0)
     assert (st.total.shared, st.total.not_enqueued) == (2, 1)
     assert st.counted_at is not None
@@ -140,7 +140,7 @@ def test_a_past_day_is_always_counted(world: World, deps: Deps, today: dt.date) 
     world.line(A)
     chat = world.chat(A)
     put_day(deps, chat, today - dt.timedelta(days=1), "succeeded")
-    day_counts.count_today(deps)
+    count_pass.count_today(deps)
     st = status_mod.collect(
         deps.sessions,
         day=today - dt.timedelta(days=1),

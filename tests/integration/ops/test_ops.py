@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import cast
 
 import httpx
+import psycopg
 import pytest
 import redis
 from prometheus_client import REGISTRY
@@ -26,13 +27,16 @@ from tests.support.world import World
 from worker import keys
 from worker.config import Secret, Settings
 from worker.deps import Deps
+from worker.errors import StoreUnavailable
 from worker.ingest.webhooks import create_app
 from worker.keys import SHARE_QUEUE
 from worker.ops import health, status
 from worker.sharing.share import Outcome, share_chat
 from worker.simulator.client import FaultSpec
+from worker.store.plain import PlainDatabase
 from worker.store.session import read_only, transaction
 from worker.store.shares import claim
+from worker.store.sql import Sql
 
 SHARE_PATH = "/share_contact_card$"
 LINE = "+12223334444"
@@ -180,6 +184,43 @@ def test_history_tells_every_day_and_attempt_and_why_not_today(
     assert failed.why_not_today.startswith("day_closed")
     assert "permanent (HTTP 400/1002)" in failed.why_not_today
     assert status.history(deps.sessions, uuid.uuid4(), now=now, policy=deps.policy, days=None) is None
+
+
+def test_the_plain_connection_reads_what_the_sessions_read(
+    day_of_fates: Day, deps: Deps, settings: Settings, today: dt.date
+) -> None:
+    """`status` and `history` read through store.plain (no SQLAlchemy): the same status and the
+    same stories, field for field, as through the process's sessions."""
+    now = dt.datetime.now(dt.UTC)
+    db = PlainDatabase(settings.database_url or "")
+    try:
+        for day, due in ((None, 9), (today, 9), (today - dt.timedelta(days=1), 0)):
+            via_sessions, via_plain = (
+                status.collect(
+                    source, day=day, now=now, policy=deps.policy, redis_url=settings.redis_url, stall_s=300
+                )
+                for source in (deps.sessions, db)
+            )
+            assert via_plain.as_dict() == via_sessions.as_dict()
+            assert via_plain.total.due == due
+        for chat in (day_of_fates.retry, day_of_fates.failed, day_of_fates.unknown, day_of_fates.sms):
+            a = status.history(deps.sessions, chat, now=now, policy=deps.policy, days=None)
+            b = status.history(db, chat, now=now, policy=deps.policy, days=None)
+            assert a is not None
+            assert b is not None
+            assert b.as_dict() == a.as_dict()
+            assert (b.days, b.attempts, b.chat) == (a.days, a.attempts, a.chat)
+        assert status.history(db, uuid.uuid4(), now=now, policy=deps.policy, days=None) is None
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction), db.read_only() as conn:
+            conn.execute(Sql("INSERT INTO lines (phone_number) VALUES ('+15556667777')"))
+    finally:
+        db.close()
+
+
+def test_the_plain_connection_says_when_postgresql_is_down() -> None:
+    db = PlainDatabase("postgresql+psycopg://nobody@127.0.0.1:9/none?connect_timeout=2")
+    with pytest.raises(StoreUnavailable, match="cannot reach PostgreSQL"), db.read_only():
+        pass
 
 
 # --------------------------------------------------------------------------- metrics
