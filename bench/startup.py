@@ -3,9 +3,10 @@
 python -m bench.startup [--against CHECKOUT] [--runs 7]
 
 Against running embedded servers (an empty, migrated database), each run starts `cardshare
-status --json`, `history CHAT`, `share CHAT`, `recover` and `health` once through the console
-script's entry point (`bench/startup_probe.py`) and records the process's wall time and the
-time from its first line of Python to its first PostgreSQL connection. With --against, the
+status --json`, `history CHAT`, `check --json`, `share CHAT`, `recover` and `health` once
+through the console script's entry point (`bench/startup_probe.py`) and records the
+process's wall time and the time from its first line of Python to its first PostgreSQL
+connection. With --against, the
 same commands run with CHECKOUT's `worker` package (PYTHONPATH) right after each of this
 checkout's, alternating, so both see the same box: the ratio per command is the change's
 effect. The chat is unknown, so `history` and `share` stop at their first query (exit 2): what
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = {
         "status": ["status", "--json"],
         "history": ["history", chat],
+        "check": ["check", "--json"],
         "share": ["share", chat],
         "recover": ["recover"],
         "health": ["health"],

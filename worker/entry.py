@@ -32,7 +32,7 @@ COMMANDS = {
     "status": "worker.cli.reads",
     "count": "worker.cli.ops",
     "history": "worker.cli.reads",
-    "check": "worker.cli.ops",
+    "check": "worker.cli.reads",
     "web": "worker.cli.ops",
     "line": "worker.cli.lines",
     "warnings": "worker.cli.lines",

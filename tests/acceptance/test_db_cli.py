@@ -159,7 +159,7 @@ def test_status_and_history_refuse_a_database_they_cannot_read_in_one_line(
     data = tmp_path / "data"
     env |= {"DATABASE_URL": empty_database, "REDIS_URL": redis_url, "CARDSHARE_DATA_DIR": str(data)}
     chat = str(uuid.uuid4())
-    for args in (["status"], ["status", "--json"], ["history", chat]):
+    for args in (["status"], ["status", "--json"], ["history", chat], ["check"]):
         code, err = in_process(args, env, monkeypatch, capsys)
         assert code == 2, (args, err)
         assert err.strip() == (
@@ -167,7 +167,7 @@ def test_status_and_history_refuse_a_database_they_cannot_read_in_one_line(
             "run `cardshare db upgrade`"
         ), err
     dead = env | {"DATABASE_URL": f"postgresql://cardshare@127.0.0.1:{free_port()}/cardshare"}
-    for args in (["status"], ["history", chat]):
+    for args in (["status"], ["history", chat], ["check"]):
         code, err = in_process(args, dead, monkeypatch, capsys)
         assert code == 3, (args, err)
         assert err.startswith("cardshare: cannot reach PostgreSQL: "), err

@@ -21,7 +21,7 @@ from worker.config import Settings
 pytestmark = pytest.mark.acceptance
 
 HEAVY = ("linq", "pydantic", "alembic", "uvicorn", "starlette")
-# What the read-only commands (`status`, `history`) skip as well: Celery (they queue nothing),
+# What the read-only commands (`status`, `history`, `check`) skip as well: Celery (they queue nothing),
 # httpx (they call no one) and the embedded servers' module (the servers are running).
 # SQLAlchemy too: they read through one psycopg connection (worker/store/sql.py).
 READ_ONLY_SKIPS = (
@@ -98,7 +98,7 @@ def loaded(settings: Settings, *args: str) -> Probe:
     )
 
 
-def test_status_history_share_and_recover_load_no_sdk_server_or_alembic(
+def test_status_history_check_share_and_recover_load_no_sdk_server_or_alembic(
     world: World, settings: Settings
 ) -> None:
     world.line()
@@ -106,13 +106,17 @@ def test_status_history_share_and_recover_load_no_sdk_server_or_alembic(
     for args in (
         ("status", "--json"),
         ("history", chat),
+        ("check",),
         ("share", chat),
         ("recover",),
     ):
         probe = loaded(settings, *args)
-        assert probe.done.returncode == 0, (args, probe.done.stderr)
+        # `check` exits 1 when the day is not clean: the chat is due and nobody shared it yet.
+        assert probe.done.returncode == (1 if args[0] == "check" else 0), (args, probe.done)
+        if args[0] == "check":
+            assert "missed 1," in probe.done.stdout, probe.done.stdout
         assert probe.heavy == [], f"cardshare {' '.join(args)} imported {probe.heavy}"
-        if args[0] in ("status", "history"):
+        if args[0] in ("status", "history", "check"):
             assert probe.also == [], f"cardshare {' '.join(args)} imported {probe.also}"
             # Its first query waits for nothing but psycopg, click and cardshare's own modules.
             assert probe.first == [], f"cardshare {' '.join(args)} had loaded {probe.first} by then"

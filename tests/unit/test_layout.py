@@ -118,8 +118,8 @@ LAZY = {
     # rich (~0.1 s) only for the table; `status --json` skips it.
     ("worker.cli.reads", "worker.cli.status_table"),
     # Only `check --simulator` reads the simulator's log over httpx.
-    ("worker.cli.ops", "worker.simulator"),
-    ("worker.cli.ops", "worker.simulator.client"),
+    ("worker.cli.reads", "worker.simulator"),
+    ("worker.cli.reads", "worker.simulator.client"),
 }
 
 

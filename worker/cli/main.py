@@ -25,8 +25,8 @@ run.register(cli)  # worker, beat
 dev.register(cli)  # simulator, demo
 cards.register(cli)  # card list|create|update, contacts
 ingest.register(cli)  # webhooks, sync, import
-ops.register(cli)  # count, check, health, web
-reads.register(cli)  # status, history
+ops.register(cli)  # count, health, web
+reads.register(cli)  # status, history, check
 lines.register(cli)  # line list|pause|resume|set, warnings list|ack
 
 

@@ -1,4 +1,4 @@
-"""`cardshare status` and `history`: the read-only commands an operator runs most.
+"""`cardshare status`, `history` and `check`: the read-only commands an operator runs most.
 
 Against running servers they read through one psycopg connection and never import SQLAlchemy,
 Celery or httpx (`common.read_boot`; store/sql.py says why); with embedded servers to start,
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sys
 from collections.abc import Sequence
 
 import click
@@ -22,15 +23,18 @@ from worker.cli.common import (
     safe,
 )
 from worker.deps import policy_of, utcnow
-from worker.errors import UnknownChat
+from worker.errors import CardshareError, InputError, UnknownChat
 from worker.ops import status as status_mod
-from worker.ops.status import History
+from worker.ops.check import run_check
+from worker.ops.status import History, reading
+from worker.rules.cadence import share_day
 
 
 def register(cli: click.Group) -> None:
-    """Add `status` and `history` to the `cardshare` group."""
+    """Add `status`, `history` and `check` to the `cardshare` group."""
     cli.add_command(status)
     cli.add_command(history)
+    cli.add_command(check)
 
 
 # --------------------------------------------------------------------------- status
@@ -159,3 +163,55 @@ def history_lines(story: History) -> list[str]:
             for a in story.audit
         )
     return out
+
+
+# --------------------------------------------------------------------------- check
+
+
+@click.command()
+@click.option("--day", "day_text", default=None, help="YYYY-MM-DD in CARDSHARE_TIMEZONE (default today).")
+@click.option(
+    "--simulator",
+    "sim_url",
+    default=None,
+    help="Base URL of a Linq simulator whose share log makes duplicate counts exact.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def check(day_text: str | None, sim_url: str | None, as_json: bool) -> None:
+    """Was every due chat-day shared exactly once? Exit 1 if any was missed or duplicated."""
+    asked = parse_day(day_text or None)
+    with read_boot() as (settings, db):
+        day = asked or share_day(utcnow(), settings.zone)
+        refuse_past_retention(settings, day)
+        events = None
+        if sim_url:
+            events = _simulator_events(sim_url)
+        with reading(db) as s:
+            report = run_check(s, day, policy_of(settings), now=utcnow(), share_events=events)
+        if as_json:
+            click.echo(json.dumps(report.as_dict(), indent=2, default=str))
+        else:
+            for line in report.lines():
+                click.echo(safe(line))
+        if not report.ok:
+            sys.exit(1)
+
+
+def _simulator_events(url: str) -> list[dict[str, object]]:
+    """The simulator's share log, or one line saying why it cannot be had."""
+    if not url.startswith(("http://", "https://")):
+        raise InputError(f"--simulator {safe(url[:80])!r} is not an http(s) URL")
+    # Here, not at the top: httpx costs these commands ~0.1 s to import, and only
+    # `check --simulator` uses it.
+    import httpx
+
+    from worker.simulator import SimulatorAdmin
+    from worker.simulator.client import SimulatorAdminError
+
+    try:
+        with SimulatorAdmin(url) as admin:
+            return admin.share_events()
+    except (httpx.HTTPError, SimulatorAdminError, ValueError, KeyError, TypeError) as exc:
+        raise CardshareError(
+            f"--simulator {safe(url[:80])}: no share log there ({type(exc).__name__}: {safe(str(exc)[:120])})"
+        ) from None

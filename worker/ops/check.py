@@ -28,13 +28,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy.orm import Session
-
 from worker.config import LINQ_SHARE_WINDOW_S
 from worker.rules.cadence import Policy, day_bounds, why_not_due
 from worker.rules.states import MISSABLE_STATUSES, DayStatus
 from worker.store.lines import lines
 from worker.store.reports import day_attempts, day_entry_groups, repeated_with_success, unmarked_due_facts
+from worker.store.sql import Reader
 
 
 @dataclass
@@ -123,7 +122,7 @@ class CheckReport:
 
 
 def run_check(
-    session: Session,
+    session: Reader,
     day: dt.date,
     policy: Policy,
     *,
@@ -202,7 +201,7 @@ def _reached_from_events(
 
 
 def _unseen_due(
-    session: Session, line_days: dict[str, dt.date], policy: Policy, now: dt.datetime
+    session: Reader, line_days: dict[str, dt.date], policy: Policy, now: dt.datetime
 ) -> list[uuid.UUID]:
     """Chats due now that have no chat-day row at all: no sweep reached them. A held line's chats
     count too: the sweep marks them held, so none may be missing. The SQL due rule picks the
@@ -216,7 +215,7 @@ def _unseen_due(
     ]
 
 
-def _attempt_rows(session: Session, chat_id: uuid.UUID, day: dt.date) -> list[dict[str, Any]]:
+def _attempt_rows(session: Reader, chat_id: uuid.UUID, day: dt.date) -> list[dict[str, Any]]:
     return [
         {k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in row.items()}
         for row in day_attempts(session, chat_id, day)
@@ -241,7 +240,7 @@ def explain(attempts: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _duplicates_from_events(
-    session: Session,
+    session: Reader,
     day: dt.date,
     policy: Policy,
     events: Sequence[Mapping[str, Any]],
@@ -289,7 +288,7 @@ def _ts(value: Any) -> dt.datetime:
     return value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
 
 
-def _duplicates_from_attempts(session: Session, day: dt.date) -> list[Duplicate]:
+def _duplicates_from_attempts(session: Reader, day: dt.date) -> list[Duplicate]:
     out = []
     for chat_id in repeated_with_success(session, day):
         attempts = _attempt_rows(session, chat_id, day)

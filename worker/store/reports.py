@@ -454,7 +454,7 @@ DAY_ATTEMPTS_SQL = Sql(
 
 def day_attempts(session: Reader, chat_id: uuid.UUID, day: dt.date) -> list[dict[str, Any]]:
     """One chat-day's attempts, as plain mappings (the checker shows them as they are)."""
-    return [dict(r._mapping) for r in session.execute(DAY_ATTEMPTS_SQL, {"c": chat_id, "d": day})]
+    return [r._asdict() for r in session.execute(DAY_ATTEMPTS_SQL, {"c": chat_id, "d": day})]
 
 
 REPEATED_WITH_SUCCESS_SQL = Sql(
