@@ -34,7 +34,7 @@ from worker.queue.publish import worker_command
 from worker.queue.tasks import run_pass
 from worker.rules.cadence import why_not_due
 from worker.rules.facts import ChatActivity
-from worker.sharing.sweep import SweepReport
+from worker.sharing.passes import SweepReport
 from worker.simulator import SimulatorServer
 from worker.simulator.client import ChatSpec
 from worker.store import reports

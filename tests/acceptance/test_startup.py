@@ -7,16 +7,22 @@ here: bench/scale.py measures them (bench/startup_probe.py)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import sys
 from dataclasses import dataclass
 
 import pytest
+import redis
+from sqlalchemy import text
 
 from tests.support.cli import env_for
 from tests.support.world import World
 from worker.config import Settings
+from worker.deps import Deps
+from worker.keys import SHARE_QUEUE
+from worker.store.session import transaction
 
 pytestmark = pytest.mark.acceptance
 
@@ -107,8 +113,8 @@ def test_status_history_check_share_and_recover_load_no_sdk_server_or_alembic(
         ("status", "--json"),
         ("history", chat),
         ("check",),
-        ("share", chat),
         ("recover",),
+        ("share", chat),
     ):
         probe = loaded(settings, *args)
         # `check` exits 1 when the day is not clean: the chat is due and nobody shared it yet.
@@ -116,24 +122,61 @@ def test_status_history_check_share_and_recover_load_no_sdk_server_or_alembic(
         if args[0] == "check":
             assert "missed 1," in probe.done.stdout, probe.done.stdout
         assert probe.heavy == [], f"cardshare {' '.join(args)} imported {probe.heavy}"
-        if args[0] in ("status", "history", "check"):
+        if args[0] != "share":
+            # A recovery with nothing to re-queue publishes nothing: no Celery, no SQLAlchemy.
             assert probe.also == [], f"cardshare {' '.join(args)} imported {probe.also}"
-            # Its first query waits for nothing but psycopg, click and cardshare's own modules.
-            assert probe.first == [], f"cardshare {' '.join(args)} had loaded {probe.first} by then"
+        # Its first query waits for nothing but psycopg, click and cardshare's own modules.
+        assert probe.first == [], f"cardshare {' '.join(args)} had loaded {probe.first} by then"
         # The interpreter's teardown skips what the command loaded (worker.entry: ~0.45 s).
         assert probe.frozen > 10_000, (args, probe.frozen)
+    # `share` queued its message through Celery, after the database had said the chat is due.
+    assert "enqueued chat" in probe.done.stdout, probe.done
+    assert "celery" in probe.also
     # The probe does see them when they are loaded: bare `cardshare --help` loads the whole group,
-    # the status page's Starlette with it, and `share` queues through Celery.
+    # the status page's Starlette with it.
     probe = loaded(settings, "--help")
     assert probe.done.returncode == 0, probe.done.stderr
     assert "starlette" in probe.heavy
     assert probe.frozen > 10_000
-    probe = loaded(settings, "share", chat)
-    assert "celery" in probe.also
-    assert probe.first is not None
-    assert "sqlalchemy" in probe.first
     # The table (rich) and Redis's part come after the database's reads.
     probe = loaded(settings, "status")
     assert probe.done.returncode == 0, probe.done.stderr
     assert probe.first == []
     assert probe.also == []
+
+
+def test_recover_publishes_through_celery_only_when_it_has_something_to_requeue(
+    world: World, settings: Settings, deps: Deps, today: dt.date
+) -> None:
+    """The plain path's recovery re-queues a chat-day whose claim expired, through Celery (loaded
+    then, not before its first query), onto the real queue; a second pass finds nothing."""
+    world.line()
+    chat = world.chat()
+    day = today
+    with transaction(deps.sessions) as s:
+        s.execute(
+            text(
+                "INSERT INTO share_days (chat_id, day, status, lease_until, claims, task_id) "
+                "VALUES (:c, :d, 'claimed', now() - interval '1 minute', 1, 'dead')"
+            ),
+            {"c": chat, "d": day},
+        )
+    assert settings.redis_url is not None
+    client = redis.Redis.from_url(settings.redis_url)
+    client.delete(SHARE_QUEUE)
+    probe = loaded(settings, "recover")
+    assert probe.done.returncode == 0, probe.done
+    assert f"recover {day}: scanned 0, enqueued 0, re-enqueued 1" in probe.done.stdout
+    assert probe.first == []
+    assert "celery" in probe.also
+    messages = [json.loads(m) for m in client.lrange(SHARE_QUEUE, 0, -1)]
+    assert [m["headers"]["argsrepr"] for m in messages] == [f"('{chat}', '{day}')"]
+    with deps.sessions() as s:
+        status, lost = s.execute(
+            text("SELECT status, lost_claims FROM share_days WHERE chat_id = :c"), {"c": chat}
+        ).one()
+    assert (status, lost) == ("queued", 1)
+    again = loaded(settings, "recover")
+    assert "re-enqueued 0" in again.done.stdout, again.done
+    assert again.also == []
+    client.close()

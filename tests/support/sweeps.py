@@ -8,9 +8,13 @@ import uuid
 from collections.abc import Sequence
 
 from worker.deps import Deps
+from worker.sharing.passes import QueueDepth, SweepReport
+from worker.sharing.recover import run_recover
 from worker.sharing.release import run_release
-from worker.sharing.sweep import QueueDepth, SweepReport, run_recover, run_sweep
+from worker.sharing.sweep import run_sweep
 from worker.store.engine import make_engine
+from worker.store.plain import PlainDatabase
+from worker.store.session import Sessions
 
 
 class Collector:
@@ -47,13 +51,19 @@ def sweep(deps: Deps, publish: Collector, depth=busy) -> SweepReport:  # type: i
         engine.dispose()
 
 
-def recover(deps: Deps, publish: Collector, depth=busy) -> SweepReport:  # type: ignore[no-untyped-def]
+def recover(deps: Deps, publish: Collector, depth=busy, *, plain: bool = False) -> SweepReport:  # type: ignore[no-untyped-def]
+    """One recovery pass on the pool's sessions (as beat runs it) or, with `plain`, on one
+    psycopg connection of its own (as `cardshare recover` runs it)."""
     assert deps.settings.database_url
-    engine = make_engine(deps.settings.database_url, pool_size=2)
+    if not plain:
+        return run_recover(
+            Sessions(deps.sessions), deps.settings, deps.clock(), publish, depth, queue_lease_s=1800
+        )
+    db = PlainDatabase(deps.settings.database_url)
     try:
-        return run_recover(deps, engine, publish, depth, queue_lease_s=1800)
+        return run_recover(db, deps.settings, deps.clock(), publish, depth, queue_lease_s=1800)
     finally:
-        engine.dispose()
+        db.close()
 
 
 def release(deps: Deps, publish: Collector) -> SweepReport:

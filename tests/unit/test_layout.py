@@ -120,6 +120,20 @@ LAZY = {
     # Only `check --simulator` reads the simulator's log over httpx.
     ("worker.cli.reads", "worker.simulator"),
     ("worker.cli.reads", "worker.simulator.client"),
+    # `share` (enqueueing) and `recover` against running servers write through store.plain too:
+    # SQLAlchemy, the runtime and the share path only for `share --wait` or a full boot ...
+    ("worker.cli.share", "worker"),
+    ("worker.cli.share", "worker.runtime"),
+    ("worker.cli.share", "worker.sharing"),
+    ("worker.cli.share", "worker.sharing.share"),
+    ("worker.cli.share", "worker.store.session"),
+    ("worker.cli.share", "worker.queue.tasks"),
+    # ... redis-py after the database's first reads ...
+    ("worker.cli.share", "worker.ops.broker_view"),
+    # ... and Celery (~0.5 s) only for a message to publish.
+    ("worker.queue.lazy", "worker.queue"),
+    ("worker.queue.lazy", "worker.queue.app"),
+    ("worker.queue.lazy", "worker.queue.publish"),
 }
 
 

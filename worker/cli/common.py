@@ -138,17 +138,32 @@ def read_boot(
     Celery or httpx (the first query comes ~0.5 s sooner on the 2-core box: bench/README.md §6);
     with an embedded server to start, the full boot (which takes seconds anyway)."""
     settings = settings or load_settings()
-    if settings.database_url is None or settings.redis_url is None:
+    if not running_servers(settings):
         with boot(settings) as b:
             yield b.settings, b.sessions()
         return
+    with plain_boot(settings) as db:
+        yield settings, db
+
+
+def running_servers(settings: Settings) -> bool:
+    """Both servers' URLs are set: nothing embedded to start, so a short command may take the
+    plain path (`plain_boot`)."""
+    return settings.database_url is not None and settings.redis_url is not None
+
+
+@contextmanager
+def plain_boot(settings: Settings) -> Iterator[PlainDatabase]:
+    """For a short command against running servers (`status`, `history`, `check`, `share`,
+    `recover`): one psycopg connection, the schema's revision checked. No SQLAlchemy."""
+    assert settings.database_url is not None
     _quiet_logging(settings)
     register_secret(settings.linq_api_key.get())
     db = PlainDatabase(settings.database_url)
     try:
         with db.read_only() as conn:
             migrate.ensure_revision(schema.revision(conn))
-        yield settings, db
+        yield db
     finally:
         db.close()
 
@@ -173,16 +188,27 @@ def refuse_past_retention(settings: Settings, day: dt.date | None) -> None:
 @contextmanager
 def broker_errors(redis_url: str | None) -> Iterator[None]:
     """Redis down (or refusing us) becomes one line naming it, without its password."""
-    import kombu.exceptions
-    import redis.exceptions
-
     try:
         yield
-    except (kombu.exceptions.OperationalError, redis.exceptions.RedisError, ConnectionError) as exc:
+    except Exception as exc:
+        if not _broker_error(exc):
+            raise
         where = bounds.mask_url(redis_url or "the broker")
         raise BrokerUnavailable(
             f"Redis at {where} is unavailable ({type(exc).__name__}); nothing was enqueued, try again later"
         ) from None
+
+
+def _broker_error(exc: Exception) -> bool:
+    """redis-py's and kombu's errors, looked up only if the command loaded them (a command that
+    published nothing has not imported kombu, so none of its errors can have been raised)."""
+    if isinstance(exc, ConnectionError):
+        return True
+    redis_errors = sys.modules.get("redis.exceptions")
+    if redis_errors is not None and isinstance(exc, redis_errors.RedisError):
+        return True
+    kombu_errors = sys.modules.get("kombu.exceptions")
+    return kombu_errors is not None and isinstance(exc, kombu_errors.OperationalError)
 
 
 def parse_chat_id(raw: str) -> uuid.UUID:

@@ -18,13 +18,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.orm import Session, sessionmaker
-
 from worker.logs import event
 from worker.rules.facts import ChatActivity
 from worker.store.chats import record_activity
 from worker.store.ingest import prune_pending, take_resolvable
-from worker.store.session import transaction
+from worker.store.sql import Database
 
 log = logging.getLogger("cardshare.webhooks")
 
@@ -60,11 +58,11 @@ class PendingReport:
         return f"pending webhook events: {self.applied} applied, {self.expired} expired"
 
 
-def resolve_pending(sessions: sessionmaker[Session], *, batch: int = 1000) -> PendingReport:
+def resolve_pending(db: Database, *, batch: int = 1000) -> PendingReport:
     """Apply every pending event whose chat is known now; drop those past their retention."""
     report = PendingReport()
     while True:
-        with transaction(sessions) as session:
+        with db.transaction() as session:
             taken = take_resolvable(session, limit=batch)
             record_activity(session, [from_json(p.activity, p.line_phone) for p in taken])
         report.applied += len(taken)
@@ -72,7 +70,7 @@ def resolve_pending(sessions: sessionmaker[Session], *, batch: int = 1000) -> Pe
             event(log, "webhook.pending_applied", event_id=p.event_id, event_type=p.event_type)
         if len(taken) < batch:
             break
-    with transaction(sessions) as session:
+    with db.transaction() as session:
         expired = prune_pending(session)
     report.expired = len(expired)
     if expired:

@@ -37,8 +37,8 @@ from worker.store.ingest import (
     sync_cursor,
 )
 from worker.store.lines import record_reputation
+from worker.store.locks import advisory_lock
 from worker.store.session import transaction
-from worker.store.sweeps import advisory_lock
 
 log = logging.getLogger("cardshare.sync")
 

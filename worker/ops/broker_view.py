@@ -12,6 +12,7 @@ from worker.keys import SHARE_QUEUE, UNACKED_KEY
 from worker.ops import health
 from worker.ops.lines import LinePace
 from worker.sharing.pace import RedisPacer
+from worker.sharing.passes import QueueDepth
 
 
 @dataclass(frozen=True)
@@ -96,3 +97,10 @@ def _broker_side(status: BrokerView, client: redis.Redis, stall_s: float) -> Non
             heartbeat_age_s=round(redis_now - beat.heartbeat_at, 1),
             sent_age_s={t: round(redis_now - at, 1) for t, at in sorted(beat.sent.items())},
         )
+
+
+def share_queue_depth(redis_url: str) -> QueueDepth:
+    """The share queue's depth read with redis-py alone (`cardshare recover`), as
+    `queue.publish.queue_depth` reads it through Celery's connection; Redis errors propagate."""
+    with health.connected(redis_url) as client:
+        return QueueDepth(ready=int(client.llen(SHARE_QUEUE)), unacked=int(client.hlen(UNACKED_KEY)))

@@ -31,8 +31,8 @@ from worker.logs import event
 from worker.rules import retention as rules
 from worker.rules.cadence import share_day
 from worker.store import partitions as parts
+from worker.store.locks import advisory_lock
 from worker.store.session import transaction
-from worker.store.sweeps import advisory_lock
 
 log = logging.getLogger("cardshare.maintain")
 

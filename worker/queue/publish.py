@@ -13,11 +13,10 @@ from typing import Any
 from celery.utils.nodenames import anon_nodename
 from kombu.utils.uuid import uuid as kombu_uuid
 
-from worker.config import Settings
 from worker.deps import Deps
 from worker.keys import CONTROL_QUEUE, SHARE_QUEUE, SHARE_TASK
 from worker.sharing.first_outbound import FirstOutbound
-from worker.sharing.sweep import QueueDepth
+from worker.sharing.passes import QueueDepth, queue_lease_s
 
 BATCH_SIZE = 1000
 PERSISTENT = 2  # AMQP delivery mode; Celery's default for task messages
@@ -54,48 +53,47 @@ class Publisher:
         self._ctx.__exit__(exc_type, exc, tb)
 
     def __call__(self, chat_ids: Sequence[uuid.UUID], day: dt.date) -> int:
-        """Publish one share_chat message per chat, pipelined in batches.
-
-        Messages are built with Celery's own protocol-2 builder (`amqp.as_task_v2`) and handed
-        straight to the batched producer: `apply_async` spends most of a message's CPU on
-        per-call config lookups, argument reprs, routing and signals that are the same for
-        every chat of a sweep. Routing matches what `send_task_message` does for a direct
-        queue: the anonymous exchange, the queue name as routing key, persistent delivery.
-        """
+        """Publish one share_chat message per chat, pipelined in batches."""
         iso = day.isoformat()
-        as_task = self.app.amqp.as_task_v2
-        publish = self.producer.publish
         with self.producer.batch(max_size=BATCH_SIZE):
             for chat_id in chat_ids:
-                cid = str(chat_id)
-                headers, properties, body, _ = as_task(
-                    kombu_uuid(),
-                    SHARE_TASK,
-                    args=(cid, iso),
-                    argsrepr=f"('{cid}', '{iso}')",
-                    kwargsrepr="{}",
-                    ignore_result=True,
-                    origin=self._origin,
-                )
-                # retry=False: a failed flush raises; the chat-days stay 'queued' in PostgreSQL
-                # and the recovery pass re-enqueues them, so nothing waits on kombu's retries.
-                publish(
-                    body,
-                    exchange="",
-                    routing_key=SHARE_QUEUE,
-                    serializer="json",
-                    retry=False,
-                    delivery_mode=PERSISTENT,
-                    declare=[],
-                    headers=headers,
-                    **properties,
-                )
+                self._send(str(chat_id), iso)
         return len(chat_ids)
 
+    def one(self, chat_id: uuid.UUID, day: dt.date) -> str:
+        """Publish one chat-day's message at once (`cardshare share`); its task id."""
+        return self._send(str(chat_id), day.isoformat())
 
-def queue_lease_s(settings: Settings) -> float:
-    """How long a queued message may wait before a sweep assumes it lost (never below 2 sweeps)."""
-    return max(2 * settings.sweep_interval_s, 1800.0)
+    def _send(self, cid: str, iso: str) -> str:
+        """One message, built with Celery's own protocol-2 builder (`amqp.as_task_v2`) and handed
+        straight to the producer: `apply_async` spends most of a message's CPU on per-call
+        config lookups, argument reprs, routing and signals that are the same for every chat
+        of a sweep. Routing matches what `send_task_message` does for a direct queue: the
+        anonymous exchange, the queue name as routing key, persistent delivery."""
+        task_id = kombu_uuid()
+        headers, properties, body, _ = self.app.amqp.as_task_v2(
+            task_id,
+            SHARE_TASK,
+            args=(cid, iso),
+            argsrepr=f"('{cid}', '{iso}')",
+            kwargsrepr="{}",
+            ignore_result=True,
+            origin=self._origin,
+        )
+        # retry=False: a failed flush raises; the chat-days stay 'queued' in PostgreSQL and the
+        # recovery pass re-enqueues them, so nothing waits on kombu's retries.
+        self.producer.publish(
+            body,
+            exchange="",
+            routing_key=SHARE_QUEUE,
+            serializer="json",
+            retry=False,
+            delivery_mode=PERSISTENT,
+            declare=[],
+            headers=headers,
+            **properties,
+        )
+        return str(task_id)
 
 
 def event_path(app: Any, deps: Deps) -> FirstOutbound:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -23,10 +24,12 @@ from worker.keys import (
     SYNC_TASK,
 )
 from worker.logs import bound, event
-from worker.ops import count_pass, retention
+from worker.ops import count_pass, metrics, retention
 from worker.queue.app import app
-from worker.queue.publish import Publisher, event_path, queue_depth, queue_lease_s
-from worker.sharing import release, share, sweep
+from worker.queue.publish import Publisher, event_path, queue_depth
+from worker.sharing import passes, recover, release, share, sweep
+from worker.sharing.passes import queue_lease_s
+from worker.store.session import Sessions
 
 log = logging.getLogger("cardshare.tasks")
 
@@ -58,20 +61,42 @@ def share_chat(self: Any, chat_id: str, day: str) -> str:
     return result.outcome.value
 
 
-def run_pass(kind: str) -> sweep.SweepReport:
+def run_pass(kind: str) -> passes.SweepReport:
     """One sweep, recovery or release pass from this process, publishing through one producer."""
     rt = runtime.get()
     with Publisher(app) as publish:
         if kind == "release":
             return release.run_release(rt.deps, rt.engine, publish, queue_lease_s=queue_lease_s(rt.settings))
-        run = sweep.run_sweep if kind == "sweep" else sweep.run_recover
-        return run(
+        if kind == "recover":
+            return _recover(rt, publish)
+        return sweep.run_sweep(
             rt.deps,
             rt.engine,
             publish,
             lambda: queue_depth(app),
             queue_lease_s=queue_lease_s(rt.settings),
         )
+
+
+def _recover(rt: runtime.Runtime, publish: Publisher) -> passes.SweepReport:
+    started = time.monotonic()
+    try:
+        report = recover.run_recover(
+            Sessions(rt.sessions),
+            rt.settings,
+            rt.deps.clock(),
+            publish,
+            lambda: queue_depth(app),
+            queue_lease_s=queue_lease_s(rt.settings),
+        )
+    except Exception:
+        metrics.sweep_finished("recover", result="error", seconds=time.monotonic() - started)
+        raise
+    if not report.ran:
+        metrics.sweep_finished("recover", result="locked", seconds=0.0)
+    else:
+        metrics.sweep_finished("recover", result="ok", seconds=report.seconds, enqueued=report.requeued)
+    return report
 
 
 @app.task(name=SWEEP_TASK, ignore_result=True, acks_late=False)
@@ -88,7 +113,7 @@ def recover_task() -> str:
 def resolve_pending_events() -> str:
     """Webhook events kept for a chat cardshare did not know (ingest.pending), applied now that
     it may; with every recovery pass."""
-    return pending.resolve_pending(runtime.get().sessions).one_line()
+    return pending.resolve_pending(Sessions(runtime.get().sessions)).one_line()
 
 
 @app.task(name=RELEASE_TASK, ignore_result=True, acks_late=False)

@@ -52,6 +52,11 @@ EXPLANATIONS: dict[NotDue, str] = {
 }
 
 
+def explain(reason: NotDue) -> str:
+    """A NotDue as a person reads it: its code and what it means."""
+    return f"{reason.value} ({EXPLANATIONS[reason]})"
+
+
 ACTIVE_WINDOW = "active-window"
 OUTBOUND_TODAY = "outbound-today"
 

@@ -29,8 +29,8 @@ from worker.rules.cadence import share_day
 from worker.rules.facts import ChatActivity
 from worker.rules.states import DayStatus
 from worker.sharing.pace import PaceUnavailable
+from worker.sharing.passes import Publish, publish_by_day
 from worker.sharing.plan import Batch, plan
-from worker.sharing.sweep import Publish, publish_by_day
 from worker.store.lines import lines
 from worker.store.outbound import due_unmarked, insert_marks
 

@@ -28,10 +28,12 @@ from worker.ops import metrics
 from worker.rules.cadence import share_day
 from worker.rules.gate import HoldReason, LineState, hold_kind, hold_lease, hold_of
 from worker.rules.states import DayStatus
+from worker.sharing.passes import Publish, SweepReport, publish_by_day
 from worker.sharing.plan import Batch, plan
-from worker.sharing.sweep import Publish, SweepReport, load_lines, publish_by_day
+from worker.sharing.sweep import load_lines
+from worker.store.locks import advisory_lock
 from worker.store.session import transaction
-from worker.store.sweeps import Mark, Waking, advisory_lock, apply_release, waking
+from worker.store.sweeps import Mark, Waking, apply_release, waking
 
 log = logging.getLogger("cardshare.release")
 

@@ -24,7 +24,7 @@ from worker.linq import LinqCallError
 from worker.logs import event
 from worker.ops import metrics, tracing
 from worker.rules import bounds
-from worker.rules.cadence import EXPLANATIONS, NotDue
+from worker.rules.cadence import NotDue, explain
 from worker.rules.classify import Action, CallResult, Transport, Verdict, classify
 from worker.rules.gate import HoldReason, LineState, decide, hold_lease, line_cap, spacing_s
 from worker.rules.gate import Verdict as Gate
@@ -123,10 +123,6 @@ def _pace(deps: Deps, line: LineState) -> tuple[str, float] | None:
         return None
     metrics.pace_refused("line")
     return pace_reason(cap or account or 0), grant.wait_s
-
-
-def explain(reason: NotDue) -> str:
-    return f"{reason.value} ({EXPLANATIONS[reason]})"
 
 
 def share_chat(chat_id: uuid.UUID, day: dt.date, deps: Deps, *, task_id: str | None = None) -> ShareResult:

@@ -1,6 +1,6 @@
 """The sweep: refresh cards and lines, walk each line's due chats page by page in the line's
 own day, mark them (queued now, or held until their slot or their hold's end), enqueue the
-queued ones. And recovery: re-enqueue chat-days whose lease ended.
+queued ones, and re-enqueue chat-days whose lease ended (`recover`) at its end.
 
 Beat only triggers this; the share_days key decides. The sweep holds a PostgreSQL advisory
 lock so two sweeps at once do not both walk the table, and marks each chat-day before
@@ -14,15 +14,14 @@ import datetime as dt
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 
 from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
 
 from worker.deps import Deps
 from worker.errors import StoreUnavailable
-from worker.keys import RECOVER_LOCK, SWEEP_LOCK
+from worker.keys import SWEEP_LOCK
 from worker.linq import LinqCallError
 from worker.logs import event
 from worker.ops import metrics, retention
@@ -30,21 +29,21 @@ from worker.rules import retention as retention_rules
 from worker.rules.cadence import day_bounds, share_day
 from worker.rules.gate import LineState, hold_of
 from worker.rules.states import DayStatus
+from worker.sharing import recover
+from worker.sharing.passes import Publish, QueueDepth, SweepReport
 from worker.sharing.plan import Batch, plan
 from worker.store import partitions
 from worker.store.cards import CardState, store_cards
 from worker.store.lines import LineRow, lines, rearm_held, record_reputation
-from worker.store.session import transaction
+from worker.store.locks import advisory_lock
+from worker.store.session import Sessions, transaction
 from worker.store.sweeps import (
-    KEYSET_START,
-    advisory_lock,
     close_past_days,
     due_page,
     fail_poisoned,
     finish_run,
     mark,
     note_marked,
-    requeue_expired,
     start_run,
 )
 
@@ -61,58 +60,6 @@ ANALYZE_AFTER_MARKED = 1000
 def stale_statistics(marked: int, estimated_rows: int) -> bool:
     """Did this sweep change enough of the day's partition to leave its statistics behind?"""
     return marked >= ANALYZE_AFTER_MARKED and marked > estimated_rows // 10
-
-
-Publish = Callable[[Sequence[uuid.UUID], dt.date], int]
-
-
-@dataclass(frozen=True)
-class QueueDepth:
-    ready: int
-    unacked: int
-
-    @property
-    def drained(self) -> bool:
-        """Nothing waits in the queue. Unacked messages are ignored on purpose: a killed worker
-        leaves its prefetched messages there for the whole visibility timeout (an hour), so
-        waiting for them would strand their chat-days. A live worker's reserved message that
-        gets re-queued as well is harmless: the second copy finds the chat-day claimed."""
-        return self.ready == 0
-
-
-@dataclass
-class SweepReport:
-    kind: str
-    day: dt.date
-    ran: bool = True
-    scanned: int = 0
-    enqueued: int = 0
-    requeued: int = 0
-    poisoned: int = 0
-    closed_past: int = 0
-    analyzed: str | None = None
-    held: int = 0  # chat-days marked held (the line is held, or their slot is later)
-    rearmed: int = 0
-    active_cards: int | None = None
-    card_error: str | None = None
-    seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
-
-    def one_line(self) -> str:
-        if not self.ran:
-            return f"{self.kind}: another {self.kind} is running; nothing done"
-        parts = [
-            f"{self.kind} {self.day}: scanned {self.scanned}",
-            f"enqueued {self.enqueued}",
-            f"re-enqueued {self.requeued}",
-        ]
-        if self.held:
-            parts.append(f"held {self.held}")
-        if self.poisoned:
-            parts.append(f"failed as poison {self.poisoned}")
-        if self.card_error:
-            parts.append(f"card refresh failed ({self.card_error})")
-        return ", ".join(parts) + f" in {self.seconds:.1f}s"
 
 
 def refresh_cards(deps: Deps) -> int:
@@ -197,7 +144,10 @@ def run_sweep(
                 if row.card_active:
                     _sweep_line(deps, row.state, days[row.state.phone], now, publish, queue_lease_s, report)
             report.analyzed = _analyze_if_stale(deps, marking, report.enqueued + report.held)
-            report.requeued = _requeue(deps, days.values() or [day], publish, queue_depth, queue_lease_s)
+            db = Sessions(deps.sessions)
+            report.requeued = recover.requeue(
+                db, deps.settings, days.values() or [day], publish, queue_depth, queue_lease_s
+            )
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"[:500]
             raise
@@ -326,85 +276,3 @@ def _analyze_if_stale(deps: Deps, days: Iterable[dt.date], marked: int) -> str |
         event(log, "sweep.analyzed", partition=part.name, marked=marked, seconds=seconds)
         names.append(part.name)
     return ",".join(names) or None
-
-
-def run_recover(
-    deps: Deps,
-    engine: Engine,
-    publish: Publish,
-    queue_depth: Callable[[], QueueDepth],
-    *,
-    queue_lease_s: float,
-) -> SweepReport:
-    """The minute pass: re-enqueue chat-days whose lease ended, inside Linq's 5-minute window."""
-    started = time.monotonic()
-    now = deps.clock()
-    day = share_day(now, deps.settings.zone)
-    report = SweepReport("recover", day)
-    with advisory_lock(engine, RECOVER_LOCK) as got:
-        if not got:
-            report.ran = False
-            metrics.sweep_finished("recover", result="locked", seconds=0.0)
-            return report
-        try:
-            days = {r.state.today(now) for r in load_lines(deps)} or {day}
-            with transaction(deps.sessions) as s:
-                report.poisoned = fail_poisoned(s, days=days, max_lost_claims=deps.settings.max_lost_claims)
-            report.requeued = _requeue(deps, days, publish, queue_depth, queue_lease_s)
-        except Exception:
-            metrics.sweep_finished("recover", result="error", seconds=time.monotonic() - started)
-            raise
-    report.seconds = time.monotonic() - started
-    metrics.sweep_finished("recover", result="ok", seconds=report.seconds, enqueued=report.requeued)
-    if report.requeued or report.poisoned:
-        event(
-            log,
-            "recover.finished",
-            day=str(day),
-            requeued=report.requeued,
-            poisoned=report.poisoned,
-            seconds=round(report.seconds, 3),
-        )
-    return report
-
-
-def _requeue(
-    deps: Deps,
-    days: Iterable[dt.date],
-    publish: Publish,
-    queue_depth: Callable[[], QueueDepth],
-    queue_lease_s: float,
-) -> int:
-    """Re-queue each of the lines' days (one to three: lines in different zones), a day at a
-    time so each statement opens only that day's partition."""
-    drained = queue_depth().drained
-    total = 0
-    for day in sorted(set(days)):
-        after = KEYSET_START
-        while True:
-            with transaction(deps.sessions) as s:
-                page = requeue_expired(
-                    s,
-                    day=day,
-                    limit=deps.settings.sweep_page_size,
-                    queue_lease_s=queue_lease_s,
-                    queue_drained=drained,
-                    stale_queued_s=deps.settings.lease_s,
-                    max_lost_claims=deps.settings.max_lost_claims,
-                    after=after,
-                )
-            if not page.chat_ids or page.last is None:
-                break
-            total += publish(page.chat_ids, day)
-            if len(page.chat_ids) < deps.settings.sweep_page_size:
-                break
-            after = page.last
-    return total
-
-
-def publish_by_day(publish: Publish, rows: Iterable[tuple[uuid.UUID, dt.date]]) -> int:
-    """Chat-days of several days (lines in different zones), one publish per day."""
-    by_day: dict[dt.date, list[uuid.UUID]] = {}
-    for chat_id, day in rows:
-        by_day.setdefault(day, []).append(chat_id)
-    return sum(publish(ids, day) for day, ids in sorted(by_day.items()))

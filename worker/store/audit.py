@@ -3,9 +3,7 @@ share, an import). Read back by `cardshare history` (`reports.chat_audit`)."""
 
 from __future__ import annotations
 
-from sqlalchemy.orm import Session
-
-from worker.store.sql import Sql
+from worker.store.sql import Reader, Sql
 
 AUDIT_SQL = Sql(
     "INSERT INTO audit_events (actor, action, chat_ref, outcome, detail) "
@@ -14,7 +12,7 @@ AUDIT_SQL = Sql(
 
 
 def audit(
-    session: Session, *, actor: str, action: str, chat_ref: str | None, outcome: str, detail: str | None
+    session: Reader, *, actor: str, action: str, chat_ref: str | None, outcome: str, detail: str | None
 ) -> None:
     session.execute(
         AUDIT_SQL,

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-
-from sqlalchemy.orm import Session
+from typing import TYPE_CHECKING
 
 from worker.rules.facts import ChatActivity
-from worker.store.sql import Sql
+from worker.store.sql import Reader, Sql
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 ENSURE_LINE_SQL = Sql("INSERT INTO lines (phone_number) VALUES (:p) ON CONFLICT DO NOTHING")
 
 
-def ensure_lines(session: Session, phones: Sequence[str]) -> None:
+def ensure_lines(session: Reader, phones: Sequence[str]) -> None:
     if phones:
         session.execute(ENSURE_LINE_SQL, [{"p": p} for p in sorted(set(phones))])
 
@@ -59,7 +61,7 @@ RECORD_ACTIVITY_SQL = Sql(
 )
 
 
-def record_activity(session: Session, facts: Sequence[ChatActivity]) -> None:
+def record_activity(session: Reader, facts: Sequence[ChatActivity]) -> None:
     """Upsert chats. Outbound times only widen [first, last]; None leaves a field as it is."""
     if not facts:
         return

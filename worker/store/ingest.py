@@ -7,11 +7,13 @@ import enum
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-from sqlalchemy.orm import Session
+from typing import TYPE_CHECKING
 
 from worker.store.chats import ensure_lines
-from worker.store.sql import Sql
+from worker.store.sql import Reader, Sql
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 # --------------------------------------------------------------------------- webhook events
 
@@ -144,7 +146,7 @@ TAKE_RESOLVABLE_SQL = Sql(
 )
 
 
-def take_resolvable(session: Session, *, limit: int = 1000) -> list[PendingEvent]:
+def take_resolvable(session: Reader, *, limit: int = 1000) -> list[PendingEvent]:
     """Pending events whose chat is known now, removed from the table (apply them in the same
     transaction), oldest first."""
     rows = sorted(session.execute(TAKE_RESOLVABLE_SQL, {"limit": limit}).all(), key=lambda r: r.received_at)
@@ -156,7 +158,7 @@ PRUNE_PENDING_SQL = Sql(
 )
 
 
-def prune_pending(session: Session, *, older_than_s: float = WEBHOOK_PENDING_RETENTION_S) -> list[str]:
+def prune_pending(session: Reader, *, older_than_s: float = WEBHOOK_PENDING_RETENTION_S) -> list[str]:
     """Give up on pending events older than the retention; their ids, for the log."""
     return [r.event_id for r in session.execute(PRUNE_PENDING_SQL, {"age": older_than_s})]
 

@@ -1,14 +1,15 @@
-"""Read-only transactions on a psycopg connection of their own, without SQLAlchemy.
+"""Transactions on a psycopg connection of their own, without SQLAlchemy.
 
-For the commands that only read and exit (`cardshare status`, `history`): one connection, the
-same connect options as the engine's (`store.engine`), one READ ONLY transaction per block. The
+For the commands that run a little SQL and exit (`cardshare status`, `history`, `check`,
+`share`, `recover`): one connection, the same connect options as the engine's (`store.engine`),
+one transaction per block (READ ONLY for the readers). The
 rows are psycopg's named tuples (by attribute and by position, as SQLAlchemy's rows from
 `text()`), the values psycopg's own, as SQLAlchemy hands them on from a `text()` statement.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -16,6 +17,7 @@ import psycopg
 from psycopg.rows import namedtuple_row
 
 from worker.errors import StoreUnavailable
+from worker.store.locks import TRY_LOCK_SQL, UNLOCK_SQL
 from worker.store.sql import Sql
 
 # A statement that runs longer than this is a bug or a lock pile-up; fail it rather than hold a
@@ -41,8 +43,9 @@ class TooManyRows(RuntimeError):
 class Rows:
     """The Result accessors the store's read functions use."""
 
-    def __init__(self, rows: list[Any]) -> None:
+    def __init__(self, rows: list[Any], rowcount: int = -1) -> None:
         self._rows = rows
+        self.rowcount = rowcount  # rows an UPDATE or DELETE changed, as on SQLAlchemy's Result
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self._rows)
@@ -81,10 +84,16 @@ class PlainConnection:
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self._conn = conn
 
-    def execute(self, statement: Sql, params: Mapping[str, Any] | None = None, /) -> Rows:
+    def execute(
+        self, statement: Sql, params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None, /
+    ) -> Rows:
         with self._conn.cursor(row_factory=namedtuple_row) as cur:
+            if isinstance(params, Sequence):
+                # A list of parameter sets runs the statement once per set, as with SQLAlchemy.
+                cur.executemany(statement.driver, params)
+                return Rows([], cur.rowcount)
             cur.execute(statement.driver, params)
-            return Rows(cur.fetchall() if cur.description is not None else [])
+            return Rows(cur.fetchall() if cur.description is not None else [], cur.rowcount)
 
 
 def _unavailable(exc: psycopg.Error) -> StoreUnavailable:
@@ -110,17 +119,36 @@ class PlainDatabase:
     @contextmanager
     def read_only(self) -> Iterator[PlainConnection]:
         """A transaction that cannot write; a lost connection surfaces as StoreUnavailable."""
+        with self.transaction() as plain:
+            plain.execute(SET_READ_ONLY)
+            yield plain
+
+    @contextmanager
+    def transaction(self) -> Iterator[PlainConnection]:
+        """One transaction, committed when the block ends (rolled back if it raises); a lost
+        connection surfaces as StoreUnavailable (a `store.sql.Database`)."""
         conn = self._connection()
         try:
             with conn.transaction():
-                plain = PlainConnection(conn)
-                plain.execute(SET_READ_ONLY)
-                yield plain
+                yield PlainConnection(conn)
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             if conn.closed or conn.broken:
                 self.close()
                 raise StoreUnavailable("database connection lost") from exc
             raise StoreUnavailable(f"database unavailable: {type(exc).__name__}") from exc
+
+    @contextmanager
+    def advisory_lock(self, key: int) -> Iterator[bool]:
+        """A session-level advisory lock on this connection, tried once and released on exit
+        (or when the process dies and its connection closes)."""
+        with self.transaction() as plain:
+            got = bool(plain.execute(TRY_LOCK_SQL, {"k": key}).scalar())
+        try:
+            yield got
+        finally:
+            if got and self._conn is not None:
+                with self.transaction() as plain:
+                    plain.execute(UNLOCK_SQL, {"k": key})
 
     def close(self) -> None:
         if self._conn is not None:

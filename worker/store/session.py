@@ -6,14 +6,14 @@ Connection-level failures surface as StoreUnavailable, which callers retry or re
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 from sqlalchemy import Connection
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.errors import StoreUnavailable
-from worker.store import hot
+from worker.store import hot, locks
 from worker.store.hot import HotConnection
 from worker.store.sql import Sql
 
@@ -59,3 +59,17 @@ def ping(sessions: sessionmaker[Session]) -> None:
     """One round trip (readiness probes); StoreUnavailable when PostgreSQL does not answer."""
     with transaction(sessions) as session:
         session.execute(PING_SQL)
+
+
+class Sessions:
+    """SQLAlchemy's side of a `store.sql.Database` (the worker's and beat's passes): a session
+    per transaction from the pool, locks on a connection of the engine's own."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def transaction(self) -> AbstractContextManager[Session]:
+        return transaction(self.sessions)
+
+    def advisory_lock(self, key: int) -> AbstractContextManager[bool]:
+        return locks.advisory_lock(self.sessions.kw["bind"], key)

@@ -11,9 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
-
-from sqlalchemy.orm import Session
 
 from worker.rules import bounds
 from worker.rules.facts import ChatFacts
@@ -21,8 +20,12 @@ from worker.rules.gate import LineState
 from worker.rules.states import CLOSED_STATUSES, FINAL_STATUSES, AttemptOutcome, DayStatus
 from worker.store.due import FINAL, LEASED
 from worker.store.lines import ACCOUNT_JOIN, LINE_STATE_COLUMNS, line_state
-from worker.store.session import Db
-from worker.store.sql import Sql
+from worker.store.sql import Reader, Sql
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from worker.store.session import Db
 
 UTC_ZONE = ZoneInfo("UTC")
 
@@ -83,7 +86,7 @@ class ChatRow:
 
 
 def load_chat(
-    session: Db,
+    session: Reader,
     chat_id: uuid.UUID,
     day: dt.date,
     *,

@@ -12,6 +12,7 @@ every statement in the store).
 from __future__ import annotations
 
 import re
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -75,3 +76,17 @@ class Reader(Protocol):
     iteration, rows by attribute and by position."""
 
     def execute(self, statement: Any, params: Any = ..., /) -> Any: ...
+
+
+class Database(Protocol):
+    """Where a pass that needs no SQLAlchemy of its own runs (`sharing.recover`,
+    `ingest.pending`): `store.session.Sessions` in the worker and beat (SQLAlchemy's pool),
+    `store.plain.PlainDatabase` in a `cardshare` command (one psycopg connection)."""
+
+    def transaction(self) -> AbstractContextManager[Reader]:
+        """One short read-write transaction; connection failures surface as StoreUnavailable."""
+        ...
+
+    def advisory_lock(self, key: int) -> AbstractContextManager[bool]:
+        """A session-level advisory lock, tried once: True when this process holds it."""
+        ...

@@ -1,25 +1,24 @@
 """The passes' statements: each line's due pages and the marks a pass decided (queued or held),
 held chat-days waking for the release pass, expired leases re-queued, poison and past days
-ended, one row per pass in `sweep_runs`, and the advisory locks that keep two passes of a kind
-from walking the table at once."""
+ended, one row per pass in `sweep_runs`. Importing it brings no SQLAlchemy (`cardshare recover`
+runs its statements on `store.plain`)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session
-
-from worker.errors import StoreUnavailable
 from worker.rules.cadence import Policy
 from worker.rules.states import MISSABLE_STATUSES, DayStatus
 from worker.store.due import CHAT_IS_DUE, REQUEUABLE, binds, sql_list
 from worker.store.lines import LINE_DAYS, line_days_params
-from worker.store.sql import Sql
+from worker.store.sql import Reader, Sql
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 MISSABLE_OR_HELD = sql_list((*MISSABLE_STATUSES, DayStatus.HELD))
 
@@ -310,7 +309,7 @@ class Requeued:
 
 
 def requeue_expired(
-    session: Session,
+    session: Reader,
     *,
     day: dt.date,
     limit: int,
@@ -358,7 +357,7 @@ FAIL_POISONED_SQL = Sql(
 )
 
 
-def fail_poisoned(session: Session, *, days: Iterable[dt.date], max_lost_claims: int) -> int:
+def fail_poisoned(session: Reader, *, days: Iterable[dt.date], max_lost_claims: int) -> int:
     """Chat-days whose holder vanished `max_lost_claims` times: stop trying, say why."""
     result = session.execute(FAIL_POISONED_SQL, {"days": sorted(set(days)), "max_lost": max_lost_claims})
     return int(getattr(result, "rowcount", 0))
@@ -420,27 +419,3 @@ FINISH_RUN_SQL = Sql(
 
 def finish_run(session: Session, run_id: int, *, scanned: int, enqueued: int, error: str | None) -> None:
     session.execute(FINISH_RUN_SQL, {"id": run_id, "s": scanned, "e": enqueued, "err": error})
-
-
-TRY_LOCK_SQL = Sql("SELECT pg_try_advisory_lock(:k)")
-UNLOCK_SQL = Sql("SELECT pg_advisory_unlock(:k)")
-
-
-@contextmanager
-def advisory_lock(engine: Engine, key: int) -> Iterator[bool]:
-    """Session-level lock on a dedicated connection: released on exit, or when we die."""
-    try:
-        conn = engine.connect()
-    except Exception as exc:  # driver errors at connect time
-        raise StoreUnavailable(f"database unavailable: {type(exc).__name__}") from exc
-    try:
-        got = bool(conn.execute(TRY_LOCK_SQL, {"k": key}).scalar())
-        conn.commit()
-        try:
-            yield got
-        finally:
-            if got:
-                conn.execute(UNLOCK_SQL, {"k": key})
-                conn.commit()
-    finally:
-        conn.close()

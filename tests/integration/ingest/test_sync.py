@@ -15,7 +15,8 @@ from worker.config import Settings
 from worker.deps import Deps
 from worker.ingest.sync import SyncProgress, run_sync
 from worker.keys import SYNC_LOCK
-from worker.sharing.sweep import QueueDepth, run_sweep
+from worker.sharing.passes import QueueDepth
+from worker.sharing.sweep import run_sweep
 from worker.simulator import SimulatorAdmin
 from worker.simulator.client import ChatSpec, MessageSpec
 from worker.store.engine import make_engine

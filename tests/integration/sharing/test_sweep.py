@@ -15,10 +15,12 @@ from sqlalchemy import text
 from tests.support.sweeps import Collector, busy, drained, recover, sweep
 from tests.support.world import World
 from worker.deps import Deps
+from worker.keys import RECOVER_LOCK
+from worker.sharing.passes import QueueDepth, SweepReport
 from worker.sharing.share import Outcome, share_chat
-from worker.sharing.sweep import QueueDepth, SweepReport
 from worker.store.cards import CardState, store_cards
-from worker.store.session import transaction
+from worker.store.plain import PlainDatabase
+from worker.store.session import Sessions, transaction
 from worker.store.shares import claim
 
 
@@ -115,17 +117,18 @@ def test_two_sweeps_at_once_enqueue_each_chat_once(world: World, deps: Deps) -> 
     assert len(reports) == 2
 
 
+@pytest.mark.parametrize("plain", [False, True], ids=["sessions", "plain"])
 def test_recover_requeues_an_expired_claim_and_counts_the_loss(
-    world: World, deps: Deps, today: dt.date
+    world: World, deps: Deps, today: dt.date, plain: bool
 ) -> None:
     world.line()
     chat = world.chat()
     with transaction(deps.sessions) as s:
         assert claim(s, chat, today, lease_s=60, max_lost_claims=3, task_id="dead") is not None
     publish = Collector()
-    assert recover(deps, publish).requeued == 0  # lease still live
+    assert recover(deps, publish, plain=plain).requeued == 0  # lease still live
     expire(deps, chat)
-    assert recover(deps, publish).requeued == 1
+    assert recover(deps, publish, plain=plain).requeued == 1
     assert publish.ids == [chat]
     with deps.sessions() as s:
         row = s.execute(
@@ -134,7 +137,38 @@ def test_recover_requeues_an_expired_claim_and_counts_the_loss(
     assert tuple(row) == ("queued", 1)
 
 
-def test_poison_chat_fails_after_three_lost_claims(world: World, deps: Deps, today: dt.date) -> None:
+def test_a_recovery_on_one_connection_and_one_on_the_pool_do_not_run_at_once(
+    world: World, deps: Deps, today: dt.date
+) -> None:
+    """`cardshare recover` (store.plain) and beat's pass (the pool) take the same lock: while
+    one holds it the other does nothing and says so; after it, the lock is free again."""
+    world.line()
+    chat = world.chat()
+    with transaction(deps.sessions) as s:
+        assert claim(s, chat, today, lease_s=60, max_lost_claims=3, task_id="dead") is not None
+    expire(deps, chat)
+    assert deps.settings.database_url
+    db = PlainDatabase(deps.settings.database_url)
+    try:
+        with db.advisory_lock(RECOVER_LOCK) as got:
+            assert got
+            blocked = recover(deps, Collector())
+            assert not blocked.ran
+            assert "another recover is running" in blocked.one_line()
+        with Sessions(deps.sessions).advisory_lock(RECOVER_LOCK) as got:
+            assert got
+            assert not recover(deps, Collector(), plain=True).ran
+    finally:
+        db.close()
+    publish = Collector()
+    assert recover(deps, publish, plain=True).requeued == 1
+    assert publish.ids == [chat]
+
+
+@pytest.mark.parametrize("plain", [False, True], ids=["sessions", "plain"])
+def test_poison_chat_fails_after_three_lost_claims(
+    world: World, deps: Deps, today: dt.date, plain: bool
+) -> None:
     world.line()
     chat = world.chat()
     publish = Collector()
@@ -142,7 +176,7 @@ def test_poison_chat_fails_after_three_lost_claims(world: World, deps: Deps, tod
         with transaction(deps.sessions) as s:
             assert claim(s, chat, today, lease_s=60, max_lost_claims=3, task_id="crash") is not None
         expire(deps, chat)
-        recover(deps, publish)
+        recover(deps, publish, plain=plain)
     with deps.sessions() as s:
         status, reason, claims = s.execute(
             text("SELECT status, reason, claims FROM share_days WHERE chat_id = :c"), {"c": chat}
@@ -159,23 +193,24 @@ def test_poison_chat_fails_after_three_lost_claims(world: World, deps: Deps, tod
     assert again.reason.startswith("day_closed")
 
 
-def test_lost_queue_is_requeued_once_the_broker_is_drained(world: World, deps: Deps) -> None:
+@pytest.mark.parametrize("plain", [False, True], ids=["sessions", "plain"])
+def test_lost_queue_is_requeued_once_the_broker_is_drained(world: World, deps: Deps, plain: bool) -> None:
     world.line()
     chat = world.chat()
     publish = Collector()
     sweep(deps, publish)
     # Queued less than a lease ago: its message may still be on its way.
-    assert recover(deps, Collector(), drained).requeued == 0
+    assert recover(deps, Collector(), drained, plain=plain).requeued == 0
     with transaction(deps.sessions) as s:
         s.execute(
             text("UPDATE share_days SET updated_at = now() - make_interval(secs => :s)"),
             {"s": deps.settings.lease_s + 1},
         )
     # Messages still in the queue: nothing to recover yet.
-    assert recover(deps, Collector(), busy).requeued == 0
+    assert recover(deps, Collector(), busy, plain=plain).requeued == 0
     # Redis came back empty (or a killed worker took the message with it): re-queue.
     again = Collector()
-    assert recover(deps, again, drained).requeued == 1
+    assert recover(deps, again, drained, plain=plain).requeued == 1
     assert again.ids == [chat]
 
 
@@ -301,8 +336,9 @@ def seed_open(deps: Deps, line: str, today: dt.date, n: int, *, status: str, lea
     return ids
 
 
+@pytest.mark.parametrize("plain", [False, True], ids=["sessions", "plain"])
 def test_recovery_reads_every_stale_row_once_in_keyset_pages(
-    world: World, deps: Deps, today: dt.date
+    world: World, deps: Deps, today: dt.date, plain: bool
 ) -> None:
     """More stale rows than pages hold, mixed with live leases and poison: one pass re-queues each
     stale row exactly once and leaves the rest (pages go on from where the last stopped)."""
@@ -320,13 +356,13 @@ def test_recovery_reads_every_stale_row_once_in_keyset_pages(
     small = Deps(deps.settings.replace(sweep_page_size=50), deps.sessions, deps.client, sleep=deps.sleep)
     publish = Collector()
     # Poison rows are failed by the pass (not re-queued); queued rows whose lease is live wait.
-    report = recover(small, publish, busy)
+    report = recover(small, publish, busy, plain=plain)
     assert report.requeued == len(stale) == len(publish.ids) == len(set(publish.ids))
     assert set(publish.ids) == set(stale)
     assert report.poisoned == 5
     # With the broker drained, the queued rows untouched for a lease come back too (once).
     drained_publish = Collector()
-    assert recover(small, drained_publish, drained).requeued == len(lost_queue)
+    assert recover(small, drained_publish, drained, plain=plain).requeued == len(lost_queue)
     assert set(drained_publish.ids) == set(lost_queue)
     assert not set(live) & set(publish.ids + drained_publish.ids)
 
