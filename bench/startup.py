@@ -2,17 +2,18 @@
 
 python -m bench.startup [--against CHECKOUT] [--runs 7]
 
-Against running embedded servers (an empty, migrated database), each run starts `cardshare
-status --json`, `history CHAT`, `check --json`, `share CHAT`, `recover` and `health` once
-through the console script's entry point (`bench/startup_probe.py`) and records the
-process's wall time and the time from its first line of Python to its first PostgreSQL
-connection. With --against, the
-same commands run with CHECKOUT's `worker` package (PYTHONPATH) right after each of this
-checkout's, alternating, so both see the same box: the ratio per command is the change's
-effect. The chat is unknown, so `history` and `share` stop at their first query (exit 2): what
-is measured is the start, not the work. Compile both checkouts' bytecode first (`python -m
-compileall worker`): an installed wheel has it, and PYTHONDONTWRITEBYTECODE would otherwise
-make every run compile the package again.
+Against running embedded servers (an empty, migrated database but for one line and one chat
+due today), each run starts `cardshare status --json`, `history CHAT`, `check --json`, `share
+CHAT`, `share DUE_CHAT`, `recover` and `health` once through the console script's entry point
+(`bench/startup_probe.py`) and records the process's wall time and the time from its first
+line of Python to its first PostgreSQL connection. With --against, the same commands run with
+CHECKOUT's `worker` package (PYTHONPATH) right after each of this checkout's, alternating, so
+both see the same box: the ratio per command is the change's effect. CHAT is unknown, so
+`history` and `share` stop at their first query (exit 2): what is measured is the start, not
+the work. `share due` names the due chat, so it goes on to publish its message (and loads
+Celery for it); `recover` finds nothing to re-queue. Compile both checkouts' bytecode first
+(`python -m compileall worker`): an installed wheel has it, and PYTHONDONTWRITEBYTECODE would
+otherwise make every run compile the package again.
 """
 
 from __future__ import annotations
@@ -55,6 +56,32 @@ def one(checkout: Path, args: list[str], env: dict[str, str]) -> tuple[float, fl
     return wall, (first if first >= 0 else None)
 
 
+DUE_CHAT = uuid.UUID("00000000-0000-4000-8000-00000000d0e0")
+LINE = "+12223334444"
+
+
+def seed_due_chat(database_url: str) -> None:
+    """A line with an active card and one iMessage chat with an outbound message now: due today."""
+    import datetime as dt
+
+    from worker.rules.facts import ChatActivity
+    from worker.store.cards import CardState, store_cards
+    from worker.store.chats import record_activity
+    from worker.store.engine import make_engine, session_factory
+    from worker.store.session import transaction
+
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        with transaction(session_factory(engine)) as s:
+            store_cards(s, [CardState(LINE, "Acme", "Support", None, True)], complete=False)
+            now = dt.datetime.now(dt.UTC)
+            record_activity(
+                s, [ChatActivity(DUE_CHAT, LINE, service="iMessage", is_group=False, outbound_at=now)]
+            )
+    finally:
+        engine.dispose()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--against", type=Path, default=None, help="another checkout (e.g. a git worktree)")
@@ -69,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         "history": ["history", chat],
         "check": ["check", "--json"],
         "share": ["share", chat],
+        "share due": ["share", str(DUE_CHAT)],
         "recover": ["recover"],
         "health": ["health"],
     }
@@ -77,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     with servers() as srv:
         migrate.upgrade(srv.database_url)
+        seed_due_chat(srv.database_url)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CARDSHARE_", "LINQ_", "PYTHON"))}
         env.update(
             DATABASE_URL=srv.database_url,
