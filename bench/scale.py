@@ -286,6 +286,10 @@ def cli_env(srv: Servers, url: str, sim_url: str, **extra: str) -> dict[str, str
         LINQ_API_V3_BASE_URL=sim_url,
         CARDSHARE_LOG_LEVEL="WARNING",
         CARDSHARE_DATA_DIR=str(srv.root / "data"),
+        # Unpaced, as every throughput benchmark here: at 60 shares a minute per line the all-due
+        # sweep would hold nearly every chat-day instead of enqueueing it.
+        CARDSHARE_LINE_SHARES_PER_MINUTE="0",
+        CARDSHARE_AT_RISK_SHARES_PER_MINUTE="0",
         **extra,
     )
     return env
@@ -349,6 +353,10 @@ def measure_commands(
         chat = str(row[0])
     tag = size.name
     fig: dict[str, Any] = {}
+    # Beat's count pass (every CARDSHARE_STATUS_COUNTS_INTERVAL) saves today's counts; `status`
+    # and the page read what it saved, as in service (bench/reads.py measures both sides too).
+    with measured(run, f"{tag}.count", probe) as fig["count"]:
+        cli(env, "count")
     with measured(run, f"{tag}.status", probe) as fig["status"]:
         cli(env, "status", "--json")
     with status_page(env) as base:
@@ -691,6 +699,7 @@ def main() -> None:
 
 RATIO_FIGURES = ("wall_s", "pg_cpu_s", "wal_bytes")
 COMMANDS = (
+    "count",
     "status",
     "page",
     "status_json",
