@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -50,6 +51,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "drill" in item.keywords:
             item.add_marker(skip)
+
+
+# A test that starts this close to midnight UTC (the tests' day) may end on the next day, where
+# the worker it started judges its chat-days over: it starts after midnight instead.
+MIDNIGHT_MARGIN_S = 300.0
+
+
+def seconds_to_midnight(now: dt.datetime) -> float:
+    tomorrow = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+    return (tomorrow - now).total_seconds()
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
+    """Outside pytest-timeout's wrapper, so the wait does not count against the test's timeout."""
+    left = seconds_to_midnight(dt.datetime.now(dt.UTC))
+    if left < MIDNIGHT_MARGIN_S:
+        time.sleep(left + 1.0)
+    yield
 
 
 def _admin(dsn: str) -> psycopg.Connection[tuple[object, ...]]:

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, text
 
 from tests.support.cli import cardshare
@@ -21,7 +22,7 @@ from worker.deps import Deps
 from worker.keys import PARTITIONS_LOCK
 from worker.ops.check import run_check
 from worker.ops.retention import run_maintenance
-from worker.rules.retention import AHEAD_DAYS, BEHIND_DAYS
+from worker.rules.retention import AHEAD_DAYS, BEHIND_DAYS, wanted_days
 from worker.store import partitions
 from worker.store.session import transaction
 
@@ -46,6 +47,36 @@ def make_days(deps: Deps, days: Iterable[dt.date]) -> None:
     for day in days:
         with transaction(deps.sessions) as s:
             partitions.create_day(s, day, lock_key=PARTITIONS_LOCK)
+
+
+def align_days(deps: Deps, today: dt.date) -> None:
+    """The daily partitions a fresh install makes today (today-2 .. today+7), whatever day the
+    session's template was migrated on: a run that crosses midnight UTC shifts them by one."""
+    wanted = set(wanted_days(today))
+    with partitions.maintenance_connection(engine_of(deps)) as conn:
+        for table in (partitions.ATTEMPTS, partitions.SHARE_DAYS):  # attempts reference share_days
+            for part in partitions.partitions(conn, table):
+                if part.bounds.lo not in wanted:
+                    partitions.drop(conn, part)
+    make_days(deps, sorted(wanted))
+
+
+@pytest.fixture(autouse=True)
+def days_of_today(deps: Deps, today: dt.date) -> None:
+    align_days(deps, today)
+
+
+def test_a_template_migrated_yesterday_is_aligned_to_today(deps: Deps, today: dt.date) -> None:
+    make_days(deps, [today - (BEHIND_DAYS + 1) * D])
+    with partitions.maintenance_connection(engine_of(deps)) as conn:
+        for table in (partitions.ATTEMPTS, partitions.SHARE_DAYS):
+            part = partitions.partition_of(conn, table, today + AHEAD_DAYS * D)
+            assert part is not None
+            partitions.drop(conn, part)
+    align_days(deps, today)
+    assert tables(deps) == {
+        partitions.partition_name(table, day) for day in wanted_days(today) for table in partitions.TABLES
+    }
 
 
 def seed(deps: Deps, chats: list[uuid.UUID], day: dt.date, status: str = "succeeded") -> None:
