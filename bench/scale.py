@@ -44,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -451,6 +452,15 @@ def e2e(
             [{"id": c, "line": LINES[0], "service": "iMessage", "messages": messages} for c in chunk]
         )
     sim.admin.add_faults([{"path": "/share_contact_card$", "mode": "pass", "latency_ms": args.latency_ms}])
+    # The sweep queued every due chat (a million on B) in its own order, and the simulator knows
+    # only `first_ids`: workers would spend the run on 404s for the rest. The database keeps the
+    # sweep's state (every chat-day queued); the queue holds just the chats to share, by id.
+    from worker.keys import SHARE_QUEUE
+    from worker.queue.publish import Publisher
+
+    redis.Redis.from_url(srv.redis.url).delete(SHARE_QUEUE)
+    with Publisher(app) as publish:
+        publish([uuid.UUID(c) for c in first_ids], utc_today())
     env = {**os.environ, **settings.to_env(), "CARDSHARE_LOG_FORMAT": "json"}
     workers = start_workers(
         worker_command(pool="threads", concurrency=args.concurrency, loglevel="WARNING"), args.workers, env
