@@ -212,13 +212,22 @@ def fill_day(conn: psycopg.Connection[Any], day: dt.date, today: dt.date) -> Non
             f"REFERENCES {sd} (chat_id, day) ON DELETE CASCADE"
         )
         conn.execute(f"ALTER TABLE attempts ATTACH PARTITION {at} FOR VALUES FROM ('{lo}') TO ('{hi}')")
+        if day == today:
+            # As the day's sweeps leave it: every chat noted as marked today (chats.marked_day).
+            conn.execute("UPDATE chats SET marked_day = %s WHERE marked_day < %s", (day, day))
     conn.execute(f"VACUUM (ANALYZE) {sd}")
     conn.execute(f"VACUUM (ANALYZE) {at}")
+    if day == today:
+        conn.execute("VACUUM (ANALYZE) chats")
 
 
 def empty_today(conn: psycopg.Connection[Any], today: dt.date) -> None:
+    """Today as before its first sweep: no chat-days, and no chat noted as marked today (else
+    the sweep skips every chat: a second run's all-due sweep enqueued nothing)."""
     sd, at = partition_name("share_days", today), partition_name("attempts", today)
     conn.execute(f"TRUNCATE {at}, {sd}")
+    conn.execute("UPDATE chats SET marked_day = %s WHERE marked_day >= %s", (today - DAY, today))
+    conn.execute("VACUUM (ANALYZE) chats")
 
 
 def build(srv: Servers, size: Size, today: dt.date) -> dict[str, Any]:
