@@ -85,6 +85,21 @@ def share_day(now: dt.datetime, zone: ZoneInfo) -> dt.date:
     return now.astimezone(zone).date()
 
 
+# Two zones' calendar days differ by at most two (UTC+14 against UTC-12); one more for safety.
+CLOSE_MARGIN_DAYS = 3
+
+
+def close_from(last_swept: dt.date | None) -> dt.date | None:
+    """The oldest day a sweep must still close (None: every past day). A sweep that finished on
+    its day X closed every day before its lines' earliest day, which is at least X minus two:
+    the days older than that were closed then, and probing them again (every kept partition's
+    `unknown` rows through the open index) is what made a sweep with nothing due grow with
+    retention (bench/README.md §5)."""
+    if last_swept is None:
+        return None
+    return last_swept - dt.timedelta(days=CLOSE_MARGIN_DAYS)
+
+
 def day_bounds(day: dt.date, zone: ZoneInfo) -> tuple[dt.datetime, dt.datetime]:
     """[start, end) of `day` in `zone`, as aware UTC datetimes (23 or 25 hours across DST)."""
     start = dt.datetime.combine(day, dt.time(0), tzinfo=zone)

@@ -26,7 +26,7 @@ from worker.linq import LinqCallError
 from worker.logs import event
 from worker.ops import metrics, retention
 from worker.rules import retention as retention_rules
-from worker.rules.cadence import day_bounds, share_day
+from worker.rules.cadence import close_from, day_bounds, share_day
 from worker.rules.gate import LineState, hold_of
 from worker.rules.states import DayStatus
 from worker.sharing import recover
@@ -42,6 +42,7 @@ from worker.store.sweeps import (
     due_page,
     fail_poisoned,
     finish_run,
+    last_swept_day,
     mark,
     note_marked,
     start_run,
@@ -133,7 +134,8 @@ def run_sweep(
             _ensure_partitions(deps, marking)
             open_lines = [r.state.phone for r in rows if hold_of(r.state, now) is None]
             with transaction(deps.sessions) as s:
-                report.closed_past = close_past_days(s, line_days=days)
+                since = close_from(last_swept_day(s))
+                report.closed_past = close_past_days(s, line_days=days, since=since)
                 report.poisoned = fail_poisoned(
                     s, days=days.values() or [day], max_lost_claims=deps.settings.max_lost_claims
                 )

@@ -371,7 +371,7 @@ _CLOSE_SET = """status = CASE WHEN {d}status = 'held' THEN 'skipped' ELSE 'faile
 CLOSE_PAST_DAYS_SQL = Sql(
     f"""
             UPDATE share_days SET {_CLOSE_SET.format(d="")}
-            WHERE day < :before AND status IN {MISSABLE_OR_HELD}
+            WHERE day < :before AND day >= :since AND status IN {MISSABLE_OR_HELD}
             """
 )
 CLOSE_LINE_PAST_DAYS_SQL = Sql(
@@ -384,14 +384,18 @@ CLOSE_LINE_PAST_DAYS_SQL = Sql(
 )
 
 
-def close_past_days(session: Session, *, line_days: Mapping[str, dt.date]) -> int:
-    """Missed days are not made up (docs/decisions.md §8): end what a line's past days left open.
+def close_past_days(
+    session: Session, *, line_days: Mapping[str, dt.date], since: dt.date | None = None
+) -> int:
+    """Missed days are not made up (docs/decisions.md §8): end what a line's past days left open,
+    from `since` on (`rules.cadence.close_from`; None: every kept day).
     Held chat-days end `skipped`, naming their hold (§10); 'unknown' stays unknown: it counts
     neither as shared nor as missed. Each line's own today decides what is past for it."""
     if not line_days:
         return 0
     before = min(line_days.values())
-    total = int(getattr(session.execute(CLOSE_PAST_DAYS_SQL, {"before": before}), "rowcount", 0))
+    params = {"before": before, "since": since or dt.date.min}
+    total = int(getattr(session.execute(CLOSE_PAST_DAYS_SQL, params), "rowcount", 0))
     if max(line_days.values()) > before:
         # Lines whose day already turned while others' has not.
         ahead = {p: d for p, d in line_days.items() if d > before}
@@ -409,6 +413,17 @@ START_RUN_SQL = Sql(
 
 def start_run(session: Session, kind: str, day: dt.date) -> int:
     return int(session.execute(START_RUN_SQL, {"k": kind, "d": day}).scalar_one())
+
+
+LAST_SWEPT_SQL = Sql(
+    "SELECT max(day) FROM sweep_runs WHERE kind = 'sweep' AND finished_at IS NOT NULL AND error IS NULL"
+)
+
+
+def last_swept_day(session: Session) -> dt.date | None:
+    """The day of the last sweep that finished without an error (it closed the days before)."""
+    day = session.execute(LAST_SWEPT_SQL).scalar_one_or_none()
+    return day if isinstance(day, dt.date) else None
 
 
 FINISH_RUN_SQL = Sql(

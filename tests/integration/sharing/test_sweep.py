@@ -15,9 +15,11 @@ from sqlalchemy import text
 from tests.support.sweeps import Collector, busy, drained, recover, sweep
 from tests.support.world import World
 from worker.deps import Deps
-from worker.keys import RECOVER_LOCK
+from worker.keys import PARTITIONS_LOCK, RECOVER_LOCK
+from worker.rules.cadence import CLOSE_MARGIN_DAYS
 from worker.sharing.passes import QueueDepth, SweepReport
 from worker.sharing.share import Outcome, share_chat
+from worker.store import partitions
 from worker.store.cards import CardState, store_cards
 from worker.store.plain import PlainDatabase
 from worker.store.session import Sessions, transaction
@@ -260,6 +262,41 @@ def test_past_days_are_closed_not_made_up(world: World, deps: Deps, today: dt.da
             s.execute(text("SELECT status FROM share_days WHERE day = :d"), {"d": yesterday}).scalar()
             == "failed"
         )
+
+
+def test_a_sweep_closes_the_days_since_the_last_finished_sweep_only(
+    world: World, deps: Deps, today: dt.date
+) -> None:
+    """A finished sweep closed the days before it: the next one probes the last few days only
+    (not every kept partition); with no finished sweep on record it closes every kept day."""
+    world.line()
+    chat = world.chat()
+    sweep(deps, Collector())
+    recent = today - dt.timedelta(days=1)
+    old = today - dt.timedelta(days=CLOSE_MARGIN_DAYS + 1)
+    with transaction(deps.sessions) as s:
+        partitions.create_day(s, old, lock_key=PARTITIONS_LOCK)
+    with transaction(deps.sessions) as s:
+        for day in (recent, old):
+            s.execute(
+                text(
+                    "INSERT INTO share_days (chat_id, day, status, lease_until) "
+                    "VALUES (:c, :d, 'queued', now())"
+                ),
+                {"c": chat, "d": day},
+            )
+
+    def status(day: dt.date) -> str:
+        with deps.sessions() as s:
+            found = s.execute(text("SELECT status FROM share_days WHERE day = :d"), {"d": day})
+            return str(found.scalar_one())
+
+    assert sweep(deps, Collector()).closed_past == 1
+    assert (status(recent), status(old)) == ("failed", "queued")
+    with transaction(deps.sessions) as s:
+        s.execute(text("DELETE FROM sweep_runs"))
+    assert sweep(deps, Collector()).closed_past == 1
+    assert status(old) == "failed"
 
 
 def test_publisher_puts_celery_messages_on_redis(

@@ -5,7 +5,15 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from worker.rules.cadence import NotDue, Policy, day_bounds, share_day, why_not_due
+from worker.rules.cadence import (
+    CLOSE_MARGIN_DAYS,
+    NotDue,
+    Policy,
+    close_from,
+    day_bounds,
+    share_day,
+    why_not_due,
+)
 from worker.rules.facts import ChatFacts
 
 UTC = dt.UTC
@@ -154,3 +162,10 @@ def test_a_closed_day_is_not_due_but_sharing_wins_the_label() -> None:
         why_not_due(chat(), now=NOW, policy=POLICY, shared_today=True, day_closed=False)
         is NotDue.ALREADY_SHARED
     )
+
+
+def test_close_from_reaches_back_past_any_zone_lag_of_the_last_sweep() -> None:
+    assert close_from(None) is None
+    last = dt.date(2026, 3, 10)
+    assert close_from(last) == last - dt.timedelta(days=CLOSE_MARGIN_DAYS)
+    assert CLOSE_MARGIN_DAYS >= 2  # UTC+14 against UTC-12: two calendar days apart
