@@ -15,19 +15,19 @@ from kombu.utils.uuid import uuid as kombu_uuid
 
 from worker.deps import Deps
 from worker.keys import CONTROL_QUEUE, SHARE_QUEUE, SHARE_TASK
+from worker.queue.wire import PERSISTENT, ShareMessages
 from worker.sharing.first_outbound import FirstOutbound
 from worker.sharing.passes import QueueDepth, queue_lease_s
 
 BATCH_SIZE = 1000
-PERSISTENT = 2  # AMQP delivery mode; Celery's default for task messages
 
 
 class Publisher:
-    """One producer for a whole sweep; messages go out in pipelined batches.
+    """One producer for a whole sweep; a batch of messages goes out as one LPUSH.
 
-    kombu's Producer.batch raises BatchPublishError when a flush fails ("delivery uncertain");
-    the chat-days stay 'queued' in PostgreSQL and recovery re-enqueues them, so the claim
-    remains the arbiter.
+    The batch's messages come from a template (`queue.wire`); `one` goes through kombu's own
+    producer. A failed LPUSH raises (delivery uncertain): the chat-days stay 'queued' in
+    PostgreSQL and recovery re-enqueues them, so the claim remains the arbiter.
     """
 
     def __init__(self, app: Any) -> None:
@@ -35,6 +35,7 @@ class Publisher:
         self._ctx: Any = None
         self.producer: Any = None
         self._origin = ""
+        self._messages: ShareMessages | None = None
 
     def __enter__(self) -> Publisher:
         # Messages are built by task name (SHARE_TASK), so the publishing process need not have
@@ -45,6 +46,7 @@ class Publisher:
         # declaration copies Queue and Exchange objects for every task.
         self.producer.maybe_declare(self.app.amqp.queues[SHARE_QUEUE])
         self._origin = anon_nodename()
+        self._messages = ShareMessages(self.app, self._origin)
         return self
 
     def __exit__(
@@ -53,11 +55,19 @@ class Publisher:
         self._ctx.__exit__(exc_type, exc, tb)
 
     def __call__(self, chat_ids: Sequence[uuid.UUID], day: dt.date) -> int:
-        """Publish one share_chat message per chat, pipelined in batches."""
+        """Publish one share_chat message per chat, BATCH_SIZE to a Redis command."""
+        assert self._messages is not None, "use the Publisher as a context manager"
         iso = day.isoformat()
-        with self.producer.batch(max_size=BATCH_SIZE):
-            for chat_id in chat_ids:
-                self._send(str(chat_id), iso)
+        channel = self.producer.channel
+        # The queue's key as kombu's transport names it (priority 0; a key prefix, if one is
+        # configured, is the client's to add).
+        key = channel._q_for_pri(SHARE_QUEUE, 0)
+        with channel.conn_or_acquire() as client:
+            for start in range(0, len(chat_ids), BATCH_SIZE):
+                batch = [str(c) for c in chat_ids[start : start + BATCH_SIZE]]
+                # LPUSH of several values pushes them in order, as one LPUSH each would:
+                # workers (BRPOP) take them first in, first out.
+                client.lpush(key, *self._messages.batch(batch, iso))
         return len(chat_ids)
 
     def one(self, chat_id: uuid.UUID, day: dt.date) -> str:
