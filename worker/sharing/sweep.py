@@ -15,6 +15,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from functools import partial
 
 from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
@@ -30,6 +31,7 @@ from worker.rules.cadence import close_from, day_bounds, share_day
 from worker.rules.gate import LineState, hold_of
 from worker.rules.states import DayStatus
 from worker.sharing import recover
+from worker.sharing.one_behind import OneBehind
 from worker.sharing.passes import Publish, QueueDepth, SweepReport
 from worker.sharing.plan import Batch, plan
 from worker.store import partitions
@@ -142,9 +144,12 @@ def run_sweep(
                 # A hold that lifted without an event (or whose event was lost) lets go here.
                 if open_lines:
                     report.rearmed = rearm_held(s, days=days.values(), lines=open_lines)
-            for row in rows:
-                if row.card_active:
-                    _sweep_line(deps, row.state, days[row.state.phone], now, publish, queue_lease_s, report)
+            with OneBehind() as tails:
+                for row in rows:
+                    if row.card_active:
+                        line_day = days[row.state.phone]
+                        _sweep_line(deps, row.state, line_day, now, publish, queue_lease_s, report, tails)
+                report.enqueued += tails.drain()
             report.analyzed = _analyze_if_stale(deps, marking, report.enqueued + report.held)
             db = Sessions(deps.sessions)
             report.requeued = recover.requeue(
@@ -195,9 +200,10 @@ def _sweep_line(
     publish: Publish,
     queue_lease_s: float,
     report: SweepReport,
+    tails: OneBehind,
 ) -> None:
     """One line's due chats, page by page: planned (queued now, or held until when), marked in
-    one statement, the queued ones published."""
+    one statement; the queued ones published, and all noted, while the next page is read."""
     after: tuple[dt.date, uuid.UUID] | None = None
     size = deps.settings.sweep_page_size
     day_start = day_bounds(day, line.zone)[0]
@@ -232,14 +238,21 @@ def _sweep_line(
                 )
             queued = [c for c, status in done if status == DayStatus.QUEUED]
             report.held += len(done) - len(queued)
-            if queued:
-                report.enqueued += publish(queued, day)
-            # Taken or not (another pass took it meanwhile), each has its row for the day now.
-            with transaction(deps.sessions) as s:
-                note_marked(s, day=day, chat_ids=page.markable)
+            report.enqueued += tails.submit(partial(_page_tail, deps, publish, day, queued, page.markable))
         if page.last_key is None or page.scanned < size:
             return
         after = page.last_key
+
+
+def _page_tail(
+    deps: Deps, publish: Publish, day: dt.date, queued: list[uuid.UUID], markable: list[uuid.UUID]
+) -> int:
+    """A marked page's publish and note (on the OneBehind thread); how many it published."""
+    sent = publish(queued, day) if queued else 0
+    # Taken or not (another pass took it meanwhile), each has its row for the day now.
+    with transaction(deps.sessions) as s:
+        note_marked(s, day=day, chat_ids=markable)
+    return sent
 
 
 def _on_day(

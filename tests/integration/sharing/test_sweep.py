@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import threading
 import uuid
+from collections.abc import Sequence
 
 import pytest
 import redis
@@ -95,6 +96,55 @@ def test_sweep_pages_by_key(world: World, deps: Deps) -> None:
     assert report.scanned == 23
     assert sorted(publish.ids) == sorted(chats)
     assert len(publish.ids) == len(set(publish.ids))
+
+
+class FailsOnPage(Collector):
+    """Publishes pages until page `n` (1-based), whose publish fails as a Redis outage would."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n, self.calls = n, 0
+
+    def __call__(self, ids: Sequence[uuid.UUID], day: dt.date) -> int:
+        self.calls += 1
+        if self.calls == self.n:
+            raise redis.ConnectionError("Redis went away mid-sweep")
+        return super().__call__(ids, day)
+
+
+def test_a_publish_that_fails_mid_sweep_stops_it_and_loses_no_chat_day(
+    world: World, deps: Deps, today: dt.date
+) -> None:
+    """Pages publish one behind their mark (sharing.one_behind): a failed publish still stops
+    the sweep at the next page, is recorded on its run, and leaves its chat-days 'queued' for
+    recovery; no later page is published."""
+    world.line()
+    chats = {world.chat() for _ in range(20)}
+    publish = FailsOnPage(2)
+    small = dataclasses.replace(deps, settings=deps.settings.replace(sweep_page_size=5))
+    with pytest.raises(redis.ConnectionError, match="mid-sweep"):
+        sweep(small, publish)
+    assert len(publish.ids) == 5  # page 1 only
+    with transaction(deps.sessions) as s:
+        rows = dict(
+            s.execute(text("SELECT chat_id, status FROM share_days WHERE day = :d"), {"d": today}).all()
+        )
+        error = s.execute(text("SELECT error FROM sweep_runs ORDER BY id DESC LIMIT 1")).scalar_one()
+    # Page 2 failed and page 3 was marked while it published; page 4 never was.
+    assert len(rows) == 15
+    assert set(rows.values()) == {"queued"}
+    assert set(publish.ids) < set(rows) <= chats
+    assert "ConnectionError: Redis went away mid-sweep" in error
+    # Recovery re-enqueues what the failed page left queued, once the queue is seen drained.
+    expired = set(rows) - set(publish.ids)
+    with transaction(deps.sessions) as s:
+        s.execute(
+            text("UPDATE share_days SET lease_until = now() - interval '1 s' WHERE chat_id = ANY(:ids)"),
+            {"ids": list(expired)},
+        )
+    again = Collector()
+    recover(deps, again)
+    assert set(again.ids) == expired
 
 
 def test_two_sweeps_at_once_enqueue_each_chat_once(world: World, deps: Deps) -> None:
