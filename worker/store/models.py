@@ -135,7 +135,8 @@ class Chat(Base):
     __tablename__ = "chats"
     __table_args__ = (
         CheckConstraint("service IN ('iMessage', 'SMS', 'RCS')", name="service"),
-        Index("ix_chats_line_phone", "line_phone"),
+        # Lookups by line (and the cascade from lines) use the first two: a line_phone-only index
+        # would only slow each marked_day update (migration 0009).
         # The sweep walks each line's chats by key (each line has its own day and pace).
         Index("ix_chats_line_phone_id", "line_phone", "id"),
         # ... and only those not yet marked for the line's today (docs/decisions.md §17).
