@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from worker.rules.cadence import Policy
 from worker.rules.states import MISSABLE_STATUSES, DayStatus
+from worker.store import arrays
 from worker.store.due import CHAT_IS_DUE, REQUEUABLE, binds, sql_list
 from worker.store.lines import LINE_DAYS, line_days_params
 from worker.store.sql import Reader, Sql
@@ -115,15 +116,16 @@ def mark_params(
     day: dt.date, marks: Sequence[Mark], outbound: Mapping[uuid.UUID, dt.datetime | None] | None
 ) -> dict[str, object]:
     """The binds of a statement that writes `marks` as `day`'s chat-days (MARK_SQL here,
-    INSERT_MARKS_SQL in store.outbound): one array per column, in the marks' order."""
+    INSERT_MARKS_SQL in store.outbound): one array literal per column (`store.arrays`), in the
+    marks' order."""
     outbound = outbound or {}
     return {
         "day": day,
-        "ids": [m.chat_id for m in marks],
-        "statuses": [m.status.value for m in marks],
-        "reasons": [m.reason for m in marks],
-        "delays": [float(m.delay_s) for m in marks],
-        "outbound": [outbound.get(m.chat_id) for m in marks],
+        "ids": arrays.uuids(m.chat_id for m in marks),
+        "statuses": arrays.texts(m.status.value for m in marks),
+        "reasons": arrays.texts(m.reason for m in marks),
+        "delays": arrays.floats(m.delay_s for m in marks),
+        "outbound": arrays.timestamps(outbound.get(m.chat_id) for m in marks),
     }
 
 
@@ -156,12 +158,17 @@ MARK_SQL = Sql(
 # After the marks committed, in a transaction of its own that waits for no one: a chat another
 # transaction holds (a webhook recording its activity) is skipped and simply read again by the
 # next sweep. Waiting here, while holding the page's new rows, could deadlock with that webhook.
+# The rows are found once, locked, and updated by their ctid (a Tid Scan): joining back by id let
+# the planner hash-join a sequential scan of all chats for each page (bench/README.md §1). A
+# locked row cannot move, so its ctid holds until the update.
 NOTE_MARKED_SQL = Sql(
     """
+            WITH t AS (
+                SELECT ctid FROM chats WHERE id = ANY(CAST(:ids AS uuid[])) AND marked_day < :day
+                FOR NO KEY UPDATE SKIP LOCKED
+            )
             UPDATE chats c SET marked_day = :day
-            FROM (SELECT id FROM chats WHERE id = ANY(:ids) AND marked_day < :day
-                  FOR NO KEY UPDATE SKIP LOCKED) AS t
-            WHERE c.id = t.id
+            WHERE c.ctid = ANY(ARRAY(SELECT ctid FROM t))
             """
 )
 
@@ -171,7 +178,7 @@ def note_marked(session: Session, *, day: dt.date, chat_ids: Sequence[uuid.UUID]
     (docs/decisions.md §17). Call it after the marks committed."""
     if not chat_ids:
         return 0
-    result = session.execute(NOTE_MARKED_SQL, {"day": day, "ids": sorted(set(chat_ids))})
+    result = session.execute(NOTE_MARKED_SQL, {"day": day, "ids": arrays.uuids(sorted(set(chat_ids)))})
     return int(getattr(result, "rowcount", 0))
 
 
