@@ -15,7 +15,7 @@ from kombu.utils.uuid import uuid as kombu_uuid
 
 from worker.deps import Deps
 from worker.keys import CONTROL_QUEUE, SHARE_QUEUE, SHARE_TASK
-from worker.queue.wire import PERSISTENT, ShareMessages
+from worker.queue.wire import PERSISTENT, ShareMessages, share_messages
 from worker.sharing.first_outbound import FirstOutbound
 from worker.sharing.passes import QueueDepth, queue_lease_s
 
@@ -46,7 +46,7 @@ class Publisher:
         # declaration copies Queue and Exchange objects for every task.
         self.producer.maybe_declare(self.app.amqp.queues[SHARE_QUEUE])
         self._origin = anon_nodename()
-        self._messages = ShareMessages(self.app, self._origin)
+        self._messages = share_messages(self.app, self._origin)
         return self
 
     def __exit__(

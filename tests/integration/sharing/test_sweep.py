@@ -126,9 +126,8 @@ def test_a_publish_that_fails_mid_sweep_stops_it_and_loses_no_chat_day(
         sweep(small, publish)
     assert len(publish.ids) == 5  # page 1 only
     with transaction(deps.sessions) as s:
-        rows = dict(
-            s.execute(text("SELECT chat_id, status FROM share_days WHERE day = :d"), {"d": today}).all()
-        )
+        found = s.execute(text("SELECT chat_id, status FROM share_days WHERE day = :d"), {"d": today}).all()
+        rows: dict[uuid.UUID, str] = {r.chat_id: r.status for r in found}
         error = s.execute(text("SELECT error FROM sweep_runs ORDER BY id DESC LIMIT 1")).scalar_one()
     # Page 2 failed and page 3 was marked while it published; page 4 never was.
     assert len(rows) == 15
