@@ -135,11 +135,10 @@ class Chat(Base):
     __tablename__ = "chats"
     __table_args__ = (
         CheckConstraint("service IN ('iMessage', 'SMS', 'RCS')", name="service"),
-        # Lookups by line (and the cascade from lines) use the first two: a line_phone-only index
-        # would only slow each marked_day update (migration 0009).
-        # The sweep walks each line's chats by key (each line has its own day and pace).
-        Index("ix_chats_line_phone_id", "line_phone", "id"),
-        # ... and only those not yet marked for the line's today (docs/decisions.md §17).
+        # The sweep walks each line's chats not yet marked for the line's today by (marked_day,
+        # id) (docs/decisions.md §17); lookups by line and the cascade from lines use its first
+        # column. It is the only index on line_phone: each marked_day update writes a new entry
+        # into every index of chats, so another one would only slow it (migrations 0009, 0010).
         Index("ix_chats_line_marked", "line_phone", "marked_day", "id"),
     )
 
