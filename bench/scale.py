@@ -691,6 +691,8 @@ def main() -> None:
                 # The empty database: its due chats swept, then the same workers share them.
                 with psycopg.connect(dsn_of(empty_url), autocommit=True) as conn:
                     conn.execute("TRUNCATE attempts, share_days")
+                    # Else a second run's sweep skips every chat its first run marked today.
+                    conn.execute("UPDATE chats SET marked_day = '1970-01-01' WHERE marked_day > '1970-01-01'")
                 sim.admin.reset()
                 sim.admin.add_cards(
                     [{"phone_number": p, "first_name": "Bench", "is_active": True} for p in LINES]
